@@ -1,0 +1,26 @@
+"""What the click groups share: expected input errors become one line, not a traceback."""
+from __future__ import annotations
+
+import logging
+
+import click
+
+from pipeline.errors import DataError
+
+
+class Group(click.Group):
+    """A click group whose commands print a `DataError` as `Error: <message>` and exit 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DataError as err:
+            raise click.ClickException(str(err)) from None
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )

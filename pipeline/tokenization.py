@@ -1,0 +1,287 @@
+"""Tokenize the CoNLL corpus to Arrow: `TEXT_DIR/<split>.arrow` + `TEXT_DIR/meta.json`.
+
+One row per tweet (DESIGN.md, "Tokenized text"):
+
+- `image_id` (string), `words` and `labels` (list<string>, as in the source; OTHER read as MISC);
+- `input_ids` (list<int32>): [CLS] pieces [SEP], at most `max_length` of them;
+- `word_starts` (list<int32>): for each word, the index in `input_ids` of its first piece,
+  or -1 when truncation at `max_length` dropped that first piece;
+- `tag_ids` (list<int16>): for each word, its tag in the training scheme (index into
+  `meta["tags"]`).
+
+`words`, `labels` and `tag_ids` always have one entry per source word: nothing is dropped.
+A word that yields no word piece (zero-width space, soft hyphen, lone control characters)
+is given [UNK] and listed in `meta["no_piece_words"]`; tweets cut at `max_length` are
+listed in `meta["truncated"]` with the words that lost their first piece.
+
+Each split is encoded with one batched call of a fast tokenizer on the pre-split words;
+word pieces are assigned to words from the encoding's word ids.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+
+from pipeline.conll import ENTITY_TYPES, Tweet, find_splits, read_conll
+from pipeline.errors import DataError
+from pipeline.files import atomic_output
+from pipeline.schemes import SCHEMES, convert, get_entities, tag_list
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("words", pa.list_(pa.string())),
+        ("labels", pa.list_(pa.string())),
+        ("input_ids", pa.list_(pa.int32())),
+        ("word_starts", pa.list_(pa.int32())),
+        ("tag_ids", pa.list_(pa.int16())),
+    ]
+)
+
+
+def load_tokenizer(name_or_dir: str):
+    """A Hugging Face fast tokenizer from a local directory or a Hub name."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_dir, use_fast=True)
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"cannot load a tokenizer from {name_or_dir!r} ({str(err).splitlines()[0]}). "
+            "Pass a local directory (one written by `maf-pipe build-vocab`, or a downloaded "
+            "BERT such as bert-base-cased) or, with network access, a Hub name."
+        ) from None
+    if not tokenizer.is_fast:
+        raise DataError(f"{name_or_dir}: a fast tokenizer (tokenizer.json) is needed to align word pieces")
+    return tokenizer
+
+
+def vocab_sha256(tokenizer) -> str:
+    """sha256 of the vocabulary in id order (one token per line): the tokenizer's identity."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    digest = hashlib.sha256()
+    for token, _ in vocab:
+        digest.update(token.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def tokenizer_info(tokenizer, name_or_dir: str) -> dict:
+    """What meta.json records about the tokenizer; the trainer checks it against its own."""
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    lowercase = normalizer is not None and normalizer.normalize_str("Ab") == "ab"
+    return {
+        "name_or_path": str(name_or_dir),
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "vocab_sha256": vocab_sha256(tokenizer),
+        "lowercase": lowercase,
+        "pad_id": tokenizer.pad_token_id,
+        "unk_id": tokenizer.unk_token_id,
+        "cls_id": tokenizer.cls_token_id,
+        "sep_id": tokenizer.sep_token_id,
+    }
+
+
+@dataclass
+class SplitResult:
+    """One tokenized split: the Arrow table, its counts, and what was truncated or had no piece."""
+
+    table: pa.Table
+    stats: dict
+    truncated: list[dict] = field(default_factory=list)
+    no_piece_words: list[dict] = field(default_factory=list)
+
+
+def tokenize_tweets(
+    tweets: Sequence[Tweet], tokenizer, max_length: int = 128, scheme: str = "bioes", split: str = ""
+) -> SplitResult:
+    """Encode tweets with one batched tokenizer call and align word pieces to words."""
+    if max_length < 3:
+        raise DataError(f"--max-length {max_length} is too small: [CLS], one piece and [SEP] need 3")
+    tag_index = {tag: i for i, tag in enumerate(tag_list(scheme))}
+    cls_id, sep_id, unk_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id
+    if None in (cls_id, sep_id, unk_id):
+        raise DataError("the tokenizer has no [CLS], [SEP] or [UNK] token; a BERT tokenizer is expected")
+
+    encoding = tokenizer(
+        [tweet.words for tweet in tweets],
+        is_split_into_words=True,
+        add_special_tokens=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+    entities: Counter = Counter()
+    truncated, no_piece = [], []
+    n_words = n_pieces = longest = 0
+    for b, tweet in enumerate(tweets):
+        piece_ids = encoding["input_ids"][b]
+        word_ids = encoding.word_ids(b)
+        input_ids = [cls_id]
+        starts = []
+        j = 0
+        for w in range(len(tweet.words)):
+            starts.append(len(input_ids))
+            while j < len(piece_ids) and word_ids[j] == w:
+                input_ids.append(piece_ids[j])
+                j += 1
+            if starts[-1] == len(input_ids):  # the tokenizer gave this word nothing
+                input_ids.append(unk_id)
+                no_piece.append(
+                    {"split": split, "image_id": tweet.image_id, "line": tweet.line, "index": w,
+                     "word": tweet.words[w]}
+                )
+        assert j == len(piece_ids), f"word ids of IMGID:{tweet.image_id} are not in word order"
+        input_ids.append(sep_id)
+        full_length = len(input_ids)
+        longest = max(longest, full_length)
+        if full_length > max_length:
+            input_ids = input_ids[: max_length - 1] + [sep_id]
+            lost = [w for w, start in enumerate(starts) if start >= max_length - 1]
+            for w in lost:
+                starts[w] = -1
+            truncated.append(
+                {"split": split, "image_id": tweet.image_id, "line": tweet.line,
+                 "pieces": full_length, "dropped_words": [tweet.words[w] for w in lost]}
+            )
+        try:
+            tags = [tag_index[tag] for tag in convert(tweet.labels, scheme)]
+        except KeyError as err:
+            raise DataError(f"IMGID:{tweet.image_id}: label {err.args[0]!r} is not in the {scheme} tag set") from None
+        columns["image_id"].append(tweet.image_id)
+        columns["words"].append(tweet.words)
+        columns["labels"].append(tweet.labels)
+        columns["input_ids"].append(input_ids)
+        columns["word_starts"].append(starts)
+        columns["tag_ids"].append(tags)
+        entities.update(entity_type for entity_type, _, _ in get_entities(tweet.labels))
+        n_words += len(tweet.words)
+        n_pieces += len(input_ids)
+
+    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+    stats = {
+        "tweets": len(tweets),
+        "words": n_words,
+        "pieces": n_pieces,
+        "longest_pieces": longest,
+        "entities": {entity_type: entities.get(entity_type, 0) for entity_type in ENTITY_TYPES},
+        "truncated_tweets": len(truncated),
+        "truncated_words": sum(len(item["dropped_words"]) for item in truncated),
+        "no_piece_words": len(no_piece),
+    }
+    return SplitResult(table, stats, truncated, no_piece)
+
+
+def write_arrow(table: pa.Table, path: str | os.PathLike) -> None:
+    """Write a table as one Arrow IPC file, atomically."""
+    with atomic_output(path, "wb") as handle:
+        with pa.ipc.new_file(handle, table.schema) as writer:
+            writer.write_table(table)
+
+
+def read_split(text_dir: str | os.PathLike, split: str) -> pa.Table:
+    """One tokenized split, memory-mapped from TEXT_DIR/<split>.arrow."""
+    path = Path(text_dir) / f"{split}.arrow"
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (run `maf-pipe tokenize` first)")
+    try:
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+    except pa.ArrowInvalid as err:
+        raise DataError(f"{path}: not a readable Arrow IPC file ({err})") from None
+    if not table.schema.equals(SCHEMA):
+        raise DataError(f"{path}: unexpected columns {table.schema.names}; expected {SCHEMA.names}")
+    return table
+
+
+def read_meta(text_dir: str | os.PathLike) -> dict:
+    """TEXT_DIR/meta.json."""
+    path = Path(text_dir) / META_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; {text_dir} is not a complete `maf-pipe tokenize` output")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+
+
+def tokenize_corpus(
+    data_dir: str | os.PathLike,
+    tokenizer_name: str,
+    out_dir: str | os.PathLike,
+    max_length: int = 128,
+    scheme: str = "bioes",
+) -> dict:
+    """Tokenize every split of DATA_DIR to OUT_DIR; returns the metadata written to meta.json.
+
+    All splits are read and validated before anything is written. meta.json is removed
+    first and written last, so a directory with a meta.json is always complete.
+    """
+    if scheme not in SCHEMES:
+        raise DataError(f"unknown tag scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    splits = find_splits(data_dir)
+    tweets = {split: read_conll(path) for split, path in splits.items()}
+    tokenizer = load_tokenizer(tokenizer_name)
+    if max_length > tokenizer.model_max_length:
+        raise DataError(
+            f"--max-length {max_length} exceeds the tokenizer's limit of {tokenizer.model_max_length} pieces"
+        )
+
+    results = {
+        split: tokenize_tweets(records, tokenizer, max_length, scheme, split)
+        for split, records in tweets.items()
+    }
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "source": str(Path(data_dir).resolve()),
+        "tokenizer": tokenizer_info(tokenizer, tokenizer_name),
+        "max_length": max_length,
+        "scheme": scheme,
+        "tags": tag_list(scheme),
+        "splits": {
+            split: {"file": f"{split}.arrow", "source": str(splits[split].resolve()), **result.stats}
+            for split, result in results.items()
+        },
+        "truncated": [item for result in results.values() for item in result.truncated],
+        "no_piece_words": [item for result in results.values() for item in result.no_piece_words],
+    }
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / META_FILE).unlink(missing_ok=True)
+    for split, result in results.items():
+        write_arrow(result.table, out_dir / f"{split}.arrow")
+    for split in set(("train", "valid", "test")) - set(results):  # stale splits of an earlier run
+        (out_dir / f"{split}.arrow").unlink(missing_ok=True)
+    with atomic_output(out_dir / META_FILE) as handle:
+        json.dump(meta, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    return meta
+
+
+def summary_table(meta: dict) -> str:
+    """The per-split summary `maf-pipe tokenize` prints."""
+    header = ["split", "tweets", "words", *ENTITY_TYPES, "truncated", "no-piece"]
+    rows = [header]
+    for split, stats in meta["splits"].items():
+        rows.append(
+            [split, stats["tweets"], stats["words"], *(stats["entities"][t] for t in ENTITY_TYPES),
+             stats["truncated_tweets"], stats["no_piece_words"]]
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(str(cell).rjust(width) if i else str(cell).ljust(width)
+                       for i, (cell, width) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
