@@ -310,3 +310,37 @@ def make_sample(out_dir: str | os.PathLike, tweets: int = 1200, seed: int = 0,
     summary["image_decided_entities"] = sum(len(item.image_decided) for item in samples)
     summary["entities"] = sum(label.startswith("B-") for item in samples for label in item.tweet.labels)
     return summary
+
+
+# ------------------------------------------------------------- Twitter-style stress text
+
+# Words real Twitter-2015/2017 files contain and tokenizers stumble on: long URLs, emoji
+# (ZWJ sequences, flags, skin tones), hashtags, mentions, HTML entities, zero-width and
+# other format characters, soft hyphens, control characters, odd spaces, other scripts.
+HARD_WORDS = [
+    "https://t.co/Xy7Qz0AbCd", "http://www.example.com/2017/05/12/a-very-long-path/with-many-parts?utm_source=twitter&utm_medium=social&id=1234567890",
+    "😂😂😂", "👨\u200d👩\u200d👧\u200d👦", "🇺🇸", "👍🏽", "❤️", "#MakeAmericaGreatAgain", "#NBAFinals2017", "@realDonaldTrump",
+    "@_user_123", "&amp;", "&lt;3", "\u200b", "\u200c", "\u200d", "\ufeff", "\xad", "co\xadop", "zero\u200bwidth",
+    "\x7f", "\x01", "\xa0", "\u3000", "\u2028", "\u200f", "caf\u00e9", "cafe\u0301", "東京", "مرحبا", "Привет",
+    "loooooool", "2017-05-12", "$AAPL", "...", "—", "''", "RT", ":", "\ufffd", "ｆｕｌｌｗｉｄｔｈ",
+]
+
+
+def twitter_style_tweets(n: int, seed: int = 0) -> list[Tweet]:
+    """`n` tweets of sample-corpus text salted with HARD_WORDS (no images): for tests and benchmarks."""
+    rng = random.Random(seed)
+    tweets = []
+    for i, sample in enumerate(generate_tweets(n, seed)):
+        words, labels = list(sample.tweet.words), list(sample.tweet.labels)
+        for _ in range(rng.randint(0, 4)):
+            at = rng.randint(0, len(words))
+            if 0 < at < len(words) and labels[at].startswith("I-"):
+                continue  # keep entities whole
+            words.insert(at, rng.choice(HARD_WORDS))
+            labels.insert(at, "O")
+        if rng.random() < 0.05:  # an ill-formed I- tag, as Twitter-2015 has hundreds
+            at = rng.randrange(len(words))
+            if labels[at] == "O" and (at == 0 or labels[at - 1] == "O"):
+                labels[at] = f"I-{rng.choice(list(CUE_CLASSES))}"
+        tweets.append(Tweet(f"{sample.tweet.image_id}", words, labels))
+    return tweets

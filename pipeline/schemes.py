@@ -53,7 +53,9 @@ def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     """Chunks of a BIO or BIOES tag sequence as (type, start, end), end exclusive."""
     entities = []
     prev_prefix, prev_type, begin = "O", "", -1
-    for i, tag in enumerate(list(tags) + ["O"]):
+    for i, tag in enumerate([*tags, "O"]):
+        if tag == "O" and prev_prefix == "O":  # most words: nothing starts or ends here
+            continue
         prefix, entity_type = _split(tag)
         if begin >= 0 and _ends(prev_prefix, prev_type, prefix, entity_type):
             entities.append((prev_type, begin, i))
@@ -64,7 +66,8 @@ def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     return entities
 
 
-def _from_entities(entities: list[tuple[str, int, int]], length: int, scheme: str) -> list[str]:
+def tags_from_entities(entities: list[tuple[str, int, int]], length: int, scheme: str) -> list[str]:
+    """Well-formed tags of a scheme ('bio' or 'bioes') for the given chunks."""
     tags = ["O"] * length
     for entity_type, start, end in entities:
         if scheme == "bioes" and end - start == 1:
@@ -80,12 +83,12 @@ def _from_entities(entities: list[tuple[str, int, int]], length: int, scheme: st
 
 def bio_to_bioes(tags: Sequence[str]) -> list[str]:
     """BIO (ill-formed I- tags included) to BIOES with the same conlleval chunks."""
-    return _from_entities(get_entities(tags), len(tags), "bioes")
+    return tags_from_entities(get_entities(tags), len(tags), "bioes")
 
 
 def bioes_to_bio(tags: Sequence[str]) -> list[str]:
     """BIOES (or BIO) to well-formed BIO with the same conlleval chunks."""
-    return _from_entities(get_entities(tags), len(tags), "bio")
+    return tags_from_entities(get_entities(tags), len(tags), "bio")
 
 
 def convert(tags: Sequence[str], scheme: str) -> list[str]:

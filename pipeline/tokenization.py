@@ -33,7 +33,7 @@ import pyarrow as pa
 from pipeline.conll import ENTITY_TYPES, Tweet, find_splits, read_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
-from pipeline.schemes import SCHEMES, convert, get_entities, tag_list
+from pipeline.schemes import SCHEMES, get_entities, tag_list, tags_from_entities
 
 logger = logging.getLogger(__name__)
 
@@ -128,22 +128,25 @@ def tokenize_tweets(
     n_words = n_pieces = longest = 0
     for b, tweet in enumerate(tweets):
         piece_ids = encoding["input_ids"][b]
-        word_ids = encoding.word_ids(b)
-        input_ids = [cls_id]
-        starts = []
-        j = 0
-        for w in range(len(tweet.words)):
-            starts.append(len(input_ids))
-            while j < len(piece_ids) and word_ids[j] == w:
-                input_ids.append(piece_ids[j])
-                j += 1
-            if starts[-1] == len(input_ids):  # the tokenizer gave this word nothing
-                input_ids.append(unk_id)
-                no_piece.append(
-                    {"split": split, "image_id": tweet.image_id, "line": tweet.line, "index": w,
-                     "word": tweet.words[w]}
-                )
-        assert j == len(piece_ids), f"word ids of IMGID:{tweet.image_id} are not in word order"
+        word_ids = encoding.encodings[b].word_ids
+        # word ids are non-decreasing: a word starts where the id changes (+1 for [CLS])
+        starts = [j + 1 for j, w in enumerate(word_ids) if j == 0 or w != word_ids[j - 1]]
+        if len(starts) == len(tweet.words):
+            input_ids = [cls_id, *piece_ids]
+        else:  # some words gave no piece: walk the words, [UNK] for each empty one
+            input_ids, starts, j = [cls_id], [], 0
+            for w in range(len(tweet.words)):
+                starts.append(len(input_ids))
+                while j < len(piece_ids) and word_ids[j] == w:
+                    input_ids.append(piece_ids[j])
+                    j += 1
+                if starts[-1] == len(input_ids):
+                    input_ids.append(unk_id)
+                    no_piece.append(
+                        {"split": split, "image_id": tweet.image_id, "line": tweet.line, "index": w,
+                         "word": tweet.words[w]}
+                    )
+            assert j == len(piece_ids), f"word ids of IMGID:{tweet.image_id} are not in word order"
         input_ids.append(sep_id)
         full_length = len(input_ids)
         longest = max(longest, full_length)
@@ -156,8 +159,10 @@ def tokenize_tweets(
                 {"split": split, "image_id": tweet.image_id, "line": tweet.line,
                  "pieces": full_length, "dropped_words": [tweet.words[w] for w in lost]}
             )
+        chunks = get_entities(tweet.labels)
+        scheme_tags = tweet.labels if scheme == "bio" else tags_from_entities(chunks, len(tweet.labels), scheme)
         try:
-            tags = [tag_index[tag] for tag in convert(tweet.labels, scheme)]
+            tags = [tag_index[tag] for tag in scheme_tags]
         except KeyError as err:
             raise DataError(f"IMGID:{tweet.image_id}: label {err.args[0]!r} is not in the {scheme} tag set") from None
         columns["image_id"].append(tweet.image_id)
@@ -166,7 +171,7 @@ def tokenize_tweets(
         columns["input_ids"].append(input_ids)
         columns["word_starts"].append(starts)
         columns["tag_ids"].append(tags)
-        entities.update(entity_type for entity_type, _, _ in get_entities(tweet.labels))
+        entities.update(entity_type for entity_type, _, _ in chunks)
         n_words += len(tweet.words)
         n_pieces += len(input_ids)
 

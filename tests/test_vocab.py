@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from pipeline.errors import DataError
+from pipeline.vocab import build_vocab
+
+
+def test_autotokenizer_loads_a_bert_fast_tokenizer(tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    assert tokenizer.is_fast
+    assert "Bert" in type(tokenizer).__name__
+    assert 100 < len(tokenizer) <= 600
+    assert (tokenizer_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()[:5] == [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    encoded = tokenizer("Flying to London tomorrow")
+    assert encoded["input_ids"][0] == tokenizer.cls_token_id and encoded["input_ids"][-1] == tokenizer.sep_token_id
+    assert tokenizer.unk_token_id not in encoded["input_ids"]  # corpus words are in the vocabulary
+    assert tokenizer.tokenize("London") != tokenizer.tokenize("london")  # cased by default
+
+
+def test_lowercase_option(sample_dir, tmp_path):
+    build_vocab(sample_dir, tmp_path / "lower", vocab_size=400, lowercase=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "lower"))
+    assert tokenizer.tokenize("LONDON") == tokenizer.tokenize("london")
+
+
+def test_refuses_to_overwrite_and_needs_a_corpus(sample_dir, tokenizer_dir, tmp_path):
+    before = (tokenizer_dir / "vocab.txt").read_bytes()
+    with pytest.raises(DataError, match="exists and is not empty; pass --overwrite"):
+        build_vocab(sample_dir, tokenizer_dir, vocab_size=300)
+    assert (tokenizer_dir / "vocab.txt").read_bytes() == before
+    with pytest.raises(DataError, match="no split file found"):
+        build_vocab(tmp_path, tmp_path / "out")
+    with pytest.raises(DataError, match="too small"):
+        build_vocab(sample_dir, tmp_path / "out", vocab_size=3)
+    assert not (tmp_path / "out").exists()
+
+
+def test_overwrite_replaces(sample_dir, tmp_path):
+    out = tmp_path / "tok"
+    build_vocab(sample_dir, out, vocab_size=300)
+    build_vocab(sample_dir, out, vocab_size=500, overwrite=True)
+    assert len(AutoTokenizer.from_pretrained(str(out))) > 300
+    assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # no temporary directory left behind
