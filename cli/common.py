@@ -9,12 +9,15 @@ from pipeline.errors import DataError
 
 
 class Group(click.Group):
-    """A click group whose commands print a `DataError` as `Error: <message>` and exit 1."""
+    """A click group whose commands print a `DataError` (or an OSError such as a permission
+    denied) as `Error: <message>` and exit 1, without a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except DataError as err:
+            raise click.ClickException(str(err)) from None
+        except OSError as err:  # unwritable output, a full disk, a path that is not a directory
             raise click.ClickException(str(err)) from None
 
 

@@ -61,10 +61,18 @@ def build_vocab(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
     )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # The trainer creates continuation tokens (##c) in hash-map order, and merge ties are
+    # broken by token id, so the same corpus can give a different vocabulary each run
+    # (huggingface/tokenizers#1794). Declaring every ##c up front, sorted, fixes their ids
+    # and makes training deterministic; they would all be in the vocabulary anyway.
+    continuation = sorted(
+        {char for line in lines for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(
+            tokenizer.normalizer.normalize_str(line)) for char in word[1:]}
+    )
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + [f"##{char}" for char in continuation],
         continuing_subword_prefix="##",
         show_progress=False,
     )

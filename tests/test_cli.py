@@ -99,3 +99,12 @@ def test_installed_console_script_prints_no_traceback(tmp_path, tokenizer_dir):
     assert "Traceback" not in proc.stderr + proc.stdout
     proc = subprocess.run([str(BIN / "maf"), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "Usage: maf" in proc.stdout
+
+
+def test_unwritable_output_is_an_error_not_a_traceback(tmp_path, sample_dir, tokenizer_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = CliRunner().invoke(pipe.main, ["tokenize", str(sample_dir), "--tokenizer", str(tokenizer_dir),
+                                            "--out", str(blocker / "text")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and str(blocker) in result.output
+    assert "Traceback" not in result.output

@@ -44,3 +44,16 @@ def test_overwrite_replaces(sample_dir, tmp_path):
     build_vocab(sample_dir, out, vocab_size=500, overwrite=True)
     assert len(AutoTokenizer.from_pretrained(str(out))) > 300
     assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # no temporary directory left behind
+
+
+def test_same_corpus_gives_the_same_vocabulary(tmp_path):
+    """Rare t.co codes make many merge ties: the vocabulary must still not change between runs."""
+    from pipeline.conll import write_conll
+    from pipeline.sample import twitter_style_tweets
+
+    write_conll(twitter_style_tweets(1000, seed=4), tmp_path / "data" / "train.txt")
+    built = []
+    for i in range(4):
+        build_vocab(tmp_path / "data", tmp_path / f"tok{i}", vocab_size=2000)
+        built.append((tmp_path / f"tok{i}" / "vocab.txt").read_bytes())
+    assert len(set(built)) == 1
