@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 
 def _umask() -> int:
@@ -47,3 +49,36 @@ def temp_dir_beside(path: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
+
+
+def refuse_non_empty(path: str | os.PathLike, overwrite: bool) -> None:
+    """Raise unless `path` is absent or empty, or the user passed --overwrite."""
+    from pipeline.errors import DataError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: exists and is not a directory")
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise DataError(f"{path}: exists and is not empty; pass --overwrite to replace it")
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Fill a temporary directory beside `path`; it replaces `path` only if the block succeeds.
+
+    An old `path` is moved aside first and deleted only once the new one is in place.
+    """
+    path = Path(path)
+    tmp = temp_dir_beside(path)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -25,13 +25,13 @@ import json
 import logging
 import os
 import random
-import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.conll import Tweet, format_tweet
 from pipeline.errors import DataError
-from pipeline.files import temp_dir_beside
+from pipeline.files import atomic_directory, refuse_non_empty
 
 logger = logging.getLogger(__name__)
 
@@ -258,16 +258,14 @@ def make_sample(out_dir: str | os.PathLike, tweets: int = 1200, seed: int = 0,
     out_dir = Path(out_dir)
     if tweets < 10:
         raise DataError(f"--tweets {tweets} is too few; at least 10 are needed for three splits")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
+    refuse_non_empty(out_dir, overwrite)
     samples = generate_tweets(tweets, seed)
     n_train = round(tweets * fractions[0])
     n_valid = round(tweets * fractions[1])
     splits = {"train": samples[:n_train], "valid": samples[n_train:n_train + n_valid],
               "test": samples[n_train + n_valid:]}
 
-    tmp = temp_dir_beside(out_dir)
-    try:
+    with atomic_directory(out_dir) as tmp:
         (tmp / "images").mkdir()
         rng = random.Random(seed + 1)
         for split, items in splits.items():
@@ -294,19 +292,10 @@ def make_sample(out_dir: str | os.PathLike, tweets: int = 1200, seed: int = 0,
             if item.image_file == "broken":
                 data = _broken_bytes(rng, data)
             (tmp / "images" / f"{item.tweet.image_id}.jpg").write_bytes(data)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     summary = {"out_dir": str(out_dir), "splits": {split: len(items) for split, items in splits.items()}}
     for key in ("relation", "image_file"):
-        counts: dict[str, int] = {}
-        for item in samples:
-            counts[getattr(item, key)] = counts.get(getattr(item, key), 0) + 1
-        summary[key] = counts
+        summary[key] = dict(Counter(getattr(item, key) for item in samples))
     summary["image_decided_entities"] = sum(len(item.image_decided) for item in samples)
     summary["entities"] = sum(label.startswith("B-") for item in samples for label in item.tweet.labels)
     return summary

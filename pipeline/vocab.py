@@ -12,13 +12,12 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Iterator
 
 from pipeline.conll import find_splits, iter_conll
 from pipeline.errors import DataError
-from pipeline.files import temp_dir_beside
+from pipeline.files import atomic_directory, refuse_non_empty
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +50,7 @@ def build_vocab(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise DataError(f"--vocab-size {vocab_size} is too small (at least {len(SPECIAL_TOKENS) + 1})")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError(f"{out_dir}: exists and is not empty; pass --overwrite to replace it")
+    refuse_non_empty(out_dir, overwrite)
     lines = list(_corpus_lines(data_dir))  # validates every split before anything is written
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -79,8 +77,7 @@ def build_vocab(
     tokenizer.train_from_iterator(lines, trainer=trainer, length=len(lines))
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
 
-    tmp = temp_dir_beside(out_dir)
-    try:
+    with atomic_directory(out_dir) as tmp:
         vocab_file = tmp / "vocab.txt"
         vocab_file.write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
         options = dict(do_lower_case=lowercase, strip_accents=None, model_max_length=512)
@@ -89,11 +86,5 @@ def build_vocab(
         else:
             fast = BertTokenizerFast(vocab_file=str(vocab_file), **options)
         fast.save_pretrained(str(tmp))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.debug("wrote a %d-token WordPiece vocabulary to %s", len(vocab), out_dir)
     return {"out_dir": str(out_dir), "vocab_size": len(vocab), "lowercase": lowercase, "lines": len(lines)}
