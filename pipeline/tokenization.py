@@ -52,11 +52,24 @@ SCHEMA = pa.schema(
 
 
 def load_tokenizer(name_or_dir: str):
-    """A Hugging Face fast tokenizer from a local directory or a Hub name."""
+    """A Hugging Face fast tokenizer from a local directory, the local cache, or the Hub."""
     from transformers import AutoTokenizer
 
+    name_or_dir = str(name_or_dir)
+    local = Path(name_or_dir).expanduser()
+    looks_like_path = name_or_dir.startswith(("/", ".", "~")) or name_or_dir.count("/") > 1
+    if not local.exists() and looks_like_path:
+        raise DataError(f"{name_or_dir}: no such tokenizer directory")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_dir, use_fast=True)
+        try:  # a directory, or a Hub name already in the local cache: no network
+            tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name_or_dir,
+                                                      use_fast=True, local_files_only=True)
+        except OSError:
+            if local.exists():
+                raise
+            logger.info("fetching tokenizer %s from the Hugging Face Hub (HF_HUB_OFFLINE=1 fails at once)",
+                        name_or_dir)
+            tokenizer = AutoTokenizer.from_pretrained(name_or_dir, use_fast=True)
     except (OSError, ValueError) as err:
         raise DataError(
             f"cannot load a tokenizer from {name_or_dir!r} ({str(err).splitlines()[0]}). "

@@ -82,7 +82,7 @@ def test_other_user_mistakes_are_clear(tmp_path, sample_dir, tokenizer_dir):
     assert result.exit_code == 1 and "no such directory" in result.output
     result = CliRunner().invoke(pipe.main, ["tokenize", str(sample_dir), "--tokenizer", str(tmp_path / "nope"),
                                             "--out", str(tmp_path / "t")])
-    assert result.exit_code == 1 and "cannot load a tokenizer" in result.output
+    assert result.exit_code == 1 and "nope: no such tokenizer directory" in result.output
     result = CliRunner().invoke(pipe.main, ["make-sample", str(sample_dir)])
     assert result.exit_code == 1 and "pass --overwrite" in result.output
 

@@ -153,8 +153,11 @@ def test_bad_corpus_writes_nothing_and_keeps_earlier_output(sample_dir, tokenize
 
 
 def test_unloadable_tokenizer_and_bad_options(sample_dir, tokenizer_dir, tmp_path):
-    with pytest.raises(DataError, match="cannot load a tokenizer from"):
+    with pytest.raises(DataError, match="no-such-tokenizer: no such tokenizer directory"):
         tokenize_corpus(sample_dir, str(tmp_path / "no-such-tokenizer"), tmp_path / "text")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="cannot load a tokenizer from '.*empty'"):
+        tokenize_corpus(sample_dir, str(tmp_path / "empty"), tmp_path / "text")
     with pytest.raises(DataError, match="exceeds the tokenizer's limit of 512"):
         tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "text", max_length=1000)
     with pytest.raises(DataError, match="too small"):
