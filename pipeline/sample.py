@@ -310,7 +310,7 @@ HARD_WORDS = [
     "https://t.co/Xy7Qz0AbCd", "http://www.example.com/2017/05/12/a-very-long-path/with-many-parts?utm_source=twitter&utm_medium=social&id=1234567890",
     "😂😂😂", "👨\u200d👩\u200d👧\u200d👦", "🇺🇸", "👍🏽", "❤️", "#MakeAmericaGreatAgain", "#NBAFinals2017", "@realDonaldTrump",
     "@_user_123", "&amp;", "&lt;3", "\u200b", "\u200c", "\u200d", "\ufeff", "\xad", "co\xadop", "zero\u200bwidth",
-    "\x7f", "\x01", "\xa0", "\u3000", "\u2028", "\u200f", "caf\u00e9", "cafe\u0301", "東京", "مرحبا", "Привет",
+    "\x7f", "\x01", "\xa0", "\ufe0f", "☀", "💜", "\u3000", "\u2028", "\u200f", "caf\u00e9", "cafe\u0301", "東京", "مرحبا", "Привет",
     "loooooool", "2017-05-12", "$AAPL", "...", "—", "''", "RT", ":", "\ufffd", "ｆｕｌｌｗｉｄｔｈ",
 ]
 

@@ -89,6 +89,18 @@ def test_word_without_any_piece_becomes_unk_and_is_listed(tokenizer_dir, word):
     assert result.stats["no_piece_words"] == 1
 
 
+def test_lowercasing_tokenizer_strips_lone_marks_to_nothing(sample_dir, tmp_path):
+    # Twitter-2017 has a lone variation selector (U+FE0F) as a token after '☀'; an uncased
+    # BERT strips marks, so such a word gives no piece at all.
+    build_vocab(sample_dir, tmp_path / "lower", vocab_size=400, lowercase=True)
+    tokenizer = load_tokenizer(str(tmp_path / "lower"))
+    tweet = Tweet("16_05_19_911", ["vodka", "☀", "\ufe0f", "\u0301"], ["O"] * 4)
+    result = tokenize_tweets([tweet], tokenizer)
+    assert [item["index"] for item in result.no_piece_words] == [2, 3]
+    row = result.table.to_pylist()[0]
+    assert [row["input_ids"][s] for s in row["word_starts"][2:]] == [tokenizer.unk_token_id] * 2
+
+
 def test_truncation_is_counted_and_listed(tokenizer_dir):
     tokenizer = load_tokenizer(str(tokenizer_dir))
     words = [f"w{i}" for i in range(20)] + ["Rob"]
