@@ -287,7 +287,7 @@ def make_sample(out_dir: str | os.PathLike, tweets: int = 1200, seed: int = 0,
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=90)
             data = buffer.getvalue()
-            if item.image_file == "missing":
+            if item.image_file == "missing":  # drawn all the same, so the rng stream stays in step
                 continue
             if item.image_file == "broken":
                 data = _broken_bytes(rng, data)
@@ -319,7 +319,7 @@ def twitter_style_tweets(n: int, seed: int = 0) -> list[Tweet]:
     """`n` tweets of sample-corpus text salted with HARD_WORDS (no images): for tests and benchmarks."""
     rng = random.Random(seed)
     tweets = []
-    for i, sample in enumerate(generate_tweets(n, seed)):
+    for sample in generate_tweets(n, seed):
         words, labels = list(sample.tweet.words), list(sample.tweet.labels)
         for _ in range(rng.randint(0, 4)):
             at = rng.randint(0, len(words))
@@ -331,5 +331,5 @@ def twitter_style_tweets(n: int, seed: int = 0) -> list[Tweet]:
             at = rng.randrange(len(words))
             if labels[at] == "O" and (at == 0 or labels[at - 1] == "O"):
                 labels[at] = f"I-{rng.choice(list(CUE_CLASSES))}"
-        tweets.append(Tweet(f"{sample.tweet.image_id}", words, labels))
+        tweets.append(Tweet(sample.tweet.image_id, words, labels))
     return tweets

@@ -91,10 +91,13 @@ def bioes_to_bio(tags: Sequence[str]) -> list[str]:
     return tags_from_entities(get_entities(tags), len(tags), "bio")
 
 
-def convert(tags: Sequence[str], scheme: str) -> list[str]:
-    """Source BIO tags in the given training scheme ('bio' keeps the source tags as they are)."""
+def convert(tags: Sequence[str], scheme: str, entities: list[tuple[str, int, int]] | None = None) -> list[str]:
+    """Source BIO tags in the given training scheme ('bio' keeps the source tags as they are).
+
+    `entities`, if the caller already has `get_entities(tags)`, saves computing them again.
+    """
     if scheme == "bioes":
-        return bio_to_bioes(tags)
+        return tags_from_entities(get_entities(tags) if entities is None else entities, len(tags), "bioes")
     if scheme == "bio":
         return list(tags)
     raise ValueError(f"unknown tag scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")

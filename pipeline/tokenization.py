@@ -33,7 +33,7 @@ import pyarrow as pa
 from pipeline.conll import ENTITY_TYPES, Tweet, find_splits, read_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
-from pipeline.schemes import SCHEMES, get_entities, tag_list, tags_from_entities
+from pipeline.schemes import SCHEMES, convert, get_entities, tag_list
 
 logger = logging.getLogger(__name__)
 
@@ -173,9 +173,8 @@ def tokenize_tweets(
                  "pieces": full_length, "dropped_words": [tweet.words[w] for w in lost]}
             )
         chunks = get_entities(tweet.labels)
-        scheme_tags = tweet.labels if scheme == "bio" else tags_from_entities(chunks, len(tweet.labels), scheme)
         try:
-            tags = [tag_index[tag] for tag in scheme_tags]
+            tags = [tag_index[tag] for tag in convert(tweet.labels, scheme, chunks)]
         except KeyError as err:
             raise DataError(f"IMGID:{tweet.image_id}: label {err.args[0]!r} is not in the {scheme} tag set") from None
         columns["image_id"].append(tweet.image_id)
