@@ -1,4 +1,4 @@
-"""`maf-pipe`: the offline stages (sample corpus, vocabulary, tokenization)."""
+"""`maf-pipe`: the offline stages (sample corpus, vocabulary, tokenization, image features)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import click
 
 from cli.common import Group, setup_logging
-from pipeline import sample, tokenization, vocab
+from pipeline import extract, sample, tokenization, vocab
 from pipeline.schemes import SCHEMES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -16,7 +16,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 def main(verbose: bool) -> None:
     """Offline stages of maf: make a sample corpus, build a vocabulary, tokenize a
-    CoNLL corpus to Arrow (and, in later stages, extract image features to store.h5).
+    CoNLL corpus to Arrow, extract image features once into store.h5, inspect a store.
 
     A corpus directory holds train.txt, valid.txt (or dev.txt) and test.txt in the
     UMT/MAF CoNLL format: an IMGID:<id> line, one token<TAB>label line per word, a
@@ -91,3 +91,82 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
         click.echo(f"  {len(meta['truncated'])} tweets were cut at {max_length} pieces; see meta.json 'truncated'")
     if meta["no_piece_words"]:
         click.echo(f"  {len(meta['no_piece_words'])} words had no word piece and became [UNK]; see meta.json 'no_piece_words'")
+
+
+@main.command("extract-images")
+@click.argument("images_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The feature store to write, e.g. store.h5.")
+@click.option("--ids-from", "ids_from", type=click.Path(file_okay=False),
+              help="A CoNLL corpus directory: extract the IMGIDs of all its splits (each once). "
+                   "Default: every image file in IMAGES_DIR.")
+@click.option("--backbone", type=click.Choice(list(extract.BACKBONES)), default="resnet152", show_default=True,
+              help="torchvision ResNet; 18/34 give 512 channels, 50/101/152 give 2048.")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="imagenet (torchvision weights; needs the network or torch's cache), a .pth state dict "
+                   "(e.g. resnet152-b121ed2d.pth), or none (random init from --seed: demo and tests only).")
+@click.option("--transform", type=click.Choice(extract.TRANSFORMS), default="resize", show_default=True,
+              help="resize: 224x224 resize, as the paper. maf-crop: the released code's random 224 crop "
+                   "and flip, seeded per image id.")
+@click.option("--bn-stats", type=click.Choice(["imagenet", "dataset"]), default="imagenet", show_default=True,
+              help="BatchNorm statistics: those of the weights, or re-estimated on a sample of these images "
+                   "(AdaBN; makes random-init backbones usable).")
+@click.option("--bn-samples", default=256, show_default=True, help="Images sampled for --bn-stats dataset.")
+@click.option("--missing", type=click.Choice(["record", "fail"]), default="record", show_default=True,
+              help="record: store missing/broken images as zeros with their status. fail: stop and list them.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(extract.PRECISIONS), default="fp32", show_default=True,
+              help="Forward precision; tf32 and bf16 need CUDA. Recorded in the fingerprint.")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format (faster on GPU); recorded.")
+@click.option("--batch-size", default=16, show_default=True, help="Images per forward pass.")
+@click.option("--shard-size", default=256, show_default=True, help="Images per resumable shard (one task).")
+@click.option("--workers", type=int, default=None,
+              help="Local Dask worker processes, one model each [default: 1 per 4 CPU cores; 1 on GPU]; "
+                   "0 runs in this process without Dask.")
+@click.option("--threads", type=int, default=None, help="torch threads per worker [default: cores / workers].")
+@click.option("--decode-threads", type=int, default=None, help="Image decoding threads per worker [default: 1 on CPU, up to 16 on GPU].")
+@click.option("--scheduler", default=None,
+              help="Address of a running Dask scheduler (tcp://host:8786): extract on its workers instead of a "
+                   "local cluster. Workers need maf installed, no shared file system.")
+@click.option("--seed", default=0, show_default=True, help="Seed of random weights, maf-crop and the AdaBN sample.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing store made differently, or discard shards of a different unfinished run.")
+def extract_images(images_dir: str, out: str, ids_from: str | None, overwrite: bool, **options) -> None:
+    """Run the frozen ResNet once per image and write OUT (store.h5).
+
+    Per image: 49 region vectors (layer4 pooled to 7x7, float16) and the pooled vector
+    (float32), plus a status: ok, missing, empty, unreadable, too_large or bad_id. No
+    image is ever replaced by another; broken ones are stored as zeros with their status.
+
+    Work is done in shards under OUT.work/ beside OUT: an interrupted run picks up where
+    it stopped when rerun with the same settings. OUT appears only when complete, with a
+    fingerprint (backbone, weights hash, transform, BatchNorm mode, versions) that
+    training checks. A complete store with the same fingerprint and ids is reused.
+    """
+    config = extract.ExtractConfig(**options)
+    if config.workers is None and config.device.startswith("cuda"):
+        config.workers = 1
+    ids = extract.ids_from_corpus(ids_from) if ids_from else None
+    summary = extract.extract_images(images_dir, out, config, ids=ids, overwrite=overwrite)
+    click.echo(extract.summary_text(summary))
+
+
+@main.command("inspect")
+@click.argument("store", type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Read every row and verify it (finite values, zeros exactly where not ok).")
+def inspect(store: str, check: bool) -> None:
+    """Show a feature store: fingerprint, shapes, dtypes, counts by status, size."""
+    from pipeline.store import FeatureStore
+
+    features = FeatureStore(store)
+    click.echo(f"{store}: {len(features)} images, {features.path.stat().st_size / 2**20:.1f} MiB")
+    click.echo(f"  regions ({len(features)}, {features.num_regions}, {features.channels}) float16; "
+               f"pooled ({len(features)}, {features.channels}) float32; status ({len(features)},) uint8")
+    click.echo("  status: " + ", ".join(f"{name} {n}" for name, n in features.counts().items()))
+    click.echo("  fingerprint: " + json.dumps(features.fingerprint, indent=2, sort_keys=True).replace("\n", "\n  "))
+    if check:
+        problems = features.check()
+        for problem in problems[:20]:
+            click.echo(f"  problem: {problem}")
+        if problems:
+            raise click.ClickException(f"{store}: {len(problems)} problems found")
+        click.echo(f"  check: all {len(features)} rows read and verified")

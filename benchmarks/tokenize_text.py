@@ -6,18 +6,14 @@ published MNER code bases use, `tokenizer.tokenize(word)` once per word, then id
 Both run on the same tweets with the same tokenizer in this one process; the ratio is
 what to quote. The final line is JSON.
 
-    .venv/bin/python benchmarks/tokenize.py [--tweets 10000] [--repeats 3]
+    .venv/bin/python benchmarks/tokenize_text.py [--tweets 10000] [--repeats 3]
 """
 from __future__ import annotations
 
 import os
 import sys
 
-# this file is named tokenize.py: keep its folder off the import path, or it would
-# shadow the standard library's tokenize module (imported by inspect, torch, ...)
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _here]
-sys.path.insert(0, os.path.dirname(_here))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -1,0 +1,130 @@
+"""Extraction pipeline throughput against the bare backbone forward, measured in one run.
+
+Pipeline: `extract_images` end to end on N JPEG files (decode, transform, forward, transfer
+back to the driver, shard writes, store assembly), its Dask cluster start included.
+Baseline: the same backbone's forward on tensors already in memory, same batch size, same
+torch thread count, no I/O at all. efficiency = pipeline images/s / bare images/s.
+
+    .venv/bin/python benchmarks/extract.py --images 480            # ResNet-152, CPU
+    .venv/bin/python benchmarks/extract.py --device cuda --images 20000 --precision bf16 --channels-last
+
+The last line printed is a JSON object with the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __name__ == "__main__":  # run from anywhere: the project root first on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def make_images(folder: Path, n: int, width: int, height: int, seed: int) -> None:
+    """JPEGs of a typical tweet photo size, drawn with the sample corpus' painter."""
+    from pipeline.sample import CUE_CLASSES, DISTRACTOR_CLASSES, draw_image
+
+    rng = random.Random(seed)
+    classes = list(CUE_CLASSES.values()) + list(DISTRACTOR_CLASSES)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = draw_image(rng.choice(classes), rng).resize((width, height))
+        img.save(folder / f"{i:07d}.jpg", quality=90)
+
+
+def bare_forward(backbone: str, batch_size: int, threads: int, device: str, precision: str,
+                 channels_last: bool, seconds: float) -> float:
+    import torch
+
+    from pipeline.backbone import ResNetFeatures
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = ResNetFeatures(backbone).eval().requires_grad_(False).to(device)
+    batch = torch.randn(batch_size, 3, 224, 224, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+
+    def step():
+        with torch.inference_mode(), torch.autocast(batch.device.type, dtype=torch.bfloat16,
+                                                    enabled=precision == "bf16"):
+            regions, pooled = model(batch)
+        regions.to(torch.float16).cpu(), pooled.float().cpu()  # the copy back belongs to the forward
+
+    step()
+    step()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        done += batch_size
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", default="resnet152")
+    parser.add_argument("--images", type=int, default=480)
+    parser.add_argument("--size", default="500x375", help="JPEG width x height")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--decode-threads", type=int, default=None)
+    parser.add_argument("--bare-seconds", type=float, default=30.0)
+    parser.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
+    args = parser.parse_args()
+
+    import torch
+
+    from pipeline import distribute
+    from pipeline.extract import ExtractConfig, extract_images
+
+    cuda = args.device.startswith("cuda")
+    workers = args.workers if args.workers is not None else (1 if cuda else distribute.default_workers())
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    width, height = map(int, args.size.split("x"))
+    root = Path(args.dir or tempfile.mkdtemp(prefix="maf-bench-extract-"))
+    images = root / "images"
+    if not images.is_dir() or len(os.listdir(images)) != args.images:
+        t = time.perf_counter()
+        make_images(images, args.images, width, height, seed=0)
+        print(f"made {args.images} JPEGs of {args.size} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+
+    bare = bare_forward(args.backbone, args.batch_size, threads, args.device, args.precision,
+                        args.channels_last, args.bare_seconds)
+    print(f"bare forward: {bare:.2f} images/s ({args.backbone}, batch {args.batch_size}, "
+          f"{threads} torch threads, {args.device})", file=sys.stderr)
+
+    config = ExtractConfig(backbone=args.backbone, weights="none", device=args.device, batch_size=args.batch_size,
+                           shard_size=args.shard_size, workers=workers, precision=args.precision,
+                           channels_last=args.channels_last, decode_threads=args.decode_threads)
+    out = root / "store.h5"
+    start = time.perf_counter()
+    summary = extract_images(images, out, config, overwrite=True)
+    wall = time.perf_counter() - start
+    pipeline = args.images / wall
+    print(f"pipeline: {pipeline:.2f} images/s end to end ({wall:.1f} s for {args.images} images)", file=sys.stderr)
+    print(json.dumps({
+        "benchmark": "extract", "backbone": args.backbone, "device": args.device,
+        "gpu": torch.cuda.get_device_name() if cuda else None, "cpus": os.cpu_count(),
+        "images": args.images, "image_size": args.size, "batch_size": args.batch_size,
+        "workers": workers, "torch_threads": threads, "precision": args.precision,
+        "channels_last": args.channels_last,
+        "bare_images_per_s": round(bare, 3), "pipeline_images_per_s": round(pipeline, 3),
+        "efficiency": round(pipeline / bare, 3), "pipeline_seconds": round(wall, 2),
+        "store_mib": round(summary["bytes"] / 2**20, 1), "counts": summary["counts"],
+    }))
+
+
+if __name__ == "__main__":
+    main()

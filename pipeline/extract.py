@@ -1,0 +1,498 @@
+"""`maf-pipe extract-images`: run the frozen ResNet once per image, resumably, into store.h5.
+
+The driver lists the ids, reads each file's bytes (so workers need no shared file system),
+hands shards of images to the runner (in-process or Dask), and is the single writer: each
+finished shard goes to `<out>.work/shard-NNNNNN.npz` under a temporary name and is renamed
+when complete. A rerun with the same fingerprint skips finished shards; the final store is
+assembled from the shards and renamed into place, so the output path never holds a partial
+store. A different fingerprint in the same work directory is refused unless --overwrite.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+import torchvision
+
+from pipeline import distribute
+from pipeline.backbone import BACKBONES, GRID, ResNetFeatures, estimate_bn_stats, resolve_weights, state_sha256
+from pipeline.conll import find_splits, iter_conll
+from pipeline.errors import DataError
+from pipeline.files import atomic_output
+from pipeline.images import (
+    MAX_PIXELS, STATUS, STATUS_NAMES, TRANSFORMS, ImageIndex, Transform, load_tensor, read_image_bytes,
+)
+from pipeline.store import FORMAT_VERSION, Shard, assemble, read_shard, write_shard
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+__all__ = ["BACKBONES", "PRECISIONS", "TRANSFORMS", "ExtractConfig", "extract_images", "ids_from_corpus", "summary_text"]
+JOB_FILE = "job.json"
+BN_FILE = "bn_stats.pt"
+
+
+@dataclass
+class ExtractConfig:
+    """Everything that decides the features (→ fingerprint) and how the work is spread (→ not)."""
+
+    backbone: str = "resnet152"
+    weights: str = "imagenet"        # imagenet | path to a .pth state dict | none (random, seeded)
+    transform: str = "resize"        # resize | maf-crop
+    bn_stats: str = "imagenet"       # imagenet (those of the weights) | dataset (AdaBN)
+    bn_samples: int = 256            # images sampled to re-estimate BatchNorm statistics
+    seed: int = 0                    # random weights, maf-crop offsets, AdaBN sample
+    precision: str = "fp32"          # fp32 | tf32 | bf16 (the last two on CUDA only)
+    channels_last: bool = False
+    max_pixels: int = MAX_PIXELS
+    # how the work is spread: never changes the features
+    device: str = "cpu"
+    batch_size: int = 16
+    shard_size: int = 256
+    workers: int | None = None       # local Dask worker processes; 0 = in this process
+    threads: int | None = None       # torch threads per worker
+    decode_threads: int | None = None
+    scheduler: str | None = None
+    missing: str = "record"          # record | fail
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise DataError(f"--backbone {self.backbone}: expected one of {', '.join(BACKBONES)}")
+        if self.bn_stats not in ("imagenet", "dataset"):
+            raise DataError(f"--bn-stats {self.bn_stats}: expected imagenet or dataset")
+        if self.precision not in PRECISIONS:
+            raise DataError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
+        if self.precision != "fp32" and not self.device.startswith("cuda"):
+            raise DataError(f"--precision {self.precision} needs --device cuda")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise DataError("--device cuda: no CUDA device is visible here")
+        if self.missing not in ("record", "fail"):
+            raise DataError(f"--missing {self.missing}: expected record or fail")
+        for name in ("batch_size", "shard_size", "bn_samples"):
+            if getattr(self, name) < 1:
+                raise DataError(f"--{name.replace('_', '-')} must be at least 1")
+        Transform(self.transform, self.seed)  # raises on an unknown name
+
+
+def fingerprint(config: ExtractConfig, weights_identity: dict) -> dict:
+    """What the features depend on (DESIGN.md): training refuses stores whose fingerprints differ."""
+    bn = {"mode": config.bn_stats}
+    if config.bn_stats == "dataset":
+        bn.update(samples=config.bn_samples, seed=config.seed, transform=config.transform)
+    return _json({
+        "format_version": FORMAT_VERSION,
+        "backbone": config.backbone,
+        "channels": BACKBONES[config.backbone],
+        "regions": GRID * GRID,
+        "weights": weights_identity,
+        "transform": Transform(config.transform, config.seed).describe(),
+        "bn_stats": bn,
+        "precision": config.precision,
+        "channels_last": config.channels_last,
+        "max_pixels": config.max_pixels,
+        "dtype": {"regions": "float16", "pooled": "float32"},
+        "versions": {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0],
+                     "pillow": PIL.__version__},
+    })
+
+
+def _json(value: dict) -> dict:
+    """As it reads back from JSON (tuples become lists), so fingerprints compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def ids_from_corpus(data_dir: str | os.PathLike) -> list[str]:
+    """Every image id of the CoNLL splits of `data_dir`, each once, sorted."""
+    ids = set()
+    for path in find_splits(data_dir).values():
+        ids.update(tweet.image_id for tweet in iter_conll(path))
+    return sorted(ids)
+
+
+def ids_sha256(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------- worker side
+
+_MODEL: dict = {}  # one model per worker process, built on its first task and kept
+
+
+def _worker_model(job: dict, state: dict) -> tuple[ResNetFeatures, torch.device]:
+    # every task: Dask runs tasks on pool threads, and a new thread starts from OMP_NUM_THREADS=1
+    torch.set_num_threads(job["threads"] or max(1, (os.cpu_count() or 1) // distribute.worker_threads()))
+    if _MODEL.get("key") != job["key"]:
+        if job["device"].startswith("cuda"):
+            index = distribute.worker_index() % torch.cuda.device_count()
+            device = torch.device(job["device"] if ":" in job["device"] else f"cuda:{index}")
+            tf32 = job["precision"] == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cudnn.benchmark = True
+        else:
+            device = torch.device("cpu")
+        model = ResNetFeatures(job["backbone"])
+        model.load_state_dict(state)
+        model.eval().requires_grad_(False).to(device)
+        if job["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        _MODEL.clear()
+        _MODEL.update(key=job["key"], model=model, device=device,
+                      pool=ThreadPoolExecutor(job["decode_threads"]) if job["decode_threads"] > 1 else None)
+    return _MODEL["model"], _MODEL["device"]
+
+
+def _decoded_batches(items, job: dict):
+    """Yield (positions, statuses, tensor batch) per batch; decoding runs one batch ahead in a pool."""
+    transform = Transform(job["transform"], job["seed"])
+    pool = _MODEL.get("pool")
+
+    def decode(item):
+        image_id, status, data = item
+        if status != STATUS["ok"]:
+            return status, None
+        return load_tensor(data, image_id, transform, job["max_pixels"])
+
+    size = job["batch_size"]
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    if pool is None:
+        for start, chunk in zip(range(0, len(items), size), chunks):
+            yield start, [decode(item) for item in chunk]
+        return
+    pending = [pool.submit(decode, item) for item in chunks[0]] if chunks else []
+    for n, chunk in enumerate(chunks):
+        ahead = [pool.submit(decode, item) for item in chunks[n + 1]] if n + 1 < len(chunks) else []
+        yield n * size, [f.result() for f in pending]
+        pending = ahead
+
+
+def _forward(model, device, job, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    batch = torch.from_numpy(np.stack(arrays))
+    if device.type == "cuda":
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    if job["channels_last"]:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=job["precision"] == "bf16"):
+        regions, pooled = model(batch)
+    return regions.to(torch.float16).cpu().numpy(), pooled.float().cpu().numpy()
+
+
+def extract_shard(items: list[tuple[str, int, bytes | None]], job: dict, state: dict) -> Shard:
+    """Worker task: (id, driver status, file bytes) per image → a Shard (zeros where not ok)."""
+    model, device = _worker_model(job, state)
+    n, channels = len(items), job["channels"]
+    regions = np.zeros((n, GRID * GRID, channels), np.float16)
+    pooled = np.zeros((n, channels), np.float32)
+    status = np.zeros(n, np.uint8)
+    for start, decoded in _decoded_batches(items, job):
+        ok = []
+        for offset, (code, array) in enumerate(decoded):
+            status[start + offset] = code
+            if array is not None:
+                ok.append((start + offset, array))
+        if ok:
+            r, p = _forward(model, device, job, [a for _, a in ok])
+            rows = [row for row, _ in ok]
+            regions[rows], pooled[rows] = r, p
+    return Shard([item[0] for item in items], regions, pooled, status)
+
+
+def estimate_shard_bn(items: list[tuple[str, int, bytes | None]], job: dict, state: dict) -> dict:
+    """Worker task: AdaBN statistics from a sample of images (BatchNorm buffers, on the CPU)."""
+    _MODEL.clear()  # the model below gets new statistics; build a fresh one afterwards
+    model, device = _worker_model(job, state)
+
+    def batches():
+        for _, decoded in _decoded_batches(items, job):
+            arrays = [a for _, a in decoded if a is not None]
+            if arrays:
+                yield torch.from_numpy(np.stack(arrays)).to(device)
+
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job["precision"] == "bf16"):
+        buffers = estimate_bn_stats(model, batches())
+    _MODEL.clear()
+    return {k: v.cpu() for k, v in buffers.items()}
+
+
+# ---------------------------------------------------------------- driver side
+
+
+def _payloads(ids: list[str], index: ImageIndex, shards: list[int], shard_size: int):
+    """(shard number, [(id, status, bytes)]) for each shard to do, read lazily."""
+    for number in shards:
+        chunk = ids[number * shard_size:(number + 1) * shard_size]
+        yield number, [(image_id, *read_image_bytes(index, image_id)) for image_id in chunk]
+
+
+def _prepare_work_dir(work: Path, job_record: dict, overwrite: bool) -> None:
+    """Create the work directory, or check that the one found belongs to this very job."""
+    path = work / JOB_FILE
+    if work.exists() and not path.is_file() and any(work.iterdir()):
+        raise DataError(f"{work}: exists but is not an extraction work directory (no {JOB_FILE}); remove it")
+    if path.is_file():
+        found = json.loads(path.read_text())
+        if found != job_record:
+            if not overwrite:
+                diff = sorted(k for k in set(found) | set(job_record) if found.get(k) != job_record.get(k))
+                detail = "; ".join(_difference(found, job_record, k) for k in diff)
+                raise DataError(
+                    f"{work}: holds shards of a different extraction ({detail}); rerun with the same "
+                    "settings to resume it, or pass --overwrite to discard those shards"
+                )
+            logger.info("--overwrite: discarding %s (shards of a different extraction)", work)
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as handle:
+        json.dump(job_record, handle, indent=1, sort_keys=True)
+
+
+def _difference(found: dict, wanted: dict, key: str) -> str:
+    a, b = found.get(key), wanted.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+        inner = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return f"{key}." + ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in inner)
+    if key == "ids_sha256":
+        return "another list of image ids"
+    return f"{key}: {a!r} there, {b!r} now"
+
+
+def _finished(path: Path, expected_ids: list[str]) -> bool:
+    """A shard file from an earlier run that is complete and holds exactly these ids."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if [str(i) for i in data["image_ids"]] == expected_ids:
+                return True
+    except Exception:  # noqa: BLE001 - an unreadable shard is simply redone
+        pass
+    logger.warning("%s: unreadable or for other ids; extracting it again", path)
+    path.unlink()
+    return False
+
+
+class _Progress:
+    """A tqdm bar with images/s on a terminal; a log line every 30 s otherwise (CI, nohup, files)."""
+
+    def __init__(self, total: int, initial: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="img", desc="extract", disable=None,
+                        dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
+        self.total, self.done, self.new = total, initial, 0
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        self.done += n
+        self.new += n
+        now = time.perf_counter()
+        if self.bar.disable and (now - self.last > 30 or self.done == self.total):
+            self.last = now
+            logger.info("extract: %d/%d images, %.1f images/s", self.done, self.total, self.new / (now - self.start))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config: ExtractConfig,
+                   ids: list[str] | None = None, overwrite: bool = False) -> dict:
+    """Extract features of `ids` (default: every image file in `images_dir`) into `out`.
+
+    Returns a summary: counts by status, the first ids of each status other than ok,
+    throughput, store size, and whether the store or some shards were reused.
+    """
+    config.validate()
+    images_dir, out = Path(images_dir), Path(out)
+    if not images_dir.is_dir():
+        raise DataError(f"{images_dir}: no such images directory")
+    if out.is_dir():
+        raise DataError(f"{out}: is a directory; --out names the store file, e.g. {out / 'store.h5'}")
+    index = ImageIndex(images_dir)
+    ids = sorted(set(index.ids() if ids is None else ids))
+    if not ids:
+        raise DataError(f"{images_dir}: no image files found (looked for {', '.join(('.jpg', '.png', '...'))})")
+    if index.shadowed:
+        logger.warning("%d files not used because <id>.jpg (or an earlier extension) exists, e.g. %s",
+                       len(index.shadowed), index.shadowed[:3])
+
+    state, weights_identity = resolve_weights(config.backbone, config.weights, config.seed)
+    print_ = fingerprint(config, weights_identity)
+    job_record = {"fingerprint": print_, "ids_sha256": ids_sha256(ids), "images": len(ids),
+                  "shard_size": config.shard_size}
+
+    if out.exists():
+        from pipeline.store import FeatureStore
+
+        existing = FeatureStore(out)
+        same = _spec(existing.fingerprint) == _spec(print_) and existing.image_ids == ids
+        if same and not overwrite:
+            logger.info("%s: already complete with this fingerprint and these ids; nothing to do", out)
+            return _summary(out, existing.image_ids, existing.status, reused_store=True)
+        if not overwrite:
+            raise DataError(f"{out}: exists and was made {'with other settings' if not same else ''}"
+                            f"{' and ' if not same and existing.image_ids != ids else ''}"
+                            f"{'for other image ids' if existing.image_ids != ids else ''}; "
+                            "pass --overwrite to replace it (it stays until the new store is complete)")
+
+    work = out.with_name(f"{out.name}.work")
+    _prepare_work_dir(work, job_record, overwrite)
+    shard_size = config.shard_size
+    num_shards = math.ceil(len(ids) / shard_size)
+    shard_paths = [work / f"shard-{n:06d}.npz" for n in range(num_shards)]
+
+    if config.missing == "fail":  # what the driver can see without decoding, before any work
+        bad = [(i, code) for i in ids if (code := _driver_status(index, i)) != STATUS["ok"]]
+        if bad:
+            raise DataError(_missing_message(bad, len(ids)))
+
+    workers = distribute.default_workers() if config.workers is None else config.workers
+    cuda = config.device.startswith("cuda")
+    threads_per_worker = 2 if cuda else 1
+    if config.threads is None and not cuda and workers > 0 and not config.scheduler:
+        config.threads = max(1, (os.cpu_count() or 1) // workers)
+    decode_threads = config.decode_threads or (min(16, os.cpu_count() or 1) if cuda else 1)
+    job = {
+        "key": hashlib.sha256(json.dumps(job_record, sort_keys=True).encode()).hexdigest(),
+        "backbone": config.backbone, "channels": BACKBONES[config.backbone], "transform": config.transform,
+        "seed": config.seed, "max_pixels": config.max_pixels, "precision": config.precision,
+        "channels_last": config.channels_last, "device": config.device, "batch_size": config.batch_size,
+        "threads": config.threads, "decode_threads": decode_threads,
+    }
+    todo = [n for n in range(num_shards) if not _finished(shard_paths[n], ids[n * shard_size:(n + 1) * shard_size])]
+    remaining = set(todo)
+    done_images = sum(min(shard_size, len(ids) - n * shard_size) for n in range(num_shards) if n not in remaining)
+    if done_images:
+        logger.info("resuming: %d of %d shards already done in %s", num_shards - len(todo), num_shards, work)
+
+    started = time.perf_counter()
+    extracted = 0
+    if todo:
+        runner = distribute.make_runner(workers, threads_per_worker, config.scheduler, config.threads)
+        logger.info("extracting %d images with %s (%s, weights %s) on %s", len(ids) - done_images,
+                    config.backbone, config.transform, weights_identity["identity"], runner.description)
+        try:
+            state = _with_bn_stats(state, config, job, index, ids, work, runner)
+            shared_state = runner.share(state)
+            bar = _Progress(len(ids), done_images)
+            try:
+                for number, shard in runner.map(extract_shard, _payloads(ids, index, todo, shard_size),
+                                                job, shared_state):
+                    write_shard(shard_paths[number], shard)
+                    extracted += len(shard.image_ids)
+                    bar.update(len(shard.image_ids))
+            finally:
+                bar.close()
+        finally:
+            runner.close()
+    seconds = time.perf_counter() - started
+
+    all_ids, statuses = [], []
+    for path in shard_paths:
+        shard = read_shard(path)
+        all_ids.extend(shard.image_ids)
+        statuses.append(shard.status)
+    status = np.concatenate(statuses)
+    if config.missing == "fail" and (status != STATUS["ok"]).any():
+        bad = [(i, int(c)) for i, c in zip(all_ids, status) if c != STATUS["ok"]]
+        raise DataError(_missing_message(bad, len(ids)) + f" (the shards stay in {work}; "
+                        "rerun with --missing record to build the store from them)")
+    final_print = dict(print_)
+    if config.bn_stats == "dataset":
+        final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(
+            torch.load(work / BN_FILE, weights_only=True)))
+    assemble(out, shard_paths, len(ids), BACKBONES[config.backbone], GRID * GRID, final_print,
+             extra_attrs={"extraction": {"device": config.device, "batch_size": config.batch_size,
+                                         "ids_sha256": job_record["ids_sha256"]}})
+    shutil.rmtree(work, ignore_errors=True)
+    summary = _summary(out, all_ids, status, reused_store=False)
+    summary.update(extracted=extracted, seconds=round(seconds, 2),
+                   images_per_s=round(extracted / seconds, 2) if extracted and seconds > 0 else None,
+                   resumed_images=done_images)
+    return summary
+
+
+def _spec(print_: dict) -> dict:
+    """A fingerprint without the measured BatchNorm hash: what a rerun can compare up front."""
+    out = dict(print_)
+    if "bn_stats" in out:
+        out["bn_stats"] = {k: v for k, v in out["bn_stats"].items() if k != "sha256"}
+    return out
+
+
+def _driver_status(index: ImageIndex, image_id: str) -> int:
+    from pipeline.images import safe_id
+
+    if not safe_id(image_id):
+        return STATUS["bad_id"]
+    path = index.path(image_id)
+    if path is None:
+        return STATUS["missing"]
+    return STATUS["empty"] if path.stat().st_size == 0 else STATUS["ok"]
+
+
+def _missing_message(bad: list[tuple[str, int]], total: int) -> str:
+    by_status: dict[str, list[str]] = {}
+    for image_id, code in bad:
+        by_status.setdefault(STATUS_NAMES[code], []).append(image_id)
+    parts = [f"{name} {len(found)} (e.g. {', '.join(map(repr, found[:5]))})" for name, found in sorted(by_status.items())]
+    return (f"--missing fail: {len(bad)} of {total} images have no features: " + "; ".join(parts)
+            + ". Fix the files, or use --missing record to store them as such")
+
+
+def _with_bn_stats(state: dict, config: ExtractConfig, job: dict, index: ImageIndex, ids: list[str],
+                   work: Path, runner) -> dict:
+    """--bn-stats dataset: AdaBN statistics, estimated once per work directory (kept for resuming)."""
+    if config.bn_stats != "dataset":
+        return state
+    path = work / BN_FILE
+    if path.is_file():
+        buffers = torch.load(path, weights_only=True)
+    else:
+        rng = random.Random(config.seed)
+        candidates = [i for i in ids if _driver_status(index, i) == STATUS["ok"]]
+        sample = sorted(rng.sample(candidates, min(config.bn_samples, len(candidates))))
+        logger.info("--bn-stats dataset: estimating BatchNorm statistics on %d images", len(sample))
+        items = [(image_id, *read_image_bytes(index, image_id)) for image_id in sample]
+        buffers = runner.run(estimate_shard_bn, items, job, runner.share(state))
+        with atomic_output(path, "wb") as handle:
+            torch.save(buffers, handle)
+    return {**state, **{k: v for k, v in buffers.items()}}
+
+
+def _summary(out: Path, ids: list[str], status: np.ndarray, reused_store: bool) -> dict:
+    counts, examples = {}, {}
+    for image_id, code in zip(ids, status):
+        name = STATUS_NAMES.get(int(code), f"code {code}")
+        counts[name] = counts.get(name, 0) + 1
+        if name != "ok" and len(examples.setdefault(name, [])) < 5:
+            examples[name].append(image_id)
+    return {"store": str(out), "images": len(ids), "counts": counts, "examples": examples,
+            "bytes": out.stat().st_size, "reused_store": reused_store}
+
+
+def summary_text(summary: dict) -> str:
+    lines = [f"{summary['store']}: {summary['images']} images, {summary['bytes'] / 2**20:.1f} MiB"
+             + ("  (already complete: reused)" if summary["reused_store"] else "")]
+    if summary.get("extracted"):
+        lines.append(f"  extracted {summary['extracted']} images in {summary['seconds']:.1f} s "
+                     f"({summary['images_per_s']:.1f} images/s)"
+                     + (f"; {summary['resumed_images']} from an earlier run" if summary.get("resumed_images") else ""))
+    lines.append(f"  {'status':<12}{'images':>8}  first ids")
+    for name, count in sorted(summary["counts"].items(), key=lambda kv: STATUS.get(kv[0], 99)):
+        lines.append(f"  {name:<12}{count:>8}  {', '.join(summary['examples'].get(name, []))}")
+    return "\n".join(lines)

@@ -1,0 +1,290 @@
+"""`maf-pipe extract-images`: correct features, every image a status, resumable, refuses mixing."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.pipe import main as pipe
+from pipeline.errors import DataError
+from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
+from pipeline.images import STATUS
+from pipeline.store import FeatureStore
+
+TINY = dict(backbone="resnet18", weights="none", workers=0, batch_size=4, shard_size=8)
+
+
+def make_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (64, 48)) -> list[str]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for i in range(n):
+        arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        arr[: size[1] // 2] = rng.integers(0, 256, 3)  # some structure per image
+        Image.fromarray(arr).save(folder / f"img{i:03d}.jpg", quality=92)
+        ids.append(f"img{i:03d}")
+    return ids
+
+
+def stores_equal(a: Path, b: Path) -> None:
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        for name in ("image_ids", "status", "regions", "pooled"):
+            assert np.array_equal(fa[name][:], fb[name][:]), name
+        assert fa.attrs["fingerprint"] == fb.attrs["fingerprint"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("imgs") / "images"
+    make_images(folder, 12)
+    return folder
+
+
+def test_features_equal_a_direct_torchvision_forward(images, tmp_path):
+    out = tmp_path / "store.h5"
+    summary = extract_images(images, out, ExtractConfig(**TINY, seed=7))
+    assert summary["counts"] == {"ok": 12}
+    store = FeatureStore(out)
+    assert store.fingerprint["weights"] == {"kind": "random", "identity": "random:7"}
+
+    torch.manual_seed(7)
+    net = torchvision.models.resnet18().eval()
+    body = torch.nn.Sequential(*list(net.children())[:-2])
+    transform = torchvision.transforms.Compose([
+        torchvision.transforms.Resize((224, 224)), torchvision.transforms.ToTensor(),
+        torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ])
+    ids = ["img000", "img005", "img011"]
+    batch = torch.stack([transform(Image.open(images / f"{i}.jpg").convert("RGB")) for i in ids])
+    with torch.no_grad():
+        fmap = body(batch)  # (3, 512, 7, 7)
+        pooled = net.avgpool(fmap).flatten(1)
+    regions = fmap.flatten(2).transpose(1, 2).numpy()
+    got = store.gather(ids)
+    assert got.regions.dtype == np.float16 and got.regions.shape == (3, 49, 512)
+    np.testing.assert_allclose(got.regions.astype(np.float32), regions, rtol=1e-3, atol=1e-3)  # fp16 rounding
+    np.testing.assert_allclose(got.pooled, pooled.numpy(), rtol=1e-4, atol=1e-5)
+    assert (got.status == STATUS["ok"]).all()
+
+
+def test_sample_corpus_statuses_follow_the_annotations(sample_dir, tmp_path):
+    out = tmp_path / "store.h5"
+    ids = ids_from_corpus(sample_dir)
+    summary = extract_images(sample_dir / "images", out, ExtractConfig(**dict(TINY, shard_size=64)), ids=ids)
+    store = FeatureStore(out)
+    assert store.image_ids == sorted(set(ids))
+    expected = {}
+    for line in (sample_dir / "annotations.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        expected[record["image_id"]] = record["image_file"]
+    for image_id, code in zip(store.image_ids, store.status):
+        if expected[image_id] == "ok":
+            assert code == STATUS["ok"], image_id
+        elif expected[image_id] == "missing":
+            assert code == STATUS["missing"], image_id
+        else:  # broken: empty, truncated JPEG or HTML
+            assert code in (STATUS["empty"], STATUS["unreadable"]), image_id
+    bad = store.status != STATUS["ok"]
+    assert bad.any() and summary["counts"]["ok"] == int((~bad).sum())
+    features = store.gather(rows=np.flatnonzero(bad))
+    assert not features.regions.any() and not features.pooled.any()  # zeros, never another photo
+    assert store.check() == []
+
+
+def test_missing_fail_lists_the_images_and_writes_nothing(images, tmp_path):
+    with pytest.raises(DataError, match=r"--missing fail: 2 of 14 images have no features: missing 2 \(e.g. 'gone1', 'gone2'\)"):
+        extract_images(images, tmp_path / "s.h5", ExtractConfig(**TINY, missing="fail"),
+                       ids=["img000", "gone1", "gone2"] + [f"img{i:03d}" for i in range(1, 12)])
+    assert not (tmp_path / "s.h5").exists()
+    with pytest.raises(DataError, match="is a directory; --out names the store file"):
+        extract_images(images, tmp_path, ExtractConfig(**TINY))
+
+
+def test_missing_fail_after_decoding(tmp_path):
+    folder = tmp_path / "images"
+    make_images(folder, 3)
+    (folder / "img001.jpg").write_bytes(b"<html>not an image</html>")
+    with pytest.raises(DataError, match=r"unreadable 1 \(e.g. 'img001'\).*shards stay in"):
+        extract_images(folder, tmp_path / "s.h5", ExtractConfig(**TINY, missing="fail"))
+    assert not (tmp_path / "s.h5").exists()
+    summary = extract_images(folder, tmp_path / "s.h5", ExtractConfig(**TINY))  # reuses those shards
+    assert summary["counts"] == {"ok": 2, "unreadable": 1} and summary["extracted"] == 0
+
+
+def test_complete_store_is_reused_and_different_settings_refused(images, tmp_path):
+    out = tmp_path / "store.h5"
+    extract_images(images, out, ExtractConfig(**TINY))
+    before = out.stat().st_mtime_ns
+    again = extract_images(images, out, ExtractConfig(**TINY))
+    assert again["reused_store"] and out.stat().st_mtime_ns == before
+    with pytest.raises(DataError, match="exists and was made with other settings; pass --overwrite"):
+        extract_images(images, out, ExtractConfig(**dict(TINY, transform="maf-crop")))
+    assert out.stat().st_mtime_ns == before  # the old store is untouched
+    summary = extract_images(images, out, ExtractConfig(**dict(TINY, transform="maf-crop")), overwrite=True)
+    assert not summary["reused_store"]
+    assert FeatureStore(out).fingerprint["transform"]["name"] == "maf-crop"
+
+
+def test_work_directory_of_another_run_is_refused(images, tmp_path):
+    out = tmp_path / "store.h5"
+    work = tmp_path / "store.h5.work"
+    work.mkdir()
+    (work / "job.json").write_text(json.dumps({"fingerprint": {"backbone": "resnet50"}, "ids_sha256": "0",
+                                               "images": 3, "shard_size": 8}))
+    (work / "shard-000000.npz").write_bytes(b"old")
+    with pytest.raises(DataError, match=r"store.h5.work: holds shards of a different extraction \(.*"
+                                        r"fingerprint\.backbone: 'resnet50' there, 'resnet18' now.*pass --overwrite"):
+        extract_images(images, out, ExtractConfig(**TINY))
+    assert (work / "shard-000000.npz").read_bytes() == b"old" and not out.exists()
+    extract_images(images, out, ExtractConfig(**TINY), overwrite=True)
+    assert FeatureStore(out).counts() == {"ok": 12} and not work.exists()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from cli.pipe import main; main()", *args]
+
+
+def test_killed_run_resumes_to_the_same_store(tmp_path):
+    folder = tmp_path / "images"
+    make_images(folder, 96, seed=1)
+    args = ["extract-images", str(folder), "--backbone", "resnet18", "--weights", "none", "--workers", "0",
+            "--shard-size", "4", "--batch-size", "4"]
+    out = tmp_path / "killed.h5"
+    work = tmp_path / "killed.h5.work"
+    proc = subprocess.Popen(_cli(*args, "--out", str(out)), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(work.glob("shard-*.npz"))) < 3:
+        assert proc.poll() is None, "extraction finished before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(work.glob("shard-*.npz")))
+    assert 3 <= done < 24 and not out.exists()  # a killed run never leaves a store behind
+    resumed = subprocess.run(_cli(*args, "--out", str(out)), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and "from an earlier run" in resumed.stdout
+    whole = tmp_path / "whole.h5"
+    subprocess.run(_cli(*args, "--out", str(whole)), check=True, capture_output=True)
+    stores_equal(out, whole)
+    assert not work.exists()
+
+
+@pytest.mark.slow
+def test_local_dask_cluster_with_two_worker_processes(images, tmp_path):
+    local = tmp_path / "local.h5"
+    extract_images(images, local, ExtractConfig(**TINY, bn_stats="dataset"))
+    dask_out = tmp_path / "dask.h5"
+    config = ExtractConfig(**dict(TINY, workers=2, shard_size=3), bn_stats="dataset")
+    summary = extract_images(images, dask_out, config)
+    assert summary["counts"] == {"ok": 12}
+    a, b = FeatureStore(local), FeatureStore(dask_out)
+    assert a.image_ids == b.image_ids
+    # the same function of the image; 1 vs 2 torch threads may round differently
+    np.testing.assert_allclose(a.gather(a.image_ids).pooled, b.gather(b.image_ids).pooled, rtol=1e-3, atol=1e-4)
+    assert a.fingerprint["bn_stats"]["mode"] == "dataset" and "sha256" in b.fingerprint["bn_stats"]
+
+
+def test_bn_stats_dataset_changes_the_features_and_is_recorded(images, tmp_path):
+    plain = tmp_path / "plain.h5"
+    adabn = tmp_path / "adabn.h5"
+    extract_images(images, plain, ExtractConfig(**TINY))
+    extract_images(images, adabn, ExtractConfig(**TINY, bn_stats="dataset", bn_samples=8))
+    fp = FeatureStore(adabn).fingerprint["bn_stats"]
+    assert fp["mode"] == "dataset" and fp["samples"] == 8 and len(fp["sha256"]) == 64
+    a = FeatureStore(plain).gather(rows=np.arange(12)).pooled
+    b = FeatureStore(adabn).gather(rows=np.arange(12)).pooled
+    assert not np.allclose(a, b)
+    # with random weights, eval-mode BatchNorm of the init (mean 0, var 1) blows activations up;
+    # re-estimated statistics keep them on the scale of a normalised network
+    assert np.abs(b).mean() < np.abs(a).mean()
+
+
+def test_weights_from_a_state_dict_file(images, tmp_path):
+    torch.manual_seed(3)
+    path = tmp_path / "resnet18-test.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    from_file = tmp_path / "file.h5"
+    extract_images(images, from_file, ExtractConfig(**dict(TINY, weights=str(path))))
+    random3 = tmp_path / "random.h5"
+    extract_images(images, random3, ExtractConfig(**TINY, seed=3))
+    weights = FeatureStore(from_file).fingerprint["weights"]
+    assert weights["kind"] == "file" and weights["identity"].startswith("sha256:") and weights["file"] == path.name
+    np.testing.assert_array_equal(FeatureStore(from_file).gather(rows=np.arange(12)).pooled,
+                                  FeatureStore(random3).gather(rows=np.arange(12)).pooled)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text", "not a loadable state dict"),
+    ("resnet50", "not resnet18 weights"),
+    ("resnet34", "not resnet18 weights"),
+])
+def test_bad_weights_files_are_refused(images, tmp_path, content, message):
+    path = tmp_path / "w.pth"
+    if content == "text":
+        path.write_text("not a checkpoint")
+    else:
+        torch.save(torchvision.models.get_model(content).state_dict(), path)
+    with pytest.raises(DataError, match=message):
+        extract_images(images, tmp_path / "s.h5", ExtractConfig(**dict(TINY, weights=str(path))))
+    with pytest.raises(DataError, match="no such file"):
+        extract_images(images, tmp_path / "s.h5", ExtractConfig(**dict(TINY, weights=str(tmp_path / "nope.pth"))))
+
+
+def test_imagenet_weights_offline_fail_at_once_naming_the_file(images, tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
+    start = time.time()
+    with pytest.raises(DataError, match=r"resnet152-394f9c45\.pth is not in torch's cache.*resnet152-b121ed2d\.pth"
+                                        r".*--weights /path/to/resnet152-394f9c45\.pth"):
+        extract_images(images, tmp_path / "s.h5", ExtractConfig(backbone="resnet152", workers=0))
+    assert time.time() - start < 10
+
+
+def test_cli_extract_and_inspect(images, tmp_path):
+    out = tmp_path / "store.h5"
+    runner = CliRunner()
+    result = runner.invoke(pipe, ["extract-images", str(images), "--out", str(out), "--backbone", "resnet18",
+                                  "--weights", "none", "--workers", "0", "--shard-size", "5"])
+    assert result.exit_code == 0, result.output
+    assert "12 images" in result.output and "ok                12" in result.output
+    result = runner.invoke(pipe, ["inspect", str(out), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "regions (12, 49, 512) float16" in result.output and "check: all 12 rows read and verified" in result.output
+    assert '"identity": "random:0"' in result.output
+    with h5py.File(out, "r+") as f:  # corrupt one value
+        f["pooled"][3, 0] = np.nan
+    result = runner.invoke(pipe, ["inspect", str(out), "--check"])
+    assert result.exit_code == 1 and "row 3 (img003): non-finite values" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/nonexistent/images", "--out", "{tmp}/s.h5"], "/nonexistent/images: no such images directory"),
+    (["{images}", "--out", "{tmp}/s.h5", "--precision", "bf16"], "--precision bf16 needs --device cuda"),
+    (["{empty}", "--out", "{tmp}/s.h5"], "no image files found"),
+    (["{images}", "--out", "{tmp}/s.h5", "--ids-from", "{tmp}/nocorpus"], "nocorpus: no such directory"),
+])
+def test_cli_errors_are_one_line(images, tmp_path, args, message):
+    """(An --out that is a directory is refused by click itself, exit 2, before any of this.)"""
+    (tmp_path / "empty").mkdir()
+    args = [a.format(tmp=tmp_path, images=images, empty=tmp_path / "empty") for a in args]
+    result = CliRunner().invoke(pipe, ["extract-images", *args, "--weights", "none", "--workers", "0"])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output

@@ -1,0 +1,137 @@
+"""FeatureStore: lookup by id, gathers from a memory map or RAM, safe in worker processes."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.errors import DataError
+from pipeline.images import STATUS
+from pipeline.store import FeatureStore, Shard, assemble, write_shard
+
+
+def build_store(path: Path, ids: list[str], channels: int = 6, seed: int = 0, shard_size: int = 4) -> Path:
+    """A store of random features (status ok except every fifth id), written the way extraction does."""
+    rng = np.random.default_rng(seed)
+    work = path.parent / "work"
+    work.mkdir(exist_ok=True)
+    shards = []
+    ids = sorted(ids)
+    for n, start in enumerate(range(0, len(ids), shard_size)):
+        chunk = ids[start:start + shard_size]
+        status = np.array([STATUS["missing"] if (start + i) % 5 == 4 else 0 for i in range(len(chunk))], np.uint8)
+        regions = rng.standard_normal((len(chunk), 49, channels)).astype(np.float16)
+        pooled = rng.standard_normal((len(chunk), channels)).astype(np.float32)
+        regions[status != 0], pooled[status != 0] = 0, 0
+        shards.append(work / f"shard-{n:06d}.npz")
+        write_shard(shards[-1], Shard(chunk, regions, pooled, status))
+    assemble(path, shards, len(ids), channels, 49, {"backbone": "test", "format_version": 1})
+    return path
+
+
+@pytest.fixture()
+def store_path(tmp_path) -> Path:
+    return build_store(tmp_path / "store.h5", [f"id{i:02d}" for i in range(23)])
+
+
+def test_gather_by_ids_matches_the_file(store_path):
+    store = FeatureStore(store_path)
+    ids = ["id17", "id03", "id17", "id19"]
+    got = store.gather(ids)
+    with h5py.File(store_path, "r") as f:
+        rows = [int(i[2:]) for i in ids]
+        np.testing.assert_array_equal(got.regions, f["regions"][:][rows])
+        np.testing.assert_array_equal(got.pooled, f["pooled"][:][rows])
+        np.testing.assert_array_equal(got.status, f["status"][:][rows])
+    assert got.regions.dtype == np.float16 and got.pooled.dtype == np.float32
+    assert got.status.tolist() == [0, 0, 0, STATUS["missing"]]
+    assert len(store) == 23 and "id05" in store and "nope" not in store
+    assert store.counts() == {"ok": 19, "missing": 4}
+    assert store.fingerprint == {"backbone": "test", "format_version": 1}
+
+
+def test_in_memory_equals_memory_map(store_path):
+    lazy, eager = FeatureStore(store_path), FeatureStore(store_path, in_memory=True)
+    rows = np.array([0, 5, 22, 9])
+    assert isinstance(lazy._open()["regions"], np.memmap)
+    assert not isinstance(eager._open()["regions"], np.memmap)
+    np.testing.assert_array_equal(lazy.gather(rows=rows).regions, eager.gather(rows=rows).regions)
+    np.testing.assert_array_equal(lazy.gather(rows=rows).pooled, eager.gather(rows=rows).pooled)
+
+
+def test_unknown_ids_are_named(store_path):
+    with pytest.raises(DataError, match=r"2 image ids not in the store, e\.g\. 'x1', 'x2'"):
+        FeatureStore(store_path).gather(["id01", "x1", "x2"])
+
+
+def _gather_in_child(store):
+    return store.gather(["id04", "id10"]).pooled
+
+
+def test_store_travels_to_worker_processes(store_path):
+    store = FeatureStore(store_path)
+    expected = store.gather(["id04", "id10"]).pooled  # opened in this process first
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone._arrays is None  # reopened lazily by whoever receives it
+    for method in ("fork", "spawn"):
+        with multiprocessing.get_context(method).Pool(1) as pool:
+            np.testing.assert_array_equal(pool.apply(_gather_in_child, (store,)), expected)
+
+
+def test_not_a_store_is_refused(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"this is no hdf5 file")
+    with pytest.raises(DataError, match="bad.h5: not a maf feature store"):
+        FeatureStore(bad)
+    with pytest.raises(DataError, match="nothing.h5: no such feature store"):
+        FeatureStore(tmp_path / "nothing.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(DataError, match="other.h5: not a maf feature store"):
+        FeatureStore(tmp_path / "other.h5")
+
+
+def test_chunked_store_is_refused(store_path, tmp_path):
+    copy = tmp_path / "chunked.h5"
+    with h5py.File(store_path, "r") as src, h5py.File(copy, "w") as dst:
+        for name in ("image_ids", "status", "pooled"):
+            dst.create_dataset(name, data=src[name][:])
+        dst.create_dataset("regions", data=src["regions"][:], chunks=True, compression="gzip")
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+    with pytest.raises(DataError, match="'regions' is chunked or compressed"):
+        FeatureStore(copy)
+
+
+def test_check_finds_zeros_and_nonzeros_in_the_wrong_place(store_path):
+    assert FeatureStore(store_path).check() == []
+    with h5py.File(store_path, "r+") as f:
+        f["pooled"][4, 2] = 1.0     # status missing, but a feature
+        f["pooled"][6] = 0.0        # status ok, all zero
+        f["regions"][8, 0, 0] = np.inf
+    problems = FeatureStore(store_path).check(block=5)
+    assert problems == [
+        "row 4 (id04): status missing but non-zero features",
+        "row 6 (id06): status ok but all-zero features",
+        "row 8 (id08): non-finite values",
+    ]
+
+
+def test_assemble_never_leaves_a_partial_store(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    write_shard(work / "a.npz", Shard(["a", "b"], np.zeros((2, 49, 3), np.float16), np.ones((2, 3), np.float32),
+                                      np.zeros(2, np.uint8)))
+    out = tmp_path / "store.h5"
+    with pytest.raises(RuntimeError, match="shards hold 2 images, expected 3"):
+        assemble(out, [work / "a.npz"], 3, 3, 49, {})
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["work"]
+    assemble(out, [work / "a.npz"], 2, 3, 49, {"x": 1})
+    with h5py.File(out, "r") as f:
+        assert json.loads(f.attrs["fingerprint"]) == {"x": 1}
+        assert f["regions"].chunks is None and f["regions"].compression is None
