@@ -14,10 +14,15 @@ logger = logging.getLogger(__name__)
 
 
 class LocalRunner:
-    """Run every task here, one after the other (`--workers 0`): no cluster, easiest to debug."""
+    """Run tasks in this process (`--workers 0`): no cluster, no transfers, easiest to debug.
 
-    description = "in-process"
-    slots = 1
+    With `slots` > 1 tasks run on that many threads (a GPU forward of one shard overlaps the
+    decoding of the next); results are yielded as they complete.
+    """
+
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
+        self.description = "this process" + (f" ({slots} task threads)" if slots > 1 else "")
 
     def share(self, obj: Any) -> Any:
         return obj
@@ -26,9 +31,23 @@ class LocalRunner:
         return fn(*args)
 
     def map(self, fn: Callable, payloads: Iterable[tuple[Any, Any]], *shared: Any) -> Iterator[tuple[Any, Any]]:
-        """For each (key, payload): yield (key, fn(payload, *shared)) in order."""
-        for key, payload in payloads:
-            yield key, fn(payload, *shared)
+        """For each (key, payload): yield (key, fn(payload, *shared)), at most `slots` in flight."""
+        if self.slots == 1:
+            for key, payload in payloads:
+                yield key, fn(payload, *shared)
+            return
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        with ThreadPoolExecutor(self.slots) as pool:
+            running = {}
+            for key, payload in payloads:
+                running[pool.submit(fn, payload, *shared)] = key
+                if len(running) >= self.slots:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield running.pop(future), future.result()
+            for future in list(running):
+                yield running.pop(future), future.result()
 
     def close(self) -> None:
         pass
@@ -124,7 +143,7 @@ def make_runner(workers: int, threads_per_worker: int = 1, scheduler: str | None
     if scheduler:
         return DaskRunner(scheduler=scheduler)
     if workers == 0:
-        return LocalRunner()
+        return LocalRunner(threads_per_worker)
     return DaskRunner(workers=workers, threads_per_worker=threads_per_worker, torch_threads=torch_threads)
 
 

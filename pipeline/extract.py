@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from pipeline.conll import find_splits, iter_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.images import (
-    MAX_PIXELS, STATUS, STATUS_NAMES, TRANSFORMS, ImageIndex, Transform, load_tensor, read_image_bytes,
+    MAX_PIXELS, STATUS, STATUS_NAMES, TRANSFORMS, ImageIndex, Transform, load_tensor, normalise, read_image_bytes,
 )
 from pipeline.store import FORMAT_VERSION, Shard, assemble, read_shard, write_shard
 
@@ -130,11 +131,17 @@ def ids_sha256(ids: list[str]) -> str:
 # ---------------------------------------------------------------- worker side
 
 _MODEL: dict = {}  # one model per worker process, built on its first task and kept
+_MODEL_LOCK = threading.Lock()  # tasks of one worker may start together on its threads
 
 
 def _worker_model(job: dict, state: dict) -> tuple[ResNetFeatures, torch.device]:
     # every task: Dask runs tasks on pool threads, and a new thread starts from OMP_NUM_THREADS=1
     torch.set_num_threads(job["threads"] or max(1, (os.cpu_count() or 1) // distribute.worker_threads()))
+    with _MODEL_LOCK:
+        return _build_model(job, state)
+
+
+def _build_model(job: dict, state: dict) -> tuple[ResNetFeatures, torch.device]:
     if _MODEL.get("key") != job["key"]:
         if job["device"].startswith("cuda"):
             index = distribute.worker_index() % torch.cuda.device_count()
@@ -157,7 +164,8 @@ def _worker_model(job: dict, state: dict) -> tuple[ResNetFeatures, torch.device]
 
 
 def _decoded_batches(items, job: dict):
-    """Yield (positions, statuses, tensor batch) per batch; decoding runs one batch ahead in a pool."""
+    """Yield (first position, [(status, uint8 array or None)]) per batch; with a pool, the next
+    batch is decoded while the caller runs the current one through the model."""
     transform = Transform(job["transform"], job["seed"])
     pool = _MODEL.get("pool")
 
@@ -180,12 +188,19 @@ def _decoded_batches(items, job: dict):
         pending = ahead
 
 
-def _forward(model, device, job, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _model_input(arrays: list[np.ndarray], device: torch.device, job: dict) -> torch.Tensor:
+    """uint8 images → a normalised float batch on `device` (copied as uint8: 4x fewer bytes)."""
     batch = torch.from_numpy(np.stack(arrays))
     if device.type == "cuda":
         batch = batch.pin_memory().to(device, non_blocking=True)
+    batch = normalise(batch)
     if job["channels_last"]:
         batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def _forward(model, device, job, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    batch = _model_input(arrays, device, job)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=job["precision"] == "bf16"):
         regions, pooled = model(batch)
     return regions.to(torch.float16).cpu().numpy(), pooled.float().cpu().numpy()
@@ -220,7 +235,7 @@ def estimate_shard_bn(items: list[tuple[str, int, bytes | None]], job: dict, sta
         for _, decoded in _decoded_batches(items, job):
             arrays = [a for _, a in decoded if a is not None]
             if arrays:
-                yield torch.from_numpy(np.stack(arrays)).to(device)
+                yield _model_input(arrays, device, job)
 
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job["precision"] == "bf16"):
         buffers = estimate_bn_stats(model, batches())
@@ -360,9 +375,11 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
         if bad:
             raise DataError(_missing_message(bad, len(ids)))
 
-    workers = distribute.default_workers() if config.workers is None else config.workers
     cuda = config.device.startswith("cuda")
-    threads_per_worker = 2 if cuda else 1
+    if config.workers is None:  # one GPU: in this process, no result transfer; CPU: local Dask workers
+        config.workers = 0 if cuda else distribute.default_workers()
+    workers = config.workers
+    threads_per_worker = 2 if cuda else 1  # on GPU, one shard decodes while the other runs
     if config.threads is None and not cuda and workers > 0 and not config.scheduler:
         config.threads = max(1, (os.cpu_count() or 1) // workers)
     decode_threads = config.decode_threads or (min(16, os.cpu_count() or 1) if cuda else 1)

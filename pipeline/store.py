@@ -37,11 +37,9 @@ def write_shard(path: str | os.PathLike, shard: Shard) -> None:
     """Write under a temporary name, then rename: a shard file either is complete or does not exist."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    with open(tmp, "wb") as handle:  # no fsync: a killed process loses nothing the OS has; a rerun
         np.savez(handle, image_ids=np.asarray(shard.image_ids, dtype=str), regions=shard.regions,
-                 pooled=shard.pooled, status=shard.status)
-        handle.flush()
-        os.fsync(handle.fileno())
+                 pooled=shard.pooled, status=shard.status)  # also redoes any unreadable shard
     os.replace(tmp, path)
 
 

@@ -156,6 +156,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from cli.pipe import main; main()", *args]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_store(tmp_path):
     folder = tmp_path / "images"
     make_images(folder, 96, seed=1)
