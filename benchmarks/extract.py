@@ -6,7 +6,8 @@ Baseline: the same backbone's forward on tensors already in memory, same batch s
 torch thread count, no I/O at all. efficiency = pipeline images/s / bare images/s.
 
     .venv/bin/python benchmarks/extract.py --images 480            # ResNet-152, CPU
-    .venv/bin/python benchmarks/extract.py --device cuda --images 20000 --precision bf16 --channels-last
+    python3 benchmarks/extract.py --device cuda --images 12000 --batch-size 128 --shard-size 1024 \
+        --precision bf16 --channels-last        # benchmarks/gpu_extract.sh runs the GPU set
 
 The last line printed is a JSON object with the figures.
 """
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -25,16 +27,39 @@ if __name__ == "__main__":  # run from anywhere: the project root first on sys.p
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def make_images(folder: Path, n: int, width: int, height: int, seed: int) -> None:
-    """JPEGs of a typical tweet photo size, drawn with the sample corpus' painter."""
+def make_images(folder: Path, n: int, width: int, height: int, seed: int, unique: int) -> None:
+    """JPEGs of a typical tweet photo size, drawn with the sample corpus' painter; after
+    `unique` distinct ones, copies (decoding a copy costs the same, and it is quicker to make)."""
     from pipeline.sample import CUE_CLASSES, DISTRACTOR_CLASSES, draw_image
 
     rng = random.Random(seed)
     classes = list(CUE_CLASSES.values()) + list(DISTRACTOR_CLASSES)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        img = draw_image(rng.choice(classes), rng).resize((width, height))
-        img.save(folder / f"{i:07d}.jpg", quality=90)
+        if i < unique:
+            img = draw_image(rng.choice(classes), rng).resize((width, height))
+            img.save(folder / f"{i:07d}.jpg", quality=90)
+        else:
+            shutil.copyfile(folder / f"{i % unique:07d}.jpg", folder / f"{i:07d}.jpg")
+
+
+def decode_only(folder: Path, threads: int) -> float:
+    """Images/s of read + decode + transform alone, on `threads` threads (the pipeline's decoders)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.images import Transform, load_tensor
+
+    files = sorted(folder.glob("*.jpg"))
+    transform = Transform()
+
+    def one(path):
+        return load_tensor(path.read_bytes(), path.stem, transform)[0]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        codes = list(pool.map(one, files, chunksize=64))
+    assert all(code == 0 for code in codes)
+    return len(files) / (time.perf_counter() - start)
 
 
 def bare_forward(backbone: str, batch_size: int, threads: int, device: str, precision: str,
@@ -73,6 +98,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet152")
     parser.add_argument("--images", type=int, default=480)
     parser.add_argument("--size", default="500x375", help="JPEG width x height")
+    parser.add_argument("--unique", type=int, default=1000, help="distinct images; the rest are copies")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--shard-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None)
@@ -90,20 +116,24 @@ def main() -> None:
     from pipeline.extract import ExtractConfig, extract_images
 
     cuda = args.device.startswith("cuda")
-    workers = args.workers if args.workers is not None else (1 if cuda else distribute.default_workers())
+    workers = args.workers if args.workers is not None else (0 if cuda else distribute.default_workers())
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
     width, height = map(int, args.size.split("x"))
     root = Path(args.dir or tempfile.mkdtemp(prefix="maf-bench-extract-"))
     images = root / "images"
     if not images.is_dir() or len(os.listdir(images)) != args.images:
         t = time.perf_counter()
-        make_images(images, args.images, width, height, seed=0)
+        make_images(images, args.images, width, height, seed=0, unique=args.unique)
         print(f"made {args.images} JPEGs of {args.size} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
 
     bare = bare_forward(args.backbone, args.batch_size, threads, args.device, args.precision,
                         args.channels_last, args.bare_seconds)
     print(f"bare forward: {bare:.2f} images/s ({args.backbone}, batch {args.batch_size}, "
           f"{threads} torch threads, {args.device})", file=sys.stderr)
+
+    decode_threads = args.decode_threads or (min(16, os.cpu_count() or 1) if cuda else 1)
+    decoded = decode_only(images, decode_threads)
+    print(f"decode only: {decoded:.1f} images/s on {decode_threads} threads", file=sys.stderr)
 
     config = ExtractConfig(backbone=args.backbone, weights="none", device=args.device, batch_size=args.batch_size,
                            shard_size=args.shard_size, workers=workers, precision=args.precision,
@@ -122,6 +152,8 @@ def main() -> None:
         "channels_last": args.channels_last,
         "bare_images_per_s": round(bare, 3), "pipeline_images_per_s": round(pipeline, 3),
         "efficiency": round(pipeline / bare, 3), "pipeline_seconds": round(wall, 2),
+        "extract_seconds": summary["seconds"], "assemble_seconds": summary["assemble_seconds"],
+        "decode_threads": decode_threads, "decode_only_images_per_s": round(decoded, 1),
         "store_mib": round(summary["bytes"] / 2**20, 1), "counts": summary["counts"],
     }))
 

@@ -432,12 +432,14 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
     if config.bn_stats == "dataset":
         final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(
             torch.load(work / BN_FILE, weights_only=True)))
+    assembling = time.perf_counter()
     assemble(out, shard_paths, len(ids), BACKBONES[config.backbone], GRID * GRID, final_print,
              extra_attrs={"extraction": {"device": config.device, "batch_size": config.batch_size,
                                          "ids_sha256": job_record["ids_sha256"]}})
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(out, all_ids, status, reused_store=False)
     summary.update(extracted=extracted, seconds=round(seconds, 2),
+                   assemble_seconds=round(time.perf_counter() - assembling, 2),
                    images_per_s=round(extracted / seconds, 2) if extracted and seconds > 0 else None,
                    resumed_images=done_images)
     return summary

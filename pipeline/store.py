@@ -156,7 +156,8 @@ class FeatureStore:
             arrays = {}
             for name, (offset, shape, dtype) in self._layout.items():
                 mapped = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
-                arrays[name] = np.array(mapped) if self.in_memory else mapped
+                # a plain ndarray view of the map: gathers skip np.memmap's subclass bookkeeping
+                arrays[name] = np.array(mapped) if self.in_memory else mapped.view(np.ndarray)
             self._arrays, self._pid = arrays, os.getpid()
         return self._arrays
 

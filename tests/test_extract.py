@@ -77,6 +77,18 @@ def test_features_equal_a_direct_torchvision_forward(images, tmp_path):
     np.testing.assert_allclose(got.regions.astype(np.float32), regions, rtol=1e-3, atol=1e-3)  # fp16 rounding
     np.testing.assert_allclose(got.pooled, pooled.numpy(), rtol=1e-4, atol=1e-5)
     assert (got.status == STATUS["ok"]).all()
+    # decoding on a thread pool (the GPU path) gives the very same store
+    pooled = tmp_path / "pooled.h5"
+    extract_images(images, pooled, ExtractConfig(**TINY, seed=7, decode_threads=3))
+    stores_equal(out, pooled)
+
+
+def test_in_process_runner_with_task_threads_yields_every_result():
+    from pipeline.distribute import make_runner
+
+    runner = make_runner(0, 3)
+    results = dict(runner.map(lambda x, k: x * k, ((i, i) for i in range(20)), 10))
+    assert results == {i: 10 * i for i in range(20)}
 
 
 def test_sample_corpus_statuses_follow_the_annotations(sample_dir, tmp_path):
