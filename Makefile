@@ -27,7 +27,7 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# The main job, as far as it exists today: sample corpus -> vocabulary -> tokenized text.
+# The main job, as far as it exists today: sample corpus -> vocabulary -> tokenized text -> image features.
 # Steps already done are reused (delete $(DEMO)/ or run `make clean-demo` to start over).
 demo: install
 	@if [ -f $(DEMO)/data/train.txt ]; then echo "[demo] sample corpus: reusing $(DEMO)/data"; \
@@ -36,8 +36,13 @@ demo: install
 	else $(BIN)/maf-pipe build-vocab $(DEMO)/data --out $(DEMO)/tokenizer --vocab-size 4000; fi
 	@if [ -f $(DEMO)/text/meta.json ]; then echo "[demo] tokenized text: reusing $(DEMO)/text"; \
 	else $(BIN)/maf-pipe tokenize $(DEMO)/data --tokenizer $(DEMO)/tokenizer --out $(DEMO)/text; fi
-	@echo "[demo] done: corpus in $(DEMO)/data, tokenized text in $(DEMO)/text"
-	@echo "[demo] image features and training come with the extraction and trainer stages"
+	@if [ -f $(DEMO)/store.h5 ]; then echo "[demo] image features: reusing $(DEMO)/store.h5"; \
+	else echo "[demo] image features: ResNet-152 with RANDOM weights and AdaBN statistics (offline demo;" \
+	     "real runs pass --weights resnet152-b121ed2d.pth or imagenet)"; \
+	     $(BIN)/maf-pipe extract-images $(DEMO)/data/images --ids-from $(DEMO)/data --out $(DEMO)/store.h5 \
+	         --weights none --bn-stats dataset --bn-samples 128; fi
+	@echo "[demo] done: corpus in $(DEMO)/data, tokenized text in $(DEMO)/text, image features in $(DEMO)/store.h5"
+	@echo "[demo] training comes with the trainer stage"
 
 clean-demo:
 	rm -rf $(DEMO)

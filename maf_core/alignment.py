@@ -1,0 +1,46 @@
+"""CA, cross-modal alignment (paper section 3.2): symmetric in-batch InfoNCE on T_s and V_g."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from maf_core.config import MAFConfig
+
+
+def projection(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """The paper's MLP with one hidden layer and ReLU."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+
+
+class CrossModalAlignment(nn.Module):
+    """Projects the text vector T_s and the pooled image vector V_g, then contrasts them.
+
+    Positives are the pairs of the same tweet, negatives every other pairing in the batch.
+    Tweets without a usable image are left out (they would be false pairs).
+    """
+
+    def __init__(self, config: MAFConfig) -> None:
+        super().__init__()
+        self.text_projection = projection(config.hidden_size, config.alignment_hidden, config.hidden_size)
+        self.image_projection = projection(config.image_dim, config.alignment_hidden, config.hidden_size)
+        self.temperature = config.temperature          # tau
+        self.direction = config.alignment_direction    # lambda_c
+
+    def forward(self, text_pooled: torch.Tensor, image_pooled: torch.Tensor, image_ok: torch.Tensor) -> torch.Tensor:
+        # shape: text_pooled (B, d) = T_s; image_pooled (B, C) = V_g; image_ok (B,) bool
+        text = self.text_projection(text_pooled[image_ok])     # T_c, shape: (N, d)
+        image = self.image_projection(image_pooled[image_ok])  # V_c, shape: (N, d)
+        if text.shape[0] < 2:  # no negatives: nothing to contrast
+            return text_pooled.new_zeros(())
+        return contrastive_loss(image, text, self.temperature, self.direction)
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, temperature: float, direction: float) -> torch.Tensor:
+    """Eq. 3: mean over pairs of lambda_c * L(V_c -> T_c) + (1 - lambda_c) * L(T_c -> V_c)."""
+    # shape: logits (N, N); logits[i, j] = sim(V_c^i, T_c^j) / tau
+    logits = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T / temperature
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    image_to_text = F.cross_entropy(logits, targets)    # eq. 1, rows: each image against all texts
+    text_to_image = F.cross_entropy(logits.T, targets)  # eq. 2, rows: each text against all images
+    return direction * image_to_text + (1 - direction) * text_to_image

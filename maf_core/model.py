@@ -1,0 +1,175 @@
+"""MAF assembled (paper section 3): BERT → CI → CM → CF → emissions → CRF, with CA and CM losses.
+
+Inputs are word pieces plus precomputed image features (from store.h5): the frozen ResNet is
+not part of the model. The CRF runs over words (the first piece of each word).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torchcrf import CRF
+
+from maf_core.alignment import CrossModalAlignment
+from maf_core.config import BERT_SIZES, MAFConfig
+from maf_core.fusion import CrossModalFusion
+from maf_core.interaction import CrossModalInteraction
+from maf_core.matching import CrossModalMatching, choose_negatives
+
+
+@dataclass
+class MAFOutput:
+    """What one forward pass returns; losses are None when no tags were given."""
+
+    loss: torch.Tensor | None           # the weighted total (eq. 18)
+    loss_ner: torch.Tensor | None       # CRF negative log-likelihood, mean over tweets
+    loss_ca: torch.Tensor | None        # CA contrastive loss (None when CA is off)
+    loss_cm: torch.Tensor | None        # CM binary cross-entropy (None when CM is off or not training)
+    emissions: torch.Tensor             # (B, W, num_tags) per word
+    match_prob: torch.Tensor            # p per tweet (B,), on its true image; 0 without an image
+    attention: torch.Tensor | None      # CI weights (B, heads, L, regions), for pictures
+    tags: list[list[int]] | None = None  # Viterbi word tags, when decode=True
+
+
+def build_bert(config: MAFConfig):
+    """A pretrained BERT (`config.bert`), or a random-init one of `config.bert_size`.
+
+    Fills `config.bert_config` so that a checkpoint rebuilds the same network offline.
+    """
+    from transformers import BertConfig, BertModel
+
+    if config.bert_config is not None:
+        return BertModel(BertConfig(**config.bert_config), add_pooling_layer=True)
+    if config.bert is not None:
+        bert = BertModel.from_pretrained(config.bert, add_pooling_layer=True)
+    else:
+        bert = BertModel(BertConfig(vocab_size=config.vocab_size, hidden_dropout_prob=config.dropout,
+                                    attention_probs_dropout_prob=config.dropout,
+                                    max_position_embeddings=max(512, config.max_length),
+                                    **BERT_SIZES[config.bert_size]), add_pooling_layer=True)
+    config.bert_config = bert_config_dict(bert)
+    return bert
+
+
+def bert_config_dict(bert) -> dict:
+    """The BertConfig of a model as plain JSON values, without run-specific keys."""
+    skip = ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype")
+    return {k: v for k, v in bert.config.to_dict().items() if k not in skip}
+
+
+class MAF(nn.Module):
+    """The whole model; `config.text_only` gives the BERT-CRF baseline on the same code path."""
+
+    def __init__(self, config: MAFConfig, bert: nn.Module | None = None) -> None:
+        super().__init__()
+        self.bert = bert if bert is not None else build_bert(config)
+        hidden = self.bert.config.hidden_size
+        if hidden != config.hidden_size:
+            config = replace(config, hidden_size=hidden)
+        if config.bert_config is None:
+            config.bert_config = bert_config_dict(self.bert)
+        self.config = config
+        self.dropout = nn.Dropout(config.dropout)
+        self.alignment = CrossModalAlignment(config) if config.visual and config.use_alignment else None
+        self.interaction = CrossModalInteraction(config) if config.visual else None
+        self.matching = CrossModalMatching(config) if config.visual and config.use_matching else None
+        self.fusion = CrossModalFusion(config) if config.visual else None
+        self.emission = nn.Linear(2 * hidden if config.visual else hidden, config.num_tags)
+        self.crf = CRF(config.num_tags, batch_first=True)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor,
+                word_mask: torch.Tensor, regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
+                image_ok: torch.Tensor | None = None, tags: torch.Tensor | None = None,
+                decode: bool = False, generator: torch.Generator | None = None) -> MAFOutput:
+        """input_ids, attention_mask (B, L); word_starts (B, W) first-piece positions (any value
+        where word_mask is False); word_mask (B, W), a prefix of each row; regions (B, R, C);
+        pooled (B, C); image_ok (B,) bool; tags (B, W) when training. `generator` seeds the
+        choice of CM negatives."""
+        cfg = self.config
+        mask = attention_mask.bool()
+        bert = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+        text = bert.last_hidden_state            # T, shape: (B, L, d)
+        text_pooled = bert.pooler_output         # T_s, shape: (B, d): tanh pooler on [CLS]
+        batch = input_ids.shape[0]
+        loss_ca = loss_cm = attention = None
+        match_prob = text.new_zeros(batch)
+
+        if cfg.visual:
+            image_ok = image_ok.bool()
+            keep = image_ok.to(text.dtype)
+            regions = regions.to(text.dtype) * keep[:, None, None]   # never a stray image for a bad one
+            pooled = pooled.to(text.dtype) * keep[:, None]
+            image, attention = self.interaction(text, regions)      # C, shape: (B, L, d)
+            if self.alignment is not None:
+                loss_ca = self.alignment(text_pooled, pooled, image_ok)
+            if self.matching is not None:
+                if self.training:
+                    # negatives: C swapped between chosen pairs, and the tags of a swapped tweet
+                    # are then learned from p * (the other tweet's C): p learns to shut it out
+                    permutation, negative = choose_negatives(image_ok, cfg.matching_pairs, cfg.negatives, generator)
+                    true_p, _ = self.matching(text, image, mask)
+                    match_prob = true_p.detach() * keep
+                    p, loss_cm = self.matching(text, image, mask, permutation, negative, use=image_ok)
+                    image = image[permutation]
+                else:
+                    p, _ = self.matching(text, image, mask)
+                    match_prob = p * keep
+                retained = p.mul(keep)[:, None, None] * image       # M = p * C (eq. 12)
+            else:
+                retained = image * keep[:, None, None]
+            hidden = self.fusion(text, retained)                     # H = [T; R], shape: (B, L, 2d)
+        else:
+            hidden = text
+
+        # shape: (B, W, d or 2d), the first piece of each word
+        index = word_starts.clamp(min=0).masked_fill(~word_mask.bool(), 0)
+        words = torch.gather(hidden, 1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        emissions = self.emission(self.dropout(words))
+        crf_mask = word_mask.bool()
+
+        loss = loss_ner = None
+        if tags is not None:
+            loss_ner = -self.crf(emissions, tags.long(), mask=crf_mask, reduction="mean")
+            loss = self._total(loss_ner, loss_ca, loss_cm)
+        decoded = self.crf.decode(emissions, mask=crf_mask) if decode else None
+        return MAFOutput(loss, loss_ner, loss_ca, loss_cm, emissions, match_prob, attention, decoded)
+
+    def _total(self, ner: torch.Tensor, ca: torch.Tensor | None, cm: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 18, or the released code's 0.62 NER + 0.38 (CA + CM); a switched-off part drops out."""
+        cfg = self.config
+        zero = ner.new_zeros(())
+        ca = zero if ca is None else ca
+        cm = zero if cm is None else cm
+        if cfg.loss_weighting == "released-code":
+            return 0.62 * ner + 0.38 * (ca + cm)
+        return cfg.alpha * ca + cfg.beta * cm + (1 - cfg.alpha - cfg.beta) * ner
+
+
+def count_parameters(model: MAF) -> dict[str, int]:
+    """Trainable parameters by part, and their total.
+
+    With BERT-base cased (vocabulary 28,996) and the paper's sizes, the parts are: BERT with
+    its pooler 108.3M; CI 8.7M (W_j 1.6M, attention 2.4M, FFN 4.7M); CA 3.3M (the text MLP
+    1.2M, the image MLP 2.2M); CM 0.2M (one weight per flattened value, 128 x 1,536); CF
+    1.2M; emissions and CRF under 0.02M: about 121.7M trainable, measured by this function
+    in `tests/test_model.py::test_parameter_count_of_the_paper_size`. The paper's 196.28M
+    (Table 3; its text calls MAF the smaller model, so the 196.28M/208.29M pair reads as
+    MAF/UMT) also counts the frozen ResNet-152, 58.1M without its classifier layer
+    (60.2M with it): 121.7 + 58.1 = 179.8M, or 181.9M with the classifier. The remaining
+    ~14M are not explained by the paper; the released code's extra layers (its CI copies
+    UMT's multi-layer cross-attention) are the likely source. We do not count frozen
+    features here: they live in store.h5.
+    """
+    parts = {
+        "bert": model.bert,
+        "interaction": model.interaction,
+        "alignment": model.alignment,
+        "matching": model.matching,
+        "fusion": model.fusion,
+        "emission+crf": nn.ModuleList([model.emission, model.crf]),
+    }
+    counts = {name: sum(p.numel() for p in part.parameters() if p.requires_grad) if part is not None else 0
+              for name, part in parts.items()}
+    counts["total"] = sum(counts.values())
+    return counts
