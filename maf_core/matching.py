@@ -49,9 +49,12 @@ class CrossModalMatching(nn.Module):
         # shape: text T, image C (B, L, d); mask (B, L) -> (B,)
         pair = torch.cat([text, image], dim=-1) * mask.unsqueeze(-1).to(text.dtype)  # padding rows -> 0
         length = pair.shape[1]
-        if length > self.max_length:
-            raise ValueError(f"sequence of {length} pieces is longer than the CM max_length {self.max_length}")
-        pair = F.pad(pair, (0, 0, 0, self.max_length - length))   # shape: (B, max_length, 2d)
+        if length > self.max_length:  # allowed while only padding lies beyond max_length
+            if mask[:, self.max_length:].any():
+                longest = int(mask.sum(1).max())
+                raise ValueError(f"a sequence of {longest} pieces is longer than the CM max_length {self.max_length}")
+            pair = pair[:, : self.max_length]
+        pair = F.pad(pair, (0, 0, 0, self.max_length - pair.shape[1]))   # shape: (B, max_length, 2d)
         return self.classifier(pair.flatten(1)).squeeze(-1)
 
     def forward(self, text: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,

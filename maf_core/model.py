@@ -5,6 +5,8 @@ not part of the model. The CRF runs over words (the first piece of each word).
 """
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -16,6 +18,9 @@ from maf_core.config import BERT_SIZES, MAFConfig
 from maf_core.fusion import CrossModalFusion
 from maf_core.interaction import CrossModalInteraction
 from maf_core.matching import CrossModalMatching, choose_negatives
+
+# pytorch-crf 0.7.2 turns the mask into uint8 itself; torch warns about that on every call
+warnings.filterwarnings("ignore", message="where received a uint8 condition tensor", category=UserWarning)
 
 
 @dataclass
@@ -54,8 +59,8 @@ def build_bert(config: MAFConfig):
 
 def bert_config_dict(bert) -> dict:
     """The BertConfig of a model as plain JSON values, without run-specific keys."""
-    skip = ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype")
-    return {k: v for k, v in bert.config.to_dict().items() if k not in skip}
+    skip = ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype", "id2label", "label2id")
+    return json.loads(json.dumps({k: v for k, v in bert.config.to_dict().items() if k not in skip}))
 
 
 class MAF(nn.Module):
@@ -114,7 +119,7 @@ class MAF(nn.Module):
                     image = image[permutation]
                 else:
                     p, _ = self.matching(text, image, mask)
-                    match_prob = p * keep
+                    match_prob = p.detach() * keep
                 retained = p.mul(keep)[:, None, None] * image       # M = p * C (eq. 12)
             else:
                 retained = image * keep[:, None, None]

@@ -1,0 +1,269 @@
+"""The MAF model: shapes, gradients, reference formulas, padding invariance, presets."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from maf_core.alignment import CrossModalAlignment, contrastive_loss
+from maf_core.config import MAFConfig
+from maf_core.fusion import CrossModalFusion
+from maf_core.interaction import CrossModalInteraction
+from maf_core.matching import CrossModalMatching, choose_negatives
+from maf_core.model import MAF, count_parameters
+
+
+def make_batch(config: MAFConfig, batch: int = 8, seed: int = 0, pad_to: int | None = None) -> dict:
+    """Tweets of 3..7 words, 1-2 pieces per word, [CLS]/[SEP], padded to the longest (or pad_to)."""
+    g = torch.Generator().manual_seed(seed)
+    rows, starts, tag_rows = [], [], []
+    for _ in range(batch):
+        words = int(torch.randint(3, 8, (1,), generator=g))
+        ids, first = [2], []
+        for _ in range(words):
+            first.append(len(ids))
+            ids += torch.randint(5, config.vocab_size, (int(torch.randint(1, 3, (1,), generator=g)),), generator=g).tolist()
+        ids.append(3)
+        rows.append(ids)
+        starts.append(first)
+        tag_rows.append(torch.randint(0, config.num_tags, (words,), generator=g).tolist())
+    length = pad_to or max(map(len, rows))
+    max_words = max(map(len, starts))
+    out = {
+        "input_ids": torch.zeros(batch, length, dtype=torch.long),
+        "attention_mask": torch.zeros(batch, length, dtype=torch.long),
+        "word_starts": torch.zeros(batch, max_words, dtype=torch.long),
+        "word_mask": torch.zeros(batch, max_words, dtype=torch.bool),
+        "tags": torch.zeros(batch, max_words, dtype=torch.long),
+    }
+    for i, (ids, first, tags) in enumerate(zip(rows, starts, tag_rows)):
+        out["input_ids"][i, : len(ids)] = torch.tensor(ids)
+        out["attention_mask"][i, : len(ids)] = 1
+        out["word_starts"][i, : len(first)] = torch.tensor(first)
+        out["word_mask"][i, : len(first)] = True
+        out["tags"][i, : len(tags)] = torch.tensor(tags)
+    out["regions"] = torch.rand(batch, config.num_regions, config.image_dim, generator=g)
+    out["pooled"] = out["regions"].mean(1)
+    out["image_ok"] = torch.ones(batch, dtype=torch.bool)
+    return out
+
+
+def tiny_model(seed: int = 0, **overrides) -> MAF:
+    torch.manual_seed(seed)
+    return MAF(MAFConfig.tiny(**overrides))
+
+
+def test_module_shapes():
+    cfg = MAFConfig.tiny()
+    b, length = 5, 7
+    text = torch.randn(b, length, cfg.hidden_size)
+    regions = torch.randn(b, cfg.num_regions, cfg.image_dim)
+    image, weights = CrossModalInteraction(cfg)(text, regions)
+    assert image.shape == (b, length, cfg.hidden_size)
+    assert weights.shape == (b, cfg.heads, length, cfg.num_regions)
+    assert torch.allclose(weights.sum(-1), torch.ones(b, cfg.heads, length))
+    mask = torch.ones(b, length, dtype=torch.bool)
+    p, loss = CrossModalMatching(cfg)(text, image, mask, negative=torch.zeros(b, dtype=torch.bool))
+    assert p.shape == (b,) and loss.shape == () and ((p > 0) & (p < 1)).all()
+    assert CrossModalFusion(cfg)(text, image).shape == (b, length, 2 * cfg.hidden_size)
+    ca = CrossModalAlignment(cfg)(torch.randn(b, cfg.hidden_size), torch.randn(b, cfg.image_dim), torch.ones(b, dtype=torch.bool))
+    assert ca.shape == () and ca > 0
+
+    model = tiny_model()
+    batch = make_batch(model.config)
+    out = model(**batch, decode=True)
+    words = batch["word_mask"].shape[1]
+    assert out.emissions.shape == (8, words, cfg.num_tags)
+    assert out.match_prob.shape == (8,) and out.attention.shape[:2] == (8, cfg.heads)
+    assert [len(t) for t in out.tags] == batch["word_mask"].sum(1).tolist()
+    assert all(x is not None for x in (out.loss, out.loss_ner, out.loss_ca, out.loss_cm))
+
+
+def test_gradients_reach_every_trainable_parameter():
+    model = tiny_model()
+    model.train()
+    out = model(**make_batch(model.config, batch=8), generator=torch.Generator().manual_seed(1))
+    out.loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert missing == []
+
+
+def test_alignment_loss_equals_the_per_example_formula():
+    torch.manual_seed(0)
+    n, d, tau, lam = 6, 5, 0.102, 0.7
+    image, text = torch.randn(n, d), torch.randn(n, d)
+
+    def sim(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
+    total = 0.0
+    for i in range(n):
+        v2t = -math.log(math.exp(sim(image[i], text[i]) / tau) / sum(math.exp(sim(image[i], text[j]) / tau) for j in range(n)))
+        t2v = -math.log(math.exp(sim(text[i], image[i]) / tau) / sum(math.exp(sim(text[i], image[j]) / tau) for j in range(n)))
+        total += lam * v2t + (1 - lam) * t2v
+    assert abs(float(contrastive_loss(image, text, tau, lam)) - total / n) < 1e-5
+
+
+def test_alignment_leaves_out_tweets_without_an_image():
+    cfg = MAFConfig.tiny()
+    torch.manual_seed(0)
+    ca = CrossModalAlignment(cfg)
+    text, image = torch.randn(5, cfg.hidden_size), torch.randn(5, cfg.image_dim)
+    ok = torch.tensor([True, False, True, True, False])
+    image_changed = image.clone()
+    image_changed[~ok] = torch.randn(2, cfg.image_dim)
+    assert torch.equal(ca(text, image, ok), ca(text, image_changed, ok))
+    assert float(ca(text, image, torch.tensor([True, False, False, False, False]))) == 0.0
+
+
+def test_crf_likelihood_equals_brute_force_enumeration():
+    torch.manual_seed(0)
+    model = tiny_model(tags=["O", "B-PER", "I-PER"])
+    crf = model.crf
+    emissions = torch.randn(1, 3, 3)
+    tags = torch.tensor([[1, 2, 0]])
+
+    def score(path):
+        s = crf.start_transitions[path[0]] + crf.end_transitions[path[-1]]
+        s = s + sum(emissions[0, i, t] for i, t in enumerate(path))
+        return s + sum(crf.transitions[a, b] for a, b in zip(path, path[1:]))
+
+    log_z = torch.logsumexp(torch.stack([score(p) for p in itertools.product(range(3), repeat=3)]), 0)
+    nll = -(score(tags[0].tolist()) - log_z)
+    assert torch.allclose(-crf(emissions, tags, reduction="sum"), nll, atol=1e-5)
+    best = max(itertools.product(range(3), repeat=3), key=lambda p: float(score(p).detach()))
+    assert crf.decode(emissions) == [list(best)]
+
+
+def test_padding_does_not_change_anything():
+    model = tiny_model()
+    model.train()  # with dropout 0 (tiny config): the CM negatives and losses are exercised
+    short = make_batch(model.config, seed=4)
+    long = make_batch(model.config, seed=4, pad_to=short["input_ids"].shape[1] + 5)
+    a = model(**short, generator=torch.Generator().manual_seed(9))
+    b = model(**long, generator=torch.Generator().manual_seed(9))
+    for name in ("emissions", "match_prob", "loss", "loss_ner", "loss_ca", "loss_cm"):
+        assert torch.allclose(getattr(a, name), getattr(b, name), atol=1e-5), name
+    model.eval()
+    a, b = model(**short), model(**long)
+    assert torch.allclose(a.emissions, b.emissions, atol=1e-5) and torch.allclose(a.match_prob, b.match_prob, atol=1e-5)
+
+
+def test_a_tweet_without_an_image_is_independent_of_image_features():
+    model = tiny_model().eval()
+    batch = make_batch(model.config, seed=2)
+    batch["image_ok"][3] = False
+    other = dict(batch, regions=batch["regions"].clone(), pooled=batch["pooled"].clone())
+    other["regions"][3] = torch.randn_like(other["regions"][3]) * 10
+    other["pooled"][3] = torch.randn_like(other["pooled"][3]) * 10
+    a, b = model(**batch, decode=True), model(**other, decode=True)
+    assert torch.equal(a.emissions[3], b.emissions[3]) and a.tags[3] == b.tags[3]
+    assert float(a.match_prob[3]) == 0.0
+    # the same tweet with its image counted as ok does depend on it
+    batch["image_ok"][3] = other["image_ok"][3] = True
+    assert not torch.allclose(model(**batch).emissions[3], model(**other).emissions[3])
+
+
+def test_no_image_tweets_are_left_out_of_the_matching_loss():
+    model = tiny_model().train()
+    batch = make_batch(model.config, seed=5)
+    batch["image_ok"][:4] = False
+    other = dict(batch, regions=batch["regions"].clone())
+    other["regions"][:4] = torch.randn_like(other["regions"][:4])
+    a = model(**batch, generator=torch.Generator().manual_seed(0))
+    b = model(**other, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a.loss_cm, b.loss_cm) and torch.allclose(a.loss_ca, b.loss_ca)
+
+
+@pytest.mark.parametrize("mode", ["pairs", "tail"])
+def test_matching_marks_exactly_the_swapped_rows(mode):
+    ok = torch.tensor([True, True, False, True, True, True, True, False, True, True])
+    permutation, negative = choose_negatives(ok, 2, mode, torch.Generator().manual_seed(3))
+    swapped = permutation != torch.arange(10)
+    assert torch.equal(swapped, negative) and int(negative.sum()) == 4
+    assert torch.equal(permutation[permutation], torch.arange(10))  # pairs exchange with each other
+    assert not negative[~ok].any()
+    if mode == "tail":
+        assert negative.nonzero().flatten().tolist() == [5, 6, 8, 9]  # the last 4 rows with an image
+    # small batches: k shrinks so that one positive remains; under 3 usable rows, no negatives
+    _, negative = choose_negatives(torch.ones(4, dtype=torch.bool), 15, mode)
+    assert int(negative.sum()) == 2
+    _, negative = choose_negatives(torch.tensor([True, True, False]), 15, mode)
+    assert not negative.any()
+
+
+def test_ablations_switch_modules_off_on_the_same_code_path():
+    base = MAFConfig.tiny()
+    no_ca = MAF(base.with_ablation(no_alignment=True)).train()
+    out = no_ca(**make_batch(no_ca.config))
+    assert no_ca.alignment is None and out.loss_ca is None and out.loss_cm is not None
+    no_cm = MAF(base.with_ablation(no_matching=True)).train()
+    out = no_cm(**make_batch(no_cm.config))
+    assert no_cm.matching is None and out.loss_cm is None and out.loss_ca is not None
+    neither = MAF(base.with_ablation(no_alignment=True, no_matching=True)).train()
+    out = neither(**make_batch(neither.config))
+    assert torch.allclose(out.loss, 0.6 * out.loss_ner)
+    text = MAF(base.with_ablation(text_only=True)).train()
+    batch = make_batch(text.config)
+    out = text(**{k: v for k, v in batch.items() if k not in ("regions", "pooled", "image_ok")})
+    assert text.interaction is None and out.attention is None and torch.allclose(out.loss, 0.6 * out.loss_ner)
+    assert text.emission.in_features == base.hidden_size
+
+
+def test_presets_hold_the_design_values():
+    paper = MAFConfig.from_preset("paper")
+    assert (paper.temperature, paper.alignment_direction, paper.matching_pairs, paper.negatives) == (0.102, 0.7, 15, "pairs")
+    assert (paper.alpha, paper.beta, paper.loss_weighting, paper.scheme) == (0.2, 0.2, "paper", "bioes")
+    released = MAFConfig.from_preset("released-code")
+    assert (released.temperature, released.alignment_direction, released.negatives, released.matching_pairs) == (0.179, 0.7, "tail", 8)
+    assert (released.loss_weighting, released.scheme) == ("released-code", "bio")
+    for cfg in (paper, released):
+        assert (cfg.heads, cfg.max_length, cfg.hidden_size, cfg.image_dim, cfg.num_regions) == (12, 128, 768, 2048, 49)
+    with pytest.raises(ValueError, match="unknown preset 'umt'"):
+        MAFConfig.from_preset("umt")
+
+
+def test_released_code_loss_weighting():
+    model = tiny_model(loss_weighting="released-code").train()
+    out = model(**make_batch(model.config), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out.loss, 0.62 * out.loss_ner + 0.38 * (out.loss_ca + out.loss_cm))
+
+
+def test_config_round_trip_rebuilds_the_same_model(tmp_path):
+    model = tiny_model().eval()
+    model.config.save(tmp_path / "config.json")
+    config = MAFConfig.load(tmp_path / "config.json")
+    assert config == model.config and config.bert_config["hidden_size"] == 32
+    rebuilt = MAF(config).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    batch = make_batch(config)
+    assert torch.equal(model(**batch).emissions, rebuilt(**batch).emissions)
+    with pytest.raises(ValueError, match="unknown MAFConfig fields"):
+        MAFConfig.from_dict({**config.to_dict(), "lr": 1})
+    with pytest.raises(ValueError, match="hidden_size 30 not divisible by heads 4"):
+        MAFConfig.tiny(hidden_size=30)
+
+
+def test_sequences_longer_than_the_matching_length_are_refused():
+    model = tiny_model(max_length=8).eval()
+    with pytest.raises(ValueError, match="a sequence of 1[0-9] pieces is longer than the CM max_length 8"):
+        model(**make_batch(model.config))
+    short = make_batch(model.config, seed=1, batch=1)
+    assert short["attention_mask"].sum() <= 8
+    padded = make_batch(model.config, seed=1, batch=1, pad_to=12)  # only padding beyond 8: fine
+    assert torch.allclose(model(**short).emissions, model(**padded).emissions, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_parameter_count_of_the_paper_size():
+    torch.manual_seed(0)
+    model = MAF(MAFConfig.from_preset("paper", tags=["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC") for p in "BIES"]))
+    counts = count_parameters(model)
+    print(counts)
+    assert abs(counts["bert"] - 108.31e6) < 0.05e6
+    assert abs(counts["interaction"] - 8.66e6) < 0.05e6
+    assert abs(counts["alignment"] - 3.35e6) < 0.05e6
+    assert counts["matching"] == 128 * 1536 + 1
+    assert abs(counts["total"] - 121.7e6) < 0.1e6
