@@ -350,19 +350,22 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
     job_record = {"fingerprint": print_, "ids_sha256": ids_sha256(ids), "images": len(ids),
                   "shard_size": config.shard_size}
 
-    if out.exists():
+    if out.exists() and not overwrite:
         from pipeline.store import FeatureStore
 
-        existing = FeatureStore(out)
+        try:
+            existing = FeatureStore(out)
+        except DataError as err:
+            raise DataError(f"{err}; pass --overwrite to replace it") from None
         same = _spec(existing.fingerprint) == _spec(print_) and existing.image_ids == ids
-        if same and not overwrite:
+        if same:
             logger.info("%s: already complete with this fingerprint and these ids; nothing to do", out)
             return _summary(out, existing.image_ids, existing.status, reused_store=True)
-        if not overwrite:
-            raise DataError(f"{out}: exists and was made {'with other settings' if not same else ''}"
-                            f"{' and ' if not same and existing.image_ids != ids else ''}"
-                            f"{'for other image ids' if existing.image_ids != ids else ''}; "
-                            "pass --overwrite to replace it (it stays until the new store is complete)")
+        settings = _spec(existing.fingerprint) != _spec(print_)
+        other_ids = existing.image_ids != ids
+        reason = " and ".join(r for r, bad in (("with other settings", settings), ("for other image ids", other_ids)) if bad)
+        raise DataError(f"{out}: exists and was made {reason}; pass --overwrite to replace it "
+                        "(it stays until the new store is complete)")
 
     work = out.with_name(f"{out.name}.work")
     _prepare_work_dir(work, job_record, overwrite)

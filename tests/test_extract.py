@@ -144,9 +144,15 @@ def test_complete_store_is_reused_and_different_settings_refused(images, tmp_pat
     with pytest.raises(DataError, match="exists and was made with other settings; pass --overwrite"):
         extract_images(images, out, ExtractConfig(**dict(TINY, transform="maf-crop")))
     assert out.stat().st_mtime_ns == before  # the old store is untouched
+    with pytest.raises(DataError, match="exists and was made for other image ids; pass --overwrite"):
+        extract_images(images, out, ExtractConfig(**TINY), ids=["img000", "img001"])
     summary = extract_images(images, out, ExtractConfig(**dict(TINY, transform="maf-crop")), overwrite=True)
     assert not summary["reused_store"]
     assert FeatureStore(out).fingerprint["transform"]["name"] == "maf-crop"
+    out.write_bytes(b"half a file")  # not a store: refused, then replaced with --overwrite
+    with pytest.raises(DataError, match="not a maf feature store.*pass --overwrite to replace it"):
+        extract_images(images, out, ExtractConfig(**TINY))
+    assert extract_images(images, out, ExtractConfig(**TINY), overwrite=True)["counts"] == {"ok": 12}
 
 
 def test_work_directory_of_another_run_is_refused(images, tmp_path):
