@@ -3,7 +3,8 @@
 Pipeline: `extract_images` end to end on N JPEG files (decode, transform, forward, transfer
 back to the driver, shard writes, store assembly), its Dask cluster start included.
 Baseline: the same backbone's forward on tensors already in memory, same batch size, same
-torch thread count, no I/O at all. efficiency = pipeline images/s / bare images/s.
+torch thread count, no I/O at all, measured before and after the pipeline (the mean of both).
+efficiency = pipeline images/s / bare images/s.
 
     .venv/bin/python benchmarks/extract.py --images 480            # ResNet-152, CPU
     python3 benchmarks/extract.py --device cuda --images 12000 --batch-size 128 --shard-size 1024 \
@@ -126,10 +127,16 @@ def main() -> None:
         make_images(images, args.images, width, height, seed=0, unique=args.unique)
         print(f"made {args.images} JPEGs of {args.size} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
 
-    bare = bare_forward(args.backbone, args.batch_size, threads, args.device, args.precision,
-                        args.channels_last, args.bare_seconds)
-    print(f"bare forward: {bare:.2f} images/s ({args.backbone}, batch {args.batch_size}, "
-          f"{threads} torch threads, {args.device})", file=sys.stderr)
+    def bare() -> float:
+        rate = bare_forward(args.backbone, args.batch_size, threads, args.device, args.precision,
+                            args.channels_last, args.bare_seconds)
+        print(f"bare forward: {rate:.2f} images/s ({args.backbone}, batch {args.batch_size}, "
+              f"{threads} torch threads, {args.device})", file=sys.stderr)
+        return rate
+
+    # measured before and after the pipeline: on a shared machine the speed drifts by tens of
+    # percent over minutes, and the mean of both brackets the pipeline's run
+    bare_before = bare()
 
     decode_threads = args.decode_threads or (min(16, os.cpu_count() or 1) if cuda else 1)
     decoded = decode_only(images, decode_threads)
@@ -143,6 +150,8 @@ def main() -> None:
     summary = extract_images(images, out, config, overwrite=True)
     wall = time.perf_counter() - start
     pipeline = args.images / wall
+    bare_after = bare()
+    bare_mean = (bare_before + bare_after) / 2
     print(f"pipeline: {pipeline:.2f} images/s end to end ({wall:.1f} s for {args.images} images)", file=sys.stderr)
     print(json.dumps({
         "benchmark": "extract", "backbone": args.backbone, "device": args.device,
@@ -150,8 +159,9 @@ def main() -> None:
         "images": args.images, "image_size": args.size, "batch_size": args.batch_size,
         "workers": workers, "torch_threads": threads, "precision": args.precision,
         "channels_last": args.channels_last,
-        "bare_images_per_s": round(bare, 3), "pipeline_images_per_s": round(pipeline, 3),
-        "efficiency": round(pipeline / bare, 3), "pipeline_seconds": round(wall, 2),
+        "bare_images_per_s": round(bare_mean, 3), "bare_before": round(bare_before, 3),
+        "bare_after": round(bare_after, 3), "pipeline_images_per_s": round(pipeline, 3),
+        "efficiency": round(pipeline / bare_mean, 3), "pipeline_seconds": round(wall, 2),
         "extract_seconds": summary["seconds"], "assemble_seconds": summary["assemble_seconds"],
         "decode_threads": decode_threads, "decode_only_images_per_s": round(decoded, 1),
         "store_mib": round(summary["bytes"] / 2**20, 1), "counts": summary["counts"],

@@ -66,7 +66,12 @@ class DaskRunner:
         from distributed import Client, LocalCluster
 
         # worker processes may start decode processes of their own; long GIL-holding forwards are normal
-        dask.config.set({"distributed.worker.daemon": False, "distributed.admin.tick.limit": "60s"})
+        dask.config.set({
+            "distributed.worker.daemon": False,
+            "distributed.admin.tick.limit": "60s",
+            # no dashboard here: the stack sampler (every 10 ms, GIL-taking) only costs CPU time
+            "distributed.worker.profile.enabled": False,
+        })
         if torch_threads:
             # Dask starts workers with OMP_NUM_THREADS=1; torch.set_num_threads raises the count
             # later, but measured here the forward then runs about 30% slower than when OpenMP
@@ -92,6 +97,9 @@ class DaskRunner:
             self.client.wait_for_workers(1, timeout=60)
             info = self.client.scheduler_info()["workers"]
         self.slots = sum(w["nthreads"] for w in info.values())
+        # each worker imports the extraction code (torch, torchvision) now, while the driver prepares
+        self._warming = [self.client.submit(_warm_up, address, pure=False, workers=[address])
+                         for address in info]
 
     def share(self, obj: Any) -> Any:
         """Send `obj` to every worker once; tasks receive it by reference."""
@@ -135,6 +143,12 @@ class DaskRunner:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _warm_up(address: str) -> str:
+    import pipeline.extract  # noqa: F401
+
+    return address
 
 
 def make_runner(workers: int, threads_per_worker: int = 1, scheduler: str | None = None,

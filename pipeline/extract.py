@@ -152,8 +152,9 @@ def _build_model(job: dict, state: dict) -> tuple[ResNetFeatures, torch.device]:
             torch.backends.cudnn.benchmark = True
         else:
             device = torch.device("cpu")
-        model = ResNetFeatures(job["backbone"])
-        model.load_state_dict(state)
+        with torch.device("meta"):  # no random init to throw away (seconds for ResNet-152)
+            model = ResNetFeatures(job["backbone"])
+        model.load_state_dict(state, assign=True)
         model.eval().requires_grad_(False).to(device)
         if job["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
