@@ -1,5 +1,7 @@
-"""`maf`: train, evaluate and apply MAF (the commands arrive with the trainer stage)."""
+"""`maf`: train, evaluate and score MAF (predict and report arrive with later stages)."""
 from __future__ import annotations
+
+import json
 
 import click
 
@@ -14,7 +16,101 @@ def main(verbose: bool) -> None:
     """Train, evaluate and apply MAF for multimodal NER on tweets with images.
 
     Inputs come from `maf-pipe`: tokenized text (maf-pipe tokenize) and cached image
-    features (store.h5, maf-pipe extract-images). Commands: train, evaluate, predict,
-    score, report (added as the trainer stage lands).
+    features (store.h5, maf-pipe extract-images). Commands: train, evaluate, score
+    (predict and report come later).
     """
     setup_logging(verbose)
+
+
+@main.command("train")
+@click.option("--features", required=True, type=click.Path(dir_okay=False), help="store.h5 from maf-pipe extract-images.")
+@click.option("--text", "text_dir", required=True, type=click.Path(file_okay=False), help="TEXT_DIR from maf-pipe tokenize.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The run directory to write.")
+@click.option("--bert", default=None, help="A pretrained BERT: Hub name (bert-base-cased) or local directory.")
+@click.option("--bert-config", type=click.Choice(["tiny", "small", "base"]), default="base", show_default=True,
+              help="Without --bert: a random-init BERT of this size with the tokenizer's vocabulary.")
+@click.option("--preset", type=click.Choice(["paper", "released-code"]), default="paper", show_default=True,
+              help="Hyperparameters of the paper or of the authors' released code (README).")
+@click.option("--epochs", default=24, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=5e-5, show_default=True, help="AdamW learning rate (10% warm-up, linear decay to 0).")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--no-alignment", is_flag=True, help="Ablation: without CA.")
+@click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
+@click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+def train(features, text_dir, out_dir, bert, bert_config, preset, epochs, batch_size, lr, seed,
+          no_alignment, no_matching, text_only, device, resume) -> None:
+    """Train MAF on tokenized text joined with cached image features.
+
+    Every epoch: dev P/R/F1 (conlleval rules), best/ saved on improvement, last.pt for
+    --resume, one line in metrics.jsonl. At the end: test scores of best/ in report.json,
+    predictions/<split>.conll and .jsonl, and a table like the paper's Table 2.
+    """
+    from maf_core.config import MAFConfig
+    from maf_core.metrics import table
+    from maf_core.train import TrainConfig
+    from maf_core.train import train as run_training
+
+    model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config)
+    model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
+    if bert is None and bert_config != "base":
+        from maf_core.config import BERT_SIZES
+
+        model_config.hidden_size = BERT_SIZES[bert_config]["hidden_size"]
+        model_config.heads = BERT_SIZES[bert_config]["num_attention_heads"]
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    report = run_training(features, text_dir, out_dir, model_config, config, resume=resume)
+    for split in ("valid", "test"):
+        if split in report:
+            click.echo(table(report[split], split))
+    click.echo(f"best epoch {report['best_epoch']}; run written to {out_dir}")
+
+
+@main.command("evaluate")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--split", default="test", show_default=True, help="train, valid or test of the run's text.")
+def evaluate(run_dir: str, split: str) -> None:
+    """Score RUN_DIR/best on a split of the run's own text and store; write its predictions."""
+    from pathlib import Path
+
+    from maf_core.data import check_store, load_split
+    from maf_core.metrics import table
+    from maf_core.train import evaluate_split, load_model, resolve_device, write_predictions
+    from pipeline.errors import DataError
+    from pipeline.store import FeatureStore
+
+    run = Path(run_dir)
+    if not (run / "config.json").is_file() or not (run / "best" / "model.pt").is_file():
+        raise DataError(f"{run}: not a finished run directory (config.json and best/model.pt expected)")
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    store = FeatureStore(saved["features"])
+    if store.fingerprint != saved["store_fingerprint"]:
+        raise DataError(f"{saved['features']}: its fingerprint differs from the one {run} was trained with")
+    data = load_split(saved["text_dir"], split)
+    check_store(data, store, saved["text_dir"])
+    device = resolve_device("auto")
+    model = load_model(run / "best", device)
+    scores, predicted, probs = evaluate_split(model, data, store, model.config.tags, model.config.scheme, 64, device)
+    write_predictions(run / "predictions", data, predicted, probs)
+    click.echo(table(scores, split))
+
+
+@main.command("score")
+@click.argument("gold", type=click.Path(dir_okay=False))
+@click.argument("pred", required=False, type=click.Path(dir_okay=False))
+def score_cmd(gold: str, pred: str | None) -> None:
+    """conlleval-style P/R/F1 per type and overall.
+
+    GOLD and PRED: two CoNLL files (IMGID records, same tweets and words in order).
+    GOLD alone: one file of `word gold predicted` columns, blank lines between sentences.
+    """
+    from maf_core.metrics import read_pair, score, table
+
+    gold_tags, pred_tags = read_pair(gold, pred)
+    scores = score(gold_tags, pred_tags)
+    click.echo(table(scores, "score"))
+    for name, values in sorted(scores["types"].items()):
+        click.echo(f"  {name:<6} P {values['precision']:6.2f}  R {values['recall']:6.2f}  "
+                   f"F1 {values['f1']:6.2f}  ({values['support']} gold)")

@@ -1,0 +1,285 @@
+"""`maf train`: fit MAF on tokenized text + a feature store; evaluate every epoch; resumable.
+
+Run directory (DESIGN.md): config.json, metrics.jsonl, best/ (config.json + model.pt),
+last.pt (full state for --resume), report.json, predictions/<split>.{conll,jsonl}.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from maf_core.config import MAFConfig
+from maf_core.data import Split, bucketed_batches, check_store, collate, load_split
+from maf_core.metrics import score, table
+from maf_core.model import MAF
+from pipeline.conll import Tweet, write_conll
+from pipeline.errors import DataError
+from pipeline.files import atomic_output
+from pipeline.schemes import bioes_to_bio
+from pipeline.store import FeatureStore
+from pipeline.tokenization import read_meta
+
+logger = logging.getLogger(__name__)
+
+FEATURE_KEYS = ("regions", "pooled", "image_ok")
+MODEL_KEYS = ("input_ids", "attention_mask", "word_starts", "word_mask", *FEATURE_KEYS)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 24
+    batch_size: int = 64
+    eval_batch_size: int = 64
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.1          # fraction of all steps, linear warm-up, then linear decay to 0
+    clip: float = 1.0            # global gradient norm
+    seed: int = 1
+    device: str = "auto"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError("--device cuda: no CUDA device is visible here")
+    return torch.device(name)
+
+
+def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and LayerNorm weights."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "norm" in name.lower() else decay).append(param)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+
+
+def linear_schedule(total: int, warmup: float) -> Callable[[int], float]:
+    """Multiplier of the learning rate at step s: up to 1 over the warm-up, then down to exactly 0."""
+    warm = max(1, math.ceil(total * warmup))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step - 1) / max(1, total - warm))
+    return factor
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict_split(model: MAF, split: Split, store: FeatureStore | None, tags: list[str], scheme: str,
+                  batch_size: int, device: torch.device) -> tuple[list[list[str]], list[float]]:
+    """BIO tags per word (words cut by truncation get O) and p per tweet, in split order."""
+    model.eval()
+    predicted: list[list[str]] = [[] for _ in range(len(split))]
+    probs = [0.0] * len(split)
+    for indices in bucketed_batches([len(x) for x in split.input_ids], batch_size, shuffle=False, seed=0):
+        batch = _to(collate(split, indices, store), device)
+        out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, decode=True)
+        for row, i in enumerate(indices):
+            words = [tags[t] for t in out.tags[row]]
+            words += ["O"] * (len(split.words[i]) - len(words))
+            predicted[i] = bioes_to_bio(words) if scheme == "bioes" else words
+            probs[i] = float(out.match_prob[row])
+    return predicted, probs
+
+
+def evaluate_split(model, split, store, tags, scheme, batch_size, device) -> tuple[dict, list, list]:
+    predicted, probs = predict_split(model, split, store, tags, scheme, batch_size, device)
+    return score(split.labels, predicted), predicted, probs
+
+
+def write_predictions(out_dir: Path, split: Split, predicted: list[list[str]], probs: list[float]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tweets = [Tweet(split.image_ids[i], split.words[i], predicted[i], 0) for i in range(len(split))]
+    with atomic_output(out_dir / f"{split.name}.conll") as handle:
+        write_conll(tweets, handle)
+    from pipeline.schemes import get_entities
+
+    with atomic_output(out_dir / f"{split.name}.jsonl") as handle:
+        for i in range(len(split)):
+            entities = [{"type": t, "start": s, "end": e, "words": split.words[i][s:e]}
+                        for t, s, e in get_entities(predicted[i])]
+            handle.write(json.dumps({"id": split.image_ids[i], "words": split.words[i], "gold": split.labels[i],
+                                     "predicted": predicted[i], "entities": entities, "match_prob": probs[i]},
+                                    ensure_ascii=False) + "\n")
+
+
+def save_model(model: MAF, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_output(directory / "model.pt", "wb") as handle:
+        torch.save(model.state_dict(), handle)
+    with atomic_output(directory / "config.json") as handle:
+        json.dump(model.config.to_dict(), handle, indent=2, sort_keys=True)
+
+
+def load_model(directory: str | Path, device: torch.device | str = "cpu") -> MAF:
+    """A trained MAF from RUN_DIR/best (or any directory with config.json + model.pt), offline."""
+    directory = Path(directory)
+    config = MAFConfig.load(directory / "config.json")
+    model = MAF(config)
+    model.load_state_dict(torch.load(directory / "model.pt", map_location=device, weights_only=True))
+    return model.to(device).eval()
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+
+
+def train(features: str | Path, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
+          config: TrainConfig, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict:
+    """Train, evaluate on dev every epoch, keep the best, test it; returns the report."""
+    out_dir, text_dir = Path(out_dir), Path(text_dir)
+    meta = read_meta(text_dir)
+    store = FeatureStore(features)
+    if model_config.scheme != meta["scheme"]:
+        raise DataError(f"{text_dir}: tokenized with tag scheme {meta['scheme']!r}, but the model expects "
+                        f"{model_config.scheme!r}; run `maf-pipe tokenize --scheme {model_config.scheme}` "
+                        "or pick the matching preset")
+    if model_config.bert is not None:  # the BERT's own vocabulary must be the one the text was cut with
+        from pipeline.tokenization import load_tokenizer, vocab_sha256
+
+        found = vocab_sha256(load_tokenizer(model_config.bert))
+        if found != meta["tokenizer"]["vocab_sha256"]:
+            raise DataError(f"{text_dir}: tokenized with {meta['tokenizer']['name_or_path']} (vocab sha256 "
+                            f"{meta['tokenizer']['vocab_sha256'][:12]}), but --bert {model_config.bert} has vocab "
+                            f"sha256 {found[:12]}; tokenize again with --tokenizer {model_config.bert}")
+    model_config.tags = list(meta["tags"])
+    model_config.vocab_size = int(meta["tokenizer"]["vocab_size"])
+    model_config.image_dim, model_config.num_regions = int(store.channels), int(store.num_regions)
+    model_config.max_length = max(model_config.max_length, int(meta["max_length"]))
+    run = {"text_dir": str(text_dir), "features": str(features), "tokenizer": meta["tokenizer"],
+           "store_fingerprint": store.fingerprint, "train": asdict(config)}
+
+    splits = {name: load_split(text_dir, name) for name in ("train", "valid", "test") if name in meta["splits"]}
+    if "train" not in splits or "valid" not in splits:
+        raise DataError(f"{text_dir}: needs train and valid splits, found {sorted(splits)}")
+    for split in splits.values():
+        check_store(split, store, text_dir)
+
+    state = None
+    if resume:
+        state, model_config = _check_resume(out_dir, run, model_config)
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise DataError(f"{out_dir}: exists and is not empty; pass --resume to continue that run, or another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_dir / "config.json") as handle:
+        json.dump({"model": model_config.to_dict(), **run}, handle, indent=2, sort_keys=True)
+
+    device = resolve_device(config.device)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    model = MAF(model_config).to(device)
+    model_config = model.config
+    optimizer = optimizer_for(model, config)
+    train_split = splits["train"]
+    lengths = [len(x) for x in train_split.input_ids]
+    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(steps_per_epoch * config.epochs, config.warmup))
+    start_epoch, best_f1, best_epoch, step = 1, -1.0, 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_f1, best_epoch, step = state["epoch"] + 1, state["best_f1"], state["best_epoch"], state["step"]
+        _set_rng_state(state["rng"])
+        logger.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", out_dir, state["epoch"], best_f1, best_epoch)
+    logger.info("training %s on %s: %d train / %d dev tweets, %d epochs of %d steps, %s",
+                "text-only" if model_config.text_only else "MAF", device, len(train_split), len(splits["valid"]),
+                config.epochs, steps_per_epoch, json.dumps(asdict(config)))
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        sums = {"loss": 0.0, "ner": 0.0, "ca": 0.0, "cm": 0.0}
+        for indices in bucketed_batches(lengths, config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch):
+            batch = _to(collate(train_split, indices, store), device)
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"], generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            for key, value in (("loss", out.loss), ("ner", out.loss_ner), ("ca", out.loss_ca), ("cm", out.loss_cm)):
+                sums[key] += value.item() if value is not None else 0.0
+        dev, _, _ = evaluate_split(model, splits["valid"], store, model_config.tags, model_config.scheme,
+                                   config.eval_batch_size, device)
+        seconds = time.perf_counter() - started
+        losses = {k: v / steps_per_epoch for k, v in sums.items()}
+        improved = dev["overall"]["f1"] > best_f1
+        if improved:
+            best_f1, best_epoch = dev["overall"]["f1"], epoch
+            save_model(model, out_dir / "best")
+        line = {"epoch": epoch, **{f"loss_{k}" if k != "loss" else k: round(v, 5) for k, v in losses.items()},
+                "dev_precision": round(dev["overall"]["precision"], 4), "dev_recall": round(dev["overall"]["recall"], 4),
+                "dev_f1": round(dev["overall"]["f1"], 4), "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2)}
+        with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+        logger.info("epoch %d/%d  loss %.3f (ner %.3f ca %.3f cm %.3f)  dev F1 %.2f%s  %.0f s", epoch, config.epochs,
+                    losses["loss"], losses["ner"], losses["ca"], losses["cm"], dev["overall"]["f1"],
+                    " (best)" if improved else "", seconds)
+        with atomic_output(out_dir / "last.pt", "wb") as handle:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": best_f1,
+                        "best_epoch": best_epoch, "step": step, "rng": _rng_state()}, handle)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+
+    return finish(out_dir, splits, store, device, config.eval_batch_size, best_epoch)
+
+
+def finish(out_dir: Path, splits: dict[str, Split], store: FeatureStore, device: torch.device,
+           batch_size: int, best_epoch: int) -> dict:
+    """Evaluate best/ on dev and test; write report.json and predictions/."""
+    model = load_model(out_dir / "best", device)
+    report = {"best_epoch": best_epoch}
+    for name in ("valid", "test"):
+        if name not in splits:
+            continue
+        scores, predicted, probs = evaluate_split(model, splits[name], store, model.config.tags, model.config.scheme,
+                                                  batch_size, device)
+        report[name] = scores
+        write_predictions(out_dir / "predictions", splits[name], predicted, probs)
+        logger.debug("%s\n%s", name, table(scores, name))
+    with atomic_output(out_dir / "report.json") as handle:
+        json.dump(report, handle, indent=2, sort_keys=True)
+    return report
+
+
+def _check_resume(out_dir: Path, run: dict, model_config: MAFConfig) -> tuple[dict, MAFConfig]:
+    last = out_dir / "last.pt"
+    if not last.is_file():
+        raise DataError(f"{out_dir}: no last.pt to resume from")
+    saved = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    if saved["store_fingerprint"] != run["store_fingerprint"]:
+        raise DataError(f"{run['features']}: its fingerprint differs from the store {out_dir} was trained with "
+                        f"({saved['features']}); resume with that store")
+    if saved["tokenizer"]["vocab_sha256"] != run["tokenizer"]["vocab_sha256"]:
+        raise DataError(f"{run['text_dir']}: tokenized with another vocabulary (sha256 "
+                        f"{run['tokenizer']['vocab_sha256'][:12]}) than {out_dir} ({saved['tokenizer']['vocab_sha256'][:12]})")
+    if saved["train"] != run["train"]:
+        raise DataError(f"{out_dir}: was started with other training settings {saved['train']}; resume with the same ones")
+    config = MAFConfig.from_dict(saved["model"])
+    return torch.load(last, map_location="cpu", weights_only=True), config

@@ -1,0 +1,142 @@
+"""`maf train`, `evaluate`, `score`: runs, resumes to the same result, refuses mismatched inputs."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli.maf import main as maf
+from maf_core.config import MAFConfig
+from maf_core.train import TrainConfig, train
+from pipeline.errors import DataError
+from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
+from pipeline.tokenization import tokenize_corpus
+
+CONFIG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=3, device="cpu")
+
+
+def tiny_config(**overrides) -> MAFConfig:
+    return MAFConfig.tiny(**{"scheme": "bioes", **overrides})
+
+
+@pytest.fixture(scope="module")
+def corpus(sample_dir, tokenizer_dir, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("train")
+    tokenize_corpus(sample_dir, str(tokenizer_dir), root / "text", max_length=64)
+    extract_images(sample_dir / "images", root / "store.h5",
+                   ExtractConfig(backbone="resnet18", weights="none", workers=0, shard_size=64),
+                   ids=ids_from_corpus(sample_dir))
+    return {"text": root / "text", "store": root / "store.h5", "root": root}
+
+
+def _metrics(run: Path) -> list[dict]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+def test_resume_equals_an_uninterrupted_run(corpus, tmp_path):
+    whole = tmp_path / "whole"
+    report = train(corpus["store"], corpus["text"], whole, tiny_config(), CONFIG)
+    assert set(report) == {"best_epoch", "valid", "test"}
+    for name in ("config.json", "metrics.jsonl", "last.pt", "report.json", "best/model.pt", "best/config.json",
+                 "predictions/test.conll", "predictions/test.jsonl", "predictions/valid.conll"):
+        assert (whole / name).is_file(), name
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch: int) -> None:
+        if epoch == 1:
+            raise Stop
+
+    cut = tmp_path / "cut"
+    with pytest.raises(Stop):
+        train(corpus["store"], corpus["text"], cut, tiny_config(), CONFIG, on_epoch_end=stop_after_first)
+    assert len(_metrics(cut)) == 1
+    resumed = train(corpus["store"], corpus["text"], cut, tiny_config(), CONFIG, resume=True)
+    assert _metrics(cut) == _metrics(whole)
+    assert resumed == report
+    a = torch.load(whole / "last.pt", weights_only=True)["model"]
+    b = torch.load(cut / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (cut / "predictions" / "test.conll").read_bytes() == (whole / "predictions" / "test.conll").read_bytes()
+
+
+def test_predictions_and_report_agree(corpus, tmp_path):
+    run = tmp_path / "run"
+    report = train(corpus["store"], corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
+    result = CliRunner().invoke(maf, ["score", str(Path(corpus["text"]).parent / "missing.txt")])
+    assert result.exit_code == 1 and "no such file" in result.output
+    rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
+    meta = json.loads((corpus["text"] / "meta.json").read_text())
+    assert len(rows) == meta["splits"]["test"]["tweets"]
+    assert all(0.0 <= r["match_prob"] <= 1.0 for r in rows)
+    from pipeline.store import FeatureStore
+
+    status = dict(zip(FeatureStore(corpus["store"]).image_ids, FeatureStore(corpus["store"]).status))
+    assert all((r["match_prob"] == 0.0) == (status[r["id"]] != 0) for r in rows)  # p = 0 exactly without an image
+    gold = tmp_path / "gold.conll"
+    from pipeline.conll import Tweet, write_conll
+
+    write_conll([Tweet(r["id"], r["words"], r["gold"], 0) for r in rows], gold)
+    result = CliRunner().invoke(maf, ["score", str(gold), str(run / "predictions" / "test.conll")])
+    assert result.exit_code == 0, result.output
+    assert f"{report['test']['overall']['f1']:8.2f}" in result.output
+    result = CliRunner().invoke(maf, ["evaluate", str(run), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert f"{report['test']['overall']['f1']:8.2f}" in result.output
+
+
+def test_refusals(corpus, tmp_path, sample_dir, tokenizer_dir):
+    with pytest.raises(DataError, match=r"tokenized with tag scheme 'bioes', but the model expects 'bio'"):
+        train(corpus["store"], corpus["text"], tmp_path / "a", tiny_config(scheme="bio"), CONFIG)
+    partial = tmp_path / "partial.h5"
+    ids = ids_from_corpus(sample_dir)
+    extract_images(sample_dir / "images", partial, ExtractConfig(backbone="resnet18", weights="none", workers=0),
+                   ids=ids[:20])
+    with pytest.raises(DataError, match=r"partial.h5: \d+ image ids of .*train.arrow are not in the store, e\.g\. "):
+        train(partial, corpus["text"], tmp_path / "b", tiny_config(), CONFIG)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x").write_text("x")
+    with pytest.raises(DataError, match="exists and is not empty; pass --resume"):
+        train(corpus["store"], corpus["text"], tmp_path / "c", tiny_config(), CONFIG)
+    with pytest.raises(DataError, match="no last.pt to resume from"):
+        train(corpus["store"], corpus["text"], tmp_path / "c", tiny_config(), CONFIG, resume=True)
+    from pipeline.vocab import build_vocab
+
+    other = tmp_path / "othertok"
+    build_vocab(sample_dir, other, vocab_size=300)
+    with pytest.raises(DataError, match=r"but --bert .*othertok has vocab sha256 .*tokenize again with --tokenizer"):
+        train(corpus["store"], corpus["text"], tmp_path / "d", tiny_config(bert=str(other)), CONFIG)
+
+
+def test_resume_refuses_another_store(corpus, tmp_path, sample_dir):
+    run = tmp_path / "run"
+    train(corpus["store"], corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
+    other = tmp_path / "other.h5"
+    extract_images(sample_dir / "images", other, ExtractConfig(backbone="resnet18", weights="none", workers=0, seed=5),
+                   ids=ids_from_corpus(sample_dir))
+    with pytest.raises(DataError, match="its fingerprint differs from the store .* was trained with"):
+        train(other, corpus["text"], run, tiny_config(), replace(CONFIG, epochs=2), resume=True)
+
+
+def test_score_matches_a_hand_computed_conlleval_example(tmp_path):
+    # gold: PER(0-1) LOC(3) | ORG from an ill-formed I-ORG, MISC ; predicted: PER(0-1) ORG(3) | ORG, nothing
+    text = ("Rob B-PER B-PER\nSmith I-PER I-PER\nin O O\nParis B-LOC B-ORG\n\n"
+            "Apple I-ORG I-ORG\nand O O\nLinux B-MISC O\n")
+    path = tmp_path / "three.txt"
+    path.write_text(text)
+    result = CliRunner().invoke(maf, ["score", str(path)])
+    assert result.exit_code == 0, result.output
+    # correct 2 (PER, ORG) of 3 predicted and 4 gold: P 66.67, R 50.00, F1 57.14
+    assert "66.67   50.00   57.14" in result.output
+    assert "PER    P 100.00  R 100.00  F1 100.00  (1 gold)" in result.output
+    assert "ORG    P  50.00  R 100.00  F1  66.67  (1 gold)" in result.output
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Rob B-PER\n")
+    result = CliRunner().invoke(maf, ["score", str(bad)])
+    assert result.exit_code == 1 and "bad.txt:1: expected 'word gold predicted'" in result.output
