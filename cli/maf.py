@@ -35,12 +35,14 @@ def main(verbose: bool) -> None:
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=5e-5, show_default=True, help="AdamW learning rate (10% warm-up, linear decay to 0).")
 @click.option("--seed", default=1, show_default=True)
+@click.option("--seeds", default=None, help="Comma-separated seeds (1,2,3): one run per seed in OUT/seed-N, "
+                                             "and OUT/summary.json with mean and std.")
 @click.option("--no-alignment", is_flag=True, help="Ablation: without CA.")
 @click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
 @click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-def train(features, text_dir, out_dir, bert, bert_config, preset, epochs, batch_size, lr, seed,
+def train(features, text_dir, out_dir, bert, bert_config, preset, epochs, batch_size, lr, seed, seeds,
           no_alignment, no_matching, text_only, device, resume) -> None:
     """Train MAF on tokenized text joined with cached image features.
 
@@ -50,8 +52,9 @@ def train(features, text_dir, out_dir, bert, bert_config, preset, epochs, batch_
     """
     from maf_core.config import MAFConfig
     from maf_core.metrics import table
-    from maf_core.train import TrainConfig
+    from maf_core.train import TrainConfig, summary_table, train_seeds
     from maf_core.train import train as run_training
+    from pipeline.errors import DataError
 
     model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config)
     model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
@@ -61,6 +64,17 @@ def train(features, text_dir, out_dir, bert, bert_config, preset, epochs, batch_
         model_config.hidden_size = BERT_SIZES[bert_config]["hidden_size"]
         model_config.heads = BERT_SIZES[bert_config]["num_attention_heads"]
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    if seeds:
+        try:
+            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            raise DataError(f"--seeds {seeds!r}: expected comma-separated integers such as 1,2,3") from None
+        summary = train_seeds(features, text_dir, out_dir, model_config, config, seed_list, resume=resume)
+        for split in ("valid", "test"):
+            if split in summary:
+                click.echo(summary_table(summary, split))
+        click.echo(f"{len(seed_list)} runs and summary.json written to {out_dir}")
+        return
     report = run_training(features, text_dir, out_dir, model_config, config, resume=resume)
     for split in ("valid", "test"):
         if split in report:

@@ -268,6 +268,46 @@ def finish(out_dir: Path, splits: dict[str, Split], store: FeatureStore, device:
     return report
 
 
+def train_seeds(features: str | Path, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
+                config: TrainConfig, seeds: list[int], resume: bool = False) -> dict:
+    """One run per seed under OUT/seed-N, then summary.json: mean and std over seeds of each score."""
+    from dataclasses import replace as dc_replace
+    from statistics import mean, pstdev
+
+    out_dir = Path(out_dir)
+    reports = {}
+    for seed in seeds:
+        run = out_dir / f"seed-{seed}"
+        if run.joinpath("report.json").is_file() and resume:
+            reports[seed] = json.loads(run.joinpath("report.json").read_text(encoding="utf-8"))
+            logger.info("seed %d: already finished in %s", seed, run)
+            continue
+        reports[seed] = train(features, text_dir, run, dc_replace(model_config), dc_replace(config, seed=seed),
+                              resume=resume and run.joinpath("last.pt").is_file())
+    summary: dict = {"seeds": seeds}
+    for split in ("valid", "test"):
+        if not all(split in r for r in reports.values()):
+            continue
+        rows = {"overall": [r[split]["overall"] for r in reports.values()]}
+        for name in sorted({t for r in reports.values() for t in r[split]["types"]}):
+            rows[name] = [r[split]["types"].get(name, {"precision": 0.0, "recall": 0.0, "f1": 0.0}) for r in reports.values()]
+        summary[split] = {name: {metric: {"mean": mean(v[metric] for v in values), "std": pstdev(v[metric] for v in values)}
+                                 for metric in ("precision", "recall", "f1")} for name, values in rows.items()}
+    with atomic_output(out_dir / "summary.json") as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True)
+    return summary
+
+
+def summary_table(summary: dict, split: str = "test") -> str:
+    """Mean ± std over seeds: F1 per type, overall P, R, F1."""
+    scores = summary[split]
+    types = [t for t in ("PER", "LOC", "ORG", "MISC") if t in scores]
+    head = f"{split + ' (' + str(len(summary['seeds'])) + ' seeds)':<16}" + "".join(f"{t:>14}" for t in types) + \
+        "".join(f"{m:>14}" for m in ("P", "R", "F1"))
+    cells = [scores[t]["f1"] for t in types] + [scores["overall"][m] for m in ("precision", "recall", "f1")]
+    return head + "\n" + f"{'':<16}" + "".join(f"{c['mean']:8.2f} ±{c['std']:4.2f}" for c in cells)
+
+
 def _check_resume(out_dir: Path, run: dict, model_config: MAFConfig) -> tuple[dict, MAFConfig]:
     last = out_dir / "last.pt"
     if not last.is_file():

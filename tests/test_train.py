@@ -140,3 +140,19 @@ def test_score_matches_a_hand_computed_conlleval_example(tmp_path):
     bad.write_text("Rob B-PER\n")
     result = CliRunner().invoke(maf, ["score", str(bad)])
     assert result.exit_code == 1 and "bad.txt:1: expected 'word gold predicted'" in result.output
+
+
+def test_several_seeds_give_a_summary(corpus, tmp_path):
+    result = CliRunner().invoke(maf, ["train", "--features", str(corpus["store"]), "--text", str(corpus["text"]),
+                                      "--out", str(tmp_path / "runs"), "--bert-config", "tiny", "--epochs", "1",
+                                      "--batch-size", "32", "--seeds", "1,2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
+    f1 = [json.loads((tmp_path / "runs" / f"seed-{s}" / "report.json").read_text())["test"]["overall"]["f1"] for s in (1, 2)]
+    assert summary["seeds"] == [1, 2]
+    assert abs(summary["test"]["overall"]["f1"]["mean"] - sum(f1) / 2) < 1e-9
+    assert abs(summary["test"]["overall"]["f1"]["std"] - abs(f1[0] - f1[1]) / 2) < 1e-9
+    assert "test (2 seeds)" in result.output and "±" in result.output
+    result = CliRunner().invoke(maf, ["train", "--features", str(corpus["store"]), "--text", str(corpus["text"]),
+                                      "--out", str(tmp_path / "x"), "--seeds", "1,a"])
+    assert result.exit_code == 1 and "--seeds '1,a': expected comma-separated integers" in result.output
