@@ -1,0 +1,146 @@
+"""One training epoch three ways, same model, same tweets, same run:
+
+- store: batches joined with store.h5 through FeatureStore (what `maf train` does);
+- memory: the same features already as tensors in RAM (the floor for any cache);
+- original: the published code bases' design: every tweet padded to 128 pieces, every
+  image read, decoded, resized and run through the frozen ResNet-152 inside every step.
+
+overhead_ratio = store / memory (goal <= 1.05); speedup_vs_original = original / store
+(goal >= 4). BERT-base size by default, on this CPU; the final line is JSON.
+
+    .venv/bin/python benchmarks/epoch.py [--tweets 160] [--bert base] [--batch-size 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def prepare(root: Path, tweets: int) -> dict:
+    from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
+    from pipeline.sample import make_sample
+    from pipeline.tokenization import tokenize_corpus
+    from pipeline.vocab import build_vocab
+
+    data, text, store = root / "data", root / "text", root / "store.h5"
+    if not (data / "train.txt").is_file():
+        make_sample(data, tweets=tweets, seed=0)
+        build_vocab(data, root / "tok", vocab_size=2000)
+        tokenize_corpus(data, str(root / "tok"), text)
+    if not store.is_file():
+        extract_images(data / "images", store, ExtractConfig(backbone="resnet152", weights="none", bn_stats="dataset",
+                                                             bn_samples=64, workers=0), ids=ids_from_corpus(data))
+    return {"data": data, "text": text, "store": store}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tweets", type=int, default=270, help="sample corpus size; 60%% of it is the train split")
+    parser.add_argument("--bert", default="base", choices=["tiny", "small", "base"])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--dir", default=None)
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    from maf_core.config import BERT_SIZES, MAFConfig
+    from maf_core.data import bucketed_batches, collate, load_split
+    from maf_core.model import MAF
+    from maf_core.train import MODEL_KEYS, TrainConfig, optimizer_for
+    from pipeline.backbone import ResNetFeatures
+    from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, normalise, read_image_bytes
+    from pipeline.store import FeatureStore
+    from pipeline.tokenization import read_meta
+
+    root = Path(args.dir or tempfile.mkdtemp(prefix="maf-bench-epoch-"))
+    paths = prepare(root, args.tweets)
+    meta = read_meta(paths["text"])
+    split = load_split(paths["text"], "train")
+    store = FeatureStore(paths["store"])
+    size = BERT_SIZES[args.bert]
+    config = MAFConfig.from_preset("paper", bert_size=args.bert, tags=meta["tags"],
+                                   vocab_size=meta["tokenizer"]["vocab_size"])
+    config.hidden_size, config.heads = size["hidden_size"], size["num_attention_heads"]
+    batches = bucketed_batches([len(x) for x in split.input_ids], args.batch_size, shuffle=True, seed=0)
+
+    def epoch(make_batch) -> float:
+        torch.manual_seed(0)
+        model = MAF(config).train()
+        optimizer = optimizer_for(model, TrainConfig())
+        start = time.perf_counter()
+        for step, indices in enumerate(batches):
+            batch = make_batch(indices)
+            out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"],
+                        generator=torch.Generator().manual_seed(step))
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+        return time.perf_counter() - start
+
+    # memory: every tweet's features gathered once, as tensors
+    all_features = store.gather(split.image_ids)
+    regions_all = torch.from_numpy(np.ascontiguousarray(all_features.regions))
+    pooled_all = torch.from_numpy(all_features.pooled)
+    ok_all = torch.from_numpy(all_features.status == 0)
+
+    def from_memory(indices):
+        batch = collate(split, indices, None)
+        index = torch.tensor(indices)
+        batch.update(regions=regions_all[index], pooled=pooled_all[index], image_ok=ok_all[index])
+        return batch
+
+    # original: pad to 128, decode + resize + ResNet-152 on every step
+    backbone = ResNetFeatures("resnet152").eval().requires_grad_(False)
+    index_files = ImageIndex(paths["data"] / "images")
+    transform = Transform("resize")
+
+    def original(indices):
+        batch = collate(split, indices, None)
+        pad = 128 - batch["input_ids"].shape[1]
+        batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, pad))
+        batch["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, pad))
+        arrays, ok = [], []
+        for i in indices:
+            status, data = read_image_bytes(index_files, split.image_ids[i])
+            array = None
+            if status == STATUS["ok"]:
+                status, array = load_tensor(data, split.image_ids[i], transform)
+            ok.append(array is not None)
+            arrays.append(array if array is not None else np.zeros((3, 224, 224), np.uint8))
+        with torch.no_grad():
+            regions, pooled = backbone(normalise(torch.from_numpy(np.stack(arrays))))
+        batch.update(regions=regions, pooled=pooled, image_ok=torch.tensor(ok))
+        return batch
+
+    print(f"{len(split)} train tweets, {len(batches)} steps of {args.batch_size}, BERT {args.bert}, "
+          f"{torch.get_num_threads()} threads", file=sys.stderr)
+    epoch(lambda indices: collate(split, indices, store))  # warm-up: allocator, page cache
+    memory = epoch(from_memory)
+    stored = epoch(lambda indices: collate(split, indices, store))
+    memory_again = epoch(from_memory)
+    print(f"store {stored:.1f} s, memory {memory:.1f} / {memory_again:.1f} s", file=sys.stderr)
+    orig = epoch(original)
+    print(f"original design {orig:.1f} s", file=sys.stderr)
+    memory_mean = (memory + memory_again) / 2
+    print(json.dumps({
+        "benchmark": "epoch", "bert": args.bert, "train_tweets": len(split), "steps": len(batches),
+        "batch_size": args.batch_size, "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+        "store_s": round(stored, 2), "memory_s": round(memory_mean, 2), "memory_runs_s": [round(memory, 2), round(memory_again, 2)],
+        "original_s": round(orig, 2), "overhead_ratio": round(stored / memory_mean, 3),
+        "speedup_vs_original": round(orig / stored, 2),
+        "mean_pieces": round(float(np.mean([len(x) for x in split.input_ids])), 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Does the image help where only the image can decide? MAF vs its ablations on the sample corpus.
+
+Builds the sample corpus (make-sample, build-vocab, tokenize, extract-images with a random
+ResNet and AdaBN statistics), trains MAF, w/o CA, w/o CM, w/o CA+CM and text-only for each
+seed, and scores the test split three ways:
+- overall entity F1 (conlleval rules);
+- image-decided entities (annotations.jsonl): recall of the exact span and type;
+- all other entities: F1 with image-decided spans left out on both sides;
+and p (the match probability) for tweets with a matched vs an unrelated image: the mean of
+each group and the AUC. The final line is JSON; a markdown table is printed before it.
+
+    .venv/bin/python benchmarks/sample_experiment.py [--tweets 1200] [--seeds 1,2,3] [--epochs 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from statistics import mean, pstdev
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CONFIGS = {
+    "MAF": {},
+    "w/o CA": {"no_alignment": True},
+    "w/o CM": {"no_matching": True},
+    "w/o CA+CM": {"no_alignment": True, "no_matching": True},
+    "text only": {"text_only": True},
+}
+
+
+def prepare(root: Path, tweets: int, backbone: str) -> dict:
+    from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
+    from pipeline.sample import make_sample
+    from pipeline.tokenization import tokenize_corpus
+    from pipeline.vocab import build_vocab
+
+    data, tok, text, store = root / "data", root / "tokenizer", root / "text", root / "store.h5"
+    if not (data / "train.txt").is_file():
+        make_sample(data, tweets=tweets, seed=0)
+    if not (tok / "vocab.txt").is_file():
+        build_vocab(data, tok, vocab_size=4000)
+    if not (text / "meta.json").is_file():
+        tokenize_corpus(data, str(tok), text)
+    if not store.is_file():
+        extract_images(data / "images", store, ExtractConfig(backbone=backbone, weights="none", bn_stats="dataset",
+                                                             bn_samples=256, workers=0), ids=ids_from_corpus(data))
+    return {"data": data, "text": text, "store": store}
+
+
+def auc(positive: list[float], negative: list[float]) -> float:
+    """P(p of a matched pair > p of an unrelated one), ties counted half (Mann-Whitney)."""
+    wins = sum((a > b) + 0.5 * (a == b) for a in positive for b in negative)
+    return wins / (len(positive) * len(negative))
+
+
+def analyse(run: Path, annotations: dict) -> dict:
+    rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
+    decided_total = decided_hit = 0
+    tp = n_pred = n_gold = 0
+    matched, unrelated = [], []
+    from pipeline.schemes import get_entities
+
+    for row in rows:
+        note = annotations[row["id"]]
+        decided = {(e["type"], e["start"], e["end"]) for e in note["image_decided"]}
+        spans = {(s, e) for _, s, e in decided}
+        predicted = {(e["type"], e["start"], e["end"]) for e in row["entities"]}
+        gold = set(get_entities(row["gold"]))
+        decided_total += len(decided)
+        decided_hit += len(decided & predicted)
+        other_gold = {g for g in gold if (g[1], g[2]) not in spans}
+        other_pred = {p for p in predicted if (p[1], p[2]) not in spans}
+        tp += len(other_gold & other_pred)
+        n_pred += len(other_pred)
+        n_gold += len(other_gold)
+        if note["image_file"] == "ok":
+            (matched if note["relation"] == "matched" else unrelated).append(row["match_prob"])
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    report = json.loads((run / "report.json").read_text())
+    return {
+        "f1": report["test"]["overall"]["f1"],
+        "image_decided_recall": 100 * decided_hit / max(decided_total, 1),
+        "other_f1": 100 * (2 * precision * recall / (precision + recall) if precision + recall else 0.0),
+        "p_matched": mean(matched) if matched else None,
+        "p_unrelated": mean(unrelated) if unrelated else None,
+        "p_auc": auc(matched, unrelated) if matched and unrelated else None,
+        "image_decided_entities": decided_total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", default="benchmarks/.sample-experiment")
+    parser.add_argument("--tweets", type=int, default=1200)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--bert-config", default="small", choices=["tiny", "small"])
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    from maf_core.config import BERT_SIZES, MAFConfig
+    from maf_core.train import TrainConfig, train
+
+    root = Path(args.dir)
+    paths = prepare(root, args.tweets, args.backbone)
+    annotations = {}
+    for line in (paths["data"] / "annotations.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        annotations[record["image_id"]] = record
+    size = BERT_SIZES[args.bert_config]
+    base = MAFConfig.from_preset("paper", bert_size=args.bert_config)
+    base = replace(base, hidden_size=size["hidden_size"], heads=size["num_attention_heads"])
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results: dict[str, list[dict]] = {}
+    started = time.perf_counter()
+    for name, ablation in CONFIGS.items():
+        for seed in seeds:
+            run = root / "runs" / name.replace("/", "").replace(" ", "-").replace("+", "-") / f"seed-{seed}"
+            if not (run / "report.json").is_file():
+                if run.exists():
+                    import shutil
+
+                    shutil.rmtree(run)
+                train(paths["store"], paths["text"], run, base.with_ablation(**ablation),
+                      TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, device="cpu"))
+            results.setdefault(name, []).append(analyse(run, annotations))
+    keys = ["f1", "image_decided_recall", "other_f1", "p_matched", "p_unrelated", "p_auc"]
+    summary = {name: {k: {"mean": mean(r[k] for r in runs), "std": pstdev(r[k] for r in runs)}
+                      for k in keys if all(r[k] is not None for r in runs)} for name, runs in results.items()}
+    print("| config | test F1 | image-decided recall | other F1 | p matched | p unrelated | p AUC |")
+    print("|---|---|---|---|---|---|---|")
+    for name, values in summary.items():
+        cells = [f"{values[k]['mean']:.2f} ± {values[k]['std']:.2f}" if k in values else "–" for k in keys]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(json.dumps({"benchmark": "sample_experiment", "tweets": args.tweets, "backbone": args.backbone,
+                      "bert": args.bert_config, "epochs": args.epochs, "seeds": seeds,
+                      "image_decided_entities": results["MAF"][0]["image_decided_entities"],
+                      "minutes": round((time.perf_counter() - started) / 60, 1), "summary": summary}))
+
+
+if __name__ == "__main__":
+    main()
