@@ -97,7 +97,7 @@ def analyse(run: Path, annotations: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dir", default="benchmarks/.sample-experiment")
+    parser.add_argument("--dir", default=None, help="default: benchmarks/.sample-experiment-<tweets>")
     parser.add_argument("--tweets", type=int, default=1200)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--bert-config", default="small", choices=["tiny", "small"])
@@ -105,13 +105,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="which of: " + ", ".join(CONFIGS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     from maf_core.config import BERT_SIZES, MAFConfig
     from maf_core.train import TrainConfig, train
 
-    root = Path(args.dir)
+    root = Path(args.dir or f"benchmarks/.sample-experiment-{args.tweets}")
     paths = prepare(root, args.tweets, args.backbone)
     annotations = {}
     for line in (paths["data"] / "annotations.jsonl").read_text().splitlines():
@@ -123,7 +124,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, list[dict]] = {}
     started = time.perf_counter()
-    for name, ablation in CONFIGS.items():
+    chosen = [c.strip() for c in args.configs.split(",")]
+    for name, ablation in ((n, CONFIGS[n]) for n in chosen):
         for seed in seeds:
             run = root / "runs" / name.replace("/", "").replace(" ", "-").replace("+", "-") / f"seed-{seed}"
             if not (run / "report.json").is_file():

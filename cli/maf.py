@@ -10,6 +10,37 @@ from cli.common import Group, setup_logging
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--config FILE.yaml: its keys become this command's defaults; flags given still win."""
+    if value is None:
+        return value
+    import yaml
+
+    from pipeline.errors import DataError
+
+    try:
+        with open(value, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle) or {}
+    except OSError as err:
+        raise click.BadParameter(f"{value}: {err.strerror}", ctx, param) from None
+    except yaml.YAMLError as err:
+        raise click.BadParameter(f"{value}: not valid YAML ({err})", ctx, param) from None
+    if not isinstance(loaded, dict):
+        raise click.BadParameter(f"{value}: expected a mapping of option names to values", ctx, param)
+    names = {}  # long option name (text, batch-size) -> parameter name (text_dir, batch_size)
+    for option in ctx.command.params:
+        if option.name != "config":
+            for flag in option.opts:
+                if flag.startswith("--") and not flag.startswith("--no-"):
+                    names[flag[2:]] = option.name
+    unknown = sorted(str(k) for k in loaded if str(k).replace("_", "-") not in names)
+    if unknown:
+        raise DataError(f"{value}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    values = {names[str(k).replace("_", "-")]: v for k, v in loaded.items()}
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
 @click.group(cls=Group, context_settings=CONTEXT)
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 def main(verbose: bool) -> None:
@@ -41,9 +72,14 @@ def main(verbose: bool) -> None:
 @click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
 @click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast [default: on with CUDA, off on CPU].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_load_config_file,
+              help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
+                   "flags on the command line override it.")
 def train(features, text_dir, out_dir, bert, bert_config, preset, epochs, batch_size, lr, seed, seeds,
-          no_alignment, no_matching, text_only, device, resume) -> None:
+          no_alignment, no_matching, text_only, device, amp, resume) -> None:
     """Train MAF on tokenized text joined with cached image features.
 
     Every epoch: dev P/R/F1 (conlleval rules), best/ saved on improvement, last.pt for
@@ -63,7 +99,7 @@ def train(features, text_dir, out_dir, bert, bert_config, preset, epochs, batch_
 
         model_config.hidden_size = BERT_SIZES[bert_config]["hidden_size"]
         model_config.heads = BERT_SIZES[bert_config]["num_attention_heads"]
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, amp=amp)
     if seeds:
         try:
             seed_list = [int(x) for x in seeds.split(",") if x.strip()]

@@ -130,7 +130,7 @@ class MAF(nn.Module):
         # shape: (B, W, d or 2d), the first piece of each word
         index = word_starts.clamp(min=0).masked_fill(~word_mask.bool(), 0)
         words = torch.gather(hidden, 1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        emissions = self.emission(self.dropout(words))
+        emissions = self.emission(self.dropout(words)).float()  # the CRF sums in fp32 under autocast too
         crf_mask = word_mask.bool()
 
         loss = loss_ner = None

@@ -44,6 +44,11 @@ class TrainConfig:
     clip: float = 1.0            # global gradient norm
     seed: int = 1
     device: str = "auto"
+    amp: bool | None = None      # bf16 autocast; None = on for CUDA, off for CPU
+
+
+def autocast(device: torch.device, amp: bool | None):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" if amp is None else amp)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,14 +87,15 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 @torch.no_grad()
 def predict_split(model: MAF, split: Split, store: FeatureStore | None, tags: list[str], scheme: str,
-                  batch_size: int, device: torch.device) -> tuple[list[list[str]], list[float]]:
+                  batch_size: int, device: torch.device, amp: bool | None = None) -> tuple[list[list[str]], list[float]]:
     """BIO tags per word (words cut by truncation get O) and p per tweet, in split order."""
     model.eval()
     predicted: list[list[str]] = [[] for _ in range(len(split))]
     probs = [0.0] * len(split)
     for indices in bucketed_batches([len(x) for x in split.input_ids], batch_size, shuffle=False, seed=0):
         batch = _to(collate(split, indices, store), device)
-        out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, decode=True)
+        with autocast(device, amp):
+            out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, decode=True)
         for row, i in enumerate(indices):
             words = [tags[t] for t in out.tags[row]]
             words += ["O"] * (len(split.words[i]) - len(words))
@@ -215,7 +221,8 @@ def train(features: str | Path, text_dir: str | Path, out_dir: str | Path, model
         for indices in bucketed_batches(lengths, config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch):
             batch = _to(collate(train_split, indices, store), device)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-            out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"], generator=generator)
+            with autocast(device, config.amp):
+                out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"], generator=generator)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
