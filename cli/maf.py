@@ -1,4 +1,4 @@
-"""`maf`: train, evaluate and score MAF (predict and report arrive with later stages)."""
+"""`maf`: train, evaluate, apply and score MAF (report arrives with a later stage)."""
 from __future__ import annotations
 
 import json
@@ -47,8 +47,8 @@ def main(verbose: bool) -> None:
     """Train, evaluate and apply MAF for multimodal NER on tweets with images.
 
     Inputs come from `maf-pipe`: tokenized text (maf-pipe tokenize) and cached image
-    features (store.h5, maf-pipe extract-images). Commands: train, evaluate, score
-    (predict and report come later).
+    features (store.h5, maf-pipe extract-images). Commands: train, evaluate, predict,
+    score (report comes later).
     """
     setup_logging(verbose)
 
@@ -145,6 +145,30 @@ def evaluate(run_dir: str, split: str) -> None:
     scores, predicted, probs = evaluate_split(model, data, store, model.config.tags, model.config.scheme, 64, device)
     write_predictions(run / "predictions", data, predicted, probs)
     click.echo(table(scores, split))
+
+
+@main.command("predict")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help='JSONL of {"id", "text" or "words", "image"} per line, or a CoNLL file.')
+@click.option("--images", "images_dir", type=click.Path(file_okay=False),
+              help="Images of the new tweets (<image>.jpg ...): extracted now with the run's backbone settings.")
+@click.option("--features", type=click.Path(dir_okay=False), help="Or a store.h5 made with the run's fingerprint.")
+@click.option("--weights", default=None, help="The backbone weights file, when the run's store was made with one.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictions, JSONL.")
+def predict(run_dir, input_path, images_dir, features, weights, out_path) -> None:
+    """Tag new tweets with RUN_DIR/best: entities with type, span and words, and p per tweet."""
+    from maf_core.predict import MAFPredictor, read_items
+    from pipeline.files import atomic_output
+
+    items = read_items(input_path)
+    predictor = MAFPredictor.from_pretrained(run_dir)
+    records = predictor.predict(items, features=features, images_dir=images_dir, weights=weights)
+    with atomic_output(out_path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    found = sum(len(r["entities"]) for r in records)
+    click.echo(f"{len(records)} tweets, {found} entities -> {out_path}")
 
 
 @main.command("score")

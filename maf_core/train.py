@@ -175,7 +175,7 @@ def train(features: str | Path, text_dir: str | Path, out_dir: str | Path, model
     model_config.image_dim, model_config.num_regions = int(store.channels), int(store.num_regions)
     model_config.max_length = max(model_config.max_length, int(meta["max_length"]))
     run = {"text_dir": str(text_dir), "features": str(features), "tokenizer": meta["tokenizer"],
-           "store_fingerprint": store.fingerprint, "train": asdict(config)}
+           "max_length": int(meta["max_length"]), "store_fingerprint": store.fingerprint, "train": asdict(config)}
 
     splits = {name: load_split(text_dir, name) for name in ("train", "valid", "test") if name in meta["splits"]}
     if "train" not in splits or "valid" not in splits:
@@ -191,6 +191,12 @@ def train(features: str | Path, text_dir: str | Path, out_dir: str | Path, model
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_output(out_dir / "config.json") as handle:
         json.dump({"model": model_config.to_dict(), **run}, handle, indent=2, sort_keys=True)
+    bn = store.bn_stats()
+    if bn is not None:  # so that `maf predict --images` extracts new images with the same backbone
+        import numpy as np
+
+        with atomic_output(out_dir / "backbone_bn.npz", "wb") as handle:
+            np.savez(handle, **bn)
 
     device = resolve_device(config.device)
     random.seed(config.seed)

@@ -432,14 +432,15 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
         bad = [(i, int(c)) for i, c in zip(all_ids, status) if c != STATUS["ok"]]
         raise DataError(_missing_message(bad, len(ids)) + f" (the shards stay in {work}; "
                         "rerun with --missing record to build the store from them)")
-    final_print = dict(print_)
+    final_print, buffers = dict(print_), None
     if config.bn_stats == "dataset":
-        final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(
-            torch.load(work / BN_FILE, weights_only=True)))
+        buffers = torch.load(work / BN_FILE, weights_only=True)
+        final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(buffers))
+        buffers = {k: v.numpy() for k, v in buffers.items()}
     assembling = time.perf_counter()
     assemble(out, shard_paths, len(ids), BACKBONES[config.backbone], GRID * GRID, final_print,
              extra_attrs={"extraction": {"device": config.device, "batch_size": config.batch_size,
-                                         "ids_sha256": job_record["ids_sha256"]}})
+                                         "ids_sha256": job_record["ids_sha256"]}}, bn_stats=buffers)
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(out, all_ids, status, reused_store=False)
     summary.update(extracted=extracted, seconds=round(seconds, 2),
@@ -483,7 +484,11 @@ def _with_bn_stats(state: dict, config: ExtractConfig, job: dict, index: ImageIn
     if config.bn_stats != "dataset":
         return state
     path = work / BN_FILE
-    if path.is_file():
+    if config.extra.get("bn_buffers") is not None:  # those of an earlier store: same backbone, new images
+        buffers = {k: torch.as_tensor(v) for k, v in config.extra["bn_buffers"].items()}
+        with atomic_output(path, "wb") as handle:
+            torch.save(buffers, handle)
+    elif path.is_file():
         buffers = torch.load(path, weights_only=True)
     else:
         rng = random.Random(config.seed)

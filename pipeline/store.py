@@ -49,8 +49,13 @@ def read_shard(path: str | os.PathLike) -> Shard:
 
 
 def assemble(out: str | os.PathLike, shard_paths: Sequence[Path], num_images: int, channels: int,
-             num_regions: int, fingerprint: dict, extra_attrs: dict | None = None) -> None:
-    """Stream the shards into a temporary HDF5 file beside `out`, then rename it into place."""
+             num_regions: int, fingerprint: dict, extra_attrs: dict | None = None,
+             bn_stats: dict[str, np.ndarray] | None = None) -> None:
+    """Stream the shards into a temporary HDF5 file beside `out`, then rename it into place.
+
+    `bn_stats`: re-estimated BatchNorm buffers (--bn-stats dataset), kept in the group
+    `bn_stats` so that new images can later be extracted with the very same backbone.
+    """
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -70,6 +75,8 @@ def assemble(out: str | os.PathLike, shard_paths: Sequence[Path], num_images: in
                 start = stop
             if start != num_images:
                 raise RuntimeError(f"shards hold {start} images, expected {num_images}")
+            for key, value in (bn_stats or {}).items():
+                f.create_dataset(f"bn_stats/{key}", data=np.asarray(value))
             f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
             f.attrs["status_codes"] = json.dumps(STATUS)
             f.attrs["format_version"] = FORMAT_VERSION
@@ -177,6 +184,13 @@ class FeatureStore:
             rows = self.index(image_ids)
         arrays = self._open()
         return Features(arrays["regions"][rows], arrays["pooled"][rows], self.status[rows])
+
+    def bn_stats(self) -> dict[str, np.ndarray] | None:
+        """The re-estimated BatchNorm buffers the features were made with (--bn-stats dataset)."""
+        with h5py.File(self.path, "r") as f:
+            if "bn_stats" not in f:
+                return None
+            return {key: f["bn_stats"][key][:] for key in f["bn_stats"]}
 
     def counts(self) -> dict[str, int]:
         names = {code: name for name, code in self.status_codes.items()}

@@ -170,3 +170,36 @@ def test_config_file_gives_defaults_and_flags_win(corpus, tmp_path):
     config.write_text("epochs: 1\nlearning_rate: 0.1\n")
     result = CliRunner().invoke(maf, ["train", "--config", str(config), "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "train.yaml: unknown keys learning_rate; known:" in result.output
+
+
+def test_predict_new_tweets_from_images_and_from_a_store(corpus, tmp_path, sample_dir):
+    from maf_core.predict import MAFPredictor
+
+    store_path = tmp_path / "store.h5"
+    extract_images(sample_dir / "images", store_path, ExtractConfig(backbone="resnet18", weights="none", workers=0,
+                   shard_size=64, bn_stats="dataset", bn_samples=16), ids=ids_from_corpus(sample_dir))
+    run = tmp_path / "run"
+    train(store_path, corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
+    assert (run / "backbone_bn.npz").is_file()
+    expected = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()][:6]
+    items = [{"id": r["id"], "words": r["words"]} for r in expected]
+    predictor = MAFPredictor.from_pretrained(run)
+    by_store = predictor.predict(items, features=store_path)
+    by_images = predictor.predict(items, images_dir=sample_dir / "images")  # extracted again, same backbone
+    for want, a, b in zip(expected, by_store, by_images):
+        assert a["tags"] == want["predicted"] == b["tags"]
+        assert abs(a["match_prob"] - want["match_prob"]) < 1e-5 and abs(b["match_prob"] - want["match_prob"]) < 1e-4
+    with pytest.raises(DataError, match="made with other extraction settings"):
+        predictor.predict(items, features=corpus["store"])
+    with pytest.raises(DataError, match="MAF needs image features"):
+        predictor.predict(items)
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"id": r["id"], "text": " ".join(r["words"])}) for r in expected) + "\n")
+    result = CliRunner().invoke(maf, ["predict", str(run), "--input", str(jsonl), "--images", str(sample_dir / "images"),
+                                      "--out", str(tmp_path / "preds.jsonl")])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert [r["tags"] for r in rows] == [r["predicted"] for r in expected]
+    jsonl.write_text('{"id": 1, "text": "a"}\nnot json\n')
+    result = CliRunner().invoke(maf, ["predict", str(run), "--input", str(jsonl), "--out", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 1 and "in.jsonl:2: not a JSON object" in result.output

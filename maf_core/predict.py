@@ -1,0 +1,160 @@
+"""Apply a trained run to new tweets: the Python API behind `maf predict`.
+
+    from maf_core.predict import MAFPredictor
+    predictor = MAFPredictor.from_pretrained("runs/maf")          # or runs/maf/best
+    predictor.predict([{"id": "1", "text": "Rob at the beach", "image": "1"}], images_dir="new_images")
+
+Images come from a feature store made with the run's fingerprint, or are extracted on the
+fly from an images directory with the run's backbone settings (same weights, transform and
+BatchNorm statistics), so new features match the ones the model was trained on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maf_core.data import Split
+from maf_core.train import load_model, predict_split, resolve_device
+from pipeline.conll import Tweet
+from pipeline.errors import DataError
+from pipeline.schemes import get_entities
+from pipeline.store import FeatureStore
+from pipeline.tokenization import load_tokenizer, tokenize_tweets, vocab_sha256
+
+logger = logging.getLogger(__name__)
+BN_FILE = "backbone_bn.npz"
+
+
+def _comparable(fingerprint: dict) -> dict:
+    return {k: v for k, v in fingerprint.items() if k != "versions"}
+
+
+class MAFPredictor:
+    def __init__(self, model, run: dict, run_dir: Path, tokenizer, device: torch.device) -> None:
+        self.model, self.run, self.run_dir, self.tokenizer, self.device = model, run, run_dir, tokenizer, device
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "auto") -> "MAFPredictor":
+        """A run directory (its best/ is used) or its best/ directory."""
+        path = Path(path)
+        run_dir = path.parent if (path / "model.pt").is_file() and not (path / "best").is_dir() else path
+        if not (run_dir / "config.json").is_file() or not (run_dir / "best" / "model.pt").is_file():
+            raise DataError(f"{path}: not a trained run (expected config.json and best/model.pt)")
+        run = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        tokenizer = load_tokenizer(run["tokenizer"]["name_or_path"])
+        if vocab_sha256(tokenizer) != run["tokenizer"]["vocab_sha256"]:
+            raise DataError(f"{run['tokenizer']['name_or_path']}: its vocabulary is not the one {run_dir} was trained with")
+        dev = resolve_device(device)
+        return cls(load_model(run_dir / "best", dev), run, run_dir, tokenizer, dev)
+
+    def _store_for(self, image_ids: list[str], features: str | Path | None, images_dir: str | Path | None,
+                   weights: str | None, workdir: Path) -> FeatureStore | None:
+        wanted = self.run["store_fingerprint"]
+        if features is not None:
+            store = FeatureStore(features)
+            if _comparable(store.fingerprint) != _comparable(wanted):
+                raise DataError(f"{features}: made with other extraction settings than the store {self.run_dir} "
+                                f"was trained with ({self.run['features']})")
+            return store
+        if images_dir is None:
+            return None
+        from pipeline.extract import ExtractConfig, extract_images
+
+        identity = wanted["weights"]
+        if identity["kind"] == "random":
+            weights_arg, seed = "none", int(identity["identity"].split(":", 1)[1])
+        elif identity["kind"] == "imagenet":
+            weights_arg, seed = "imagenet", 0
+        else:
+            if weights is None:
+                raise DataError(f"{self.run_dir} was trained on features from {identity.get('file')}; pass it with "
+                                "--weights so that new images get the same backbone")
+            weights_arg, seed = weights, 0
+        transform = wanted["transform"]
+        seed = int(transform.get("seed", seed)) if identity["kind"] != "random" else seed
+        extra = {}
+        if wanted["bn_stats"]["mode"] == "dataset":
+            bn_path = self.run_dir / BN_FILE
+            if not bn_path.is_file():
+                raise DataError(f"{bn_path}: missing; the run's BatchNorm statistics are needed to extract new images")
+            with np.load(bn_path) as data:
+                extra["bn_buffers"] = {k: data[k] for k in data.files}
+        config = ExtractConfig(backbone=wanted["backbone"], weights=weights_arg, transform=transform["name"],
+                               bn_stats=wanted["bn_stats"]["mode"], bn_samples=wanted["bn_stats"].get("samples", 256),
+                               seed=seed, workers=0, extra=extra)
+        out = workdir / "store.h5"
+        extract_images(images_dir, out, config, ids=sorted(set(image_ids)))
+        store = FeatureStore(out)
+        if _comparable(store.fingerprint) != _comparable(wanted):
+            raise DataError(f"new images were extracted with another fingerprint than {self.run_dir}'s store "
+                            f"(weights {store.fingerprint['weights']} vs {wanted['weights']})")
+        return store
+
+    def predict(self, items: list[dict], features: str | Path | None = None, images_dir: str | Path | None = None,
+                weights: str | None = None, batch_size: int = 64) -> list[dict]:
+        """items: {"id", "text" (split on spaces) or "words", "image" (an image id; default the id)}.
+
+        Returns per item: id, words, BIO tags, entities (type, start, end exclusive, words),
+        match probability p (0 without an image), and the image status.
+        """
+        tweets = []
+        for n, item in enumerate(items, 1):
+            words = item.get("words") or str(item.get("text", "")).split()
+            if "id" not in item or not words:
+                raise DataError(f"item {n}: needs an 'id' and non-empty 'text' or 'words', got {item!r}")
+            tweets.append(Tweet(str(item.get("image", item["id"])), list(words), ["O"] * len(words), n))
+        meta_scheme = self.model.config.scheme
+        result = tokenize_tweets(tweets, self.tokenizer, max_length=self.run.get("max_length", 128),
+                                 scheme=meta_scheme, split="predict")
+        table = result.table.to_pydict()
+        split = Split("predict", table["image_id"], table["words"], table["labels"], table["input_ids"],
+                      table["word_starts"], table["tag_ids"])
+        with tempfile.TemporaryDirectory(prefix="maf-predict-") as tmp:
+            store = self._store_for(split.image_ids, features, images_dir, weights, Path(tmp))
+            if store is None and self.model.config.visual:
+                raise DataError("MAF needs image features: pass features=store.h5 or images_dir=DIR "
+                                "(a text-only run needs neither)")
+            if store is not None:
+                absent = sorted({i for i in split.image_ids if i not in store})
+                if absent:
+                    raise DataError(f"{store.path}: no features for image ids {', '.join(map(repr, absent[:5]))}")
+                status = dict(zip(store.image_ids, store.status.tolist()))
+            predicted, probs = predict_split(self.model, split, store, self.model.config.tags, meta_scheme,
+                                             batch_size, self.device)
+        out = []
+        for i, item in enumerate(items):
+            entities = [{"type": t, "start": s, "end": e, "words": split.words[i][s:e]}
+                        for t, s, e in get_entities(predicted[i])]
+            record = {"id": item["id"], "words": split.words[i], "tags": predicted[i], "entities": entities,
+                      "match_prob": probs[i]}
+            if store is not None:
+                from pipeline.images import STATUS_NAMES
+
+                record["image_status"] = STATUS_NAMES.get(status[split.image_ids[i]], "?")
+            out.append(record)
+        return out
+
+
+def read_items(path: str | Path) -> list[dict]:
+    """JSONL of {"id", "text" or "words", "image"}, or a CoNLL file (its IMGIDs as ids and images)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    first = path.read_text(encoding="utf-8-sig").lstrip()[:1]
+    if first == "{":
+        items = []
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{number}: not a JSON object ({err.msg})") from None
+        return items
+    from pipeline.conll import iter_conll
+
+    return [{"id": t.image_id, "words": t.words, "image": t.image_id} for t in iter_conll(path)]
