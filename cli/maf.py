@@ -54,7 +54,14 @@ def main(verbose: bool) -> None:
 
 
 @main.command("train")
-@click.option("--features", required=True, type=click.Path(dir_okay=False), help="store.h5 from maf-pipe extract-images.")
+@click.option("--features", type=click.Path(dir_okay=False), help="store.h5 from maf-pipe extract-images.")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False),
+              help="Instead of --features: run the frozen ResNet on these images in every step (the original "
+                   "design, as a baseline; slow). With --backbone, --weights, --transform.")
+@click.option("--backbone", default="resnet152", show_default=True, help="With --images.")
+@click.option("--weights", default="imagenet", show_default=True, help="With --images: imagenet, a .pth, or none.")
+@click.option("--transform", type=click.Choice(["resize", "maf-crop"]), default="resize", show_default=True,
+              help="With --images.")
 @click.option("--text", "text_dir", required=True, type=click.Path(file_okay=False), help="TEXT_DIR from maf-pipe tokenize.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The run directory to write.")
 @click.option("--bert", default=None, help="A pretrained BERT: Hub name (bert-base-cased) or local directory.")
@@ -78,8 +85,8 @@ def main(verbose: bool) -> None:
               callback=_load_config_file,
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
-def train(features, text_dir, out_dir, bert, bert_config, preset, epochs, batch_size, lr, seed, seeds,
-          no_alignment, no_matching, text_only, device, amp, resume) -> None:
+def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, preset, epochs,
+          batch_size, lr, seed, seeds, no_alignment, no_matching, text_only, device, amp, resume) -> None:
     """Train MAF on tokenized text joined with cached image features.
 
     Every epoch: dev P/R/F1 (conlleval rules), best/ saved on improvement, last.pt for
@@ -92,6 +99,15 @@ def train(features, text_dir, out_dir, bert, bert_config, preset, epochs, batch_
     from maf_core.train import train as run_training
     from pipeline.errors import DataError
 
+    if (features is None) == (images_dir is None):
+        raise DataError("give exactly one of --features store.h5 (cached features) and --images DIR (the ResNet in every step)")
+    if images_dir is not None:
+        from maf_core.online import OnlineFeatures
+        from maf_core.train import resolve_device
+        from pipeline.extract import ExtractConfig
+
+        features = OnlineFeatures(images_dir, ExtractConfig(backbone=backbone, weights=weights, transform=transform,
+                                                            seed=seed), resolve_device(device))
     model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config)
     model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
     if bert is None and bert_config != "base":

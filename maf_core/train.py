@@ -152,12 +152,16 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def train(features: str | Path, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
+def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
           config: TrainConfig, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict:
-    """Train, evaluate on dev every epoch, keep the best, test it; returns the report."""
+    """Train, evaluate on dev every epoch, keep the best, test it; returns the report.
+
+    `features`: a store.h5 path, or `maf_core.online.OnlineFeatures` (the backbone in every step).
+    """
     out_dir, text_dir = Path(out_dir), Path(text_dir)
     meta = read_meta(text_dir)
-    store = FeatureStore(features)
+    store = features if hasattr(features, "gather") else FeatureStore(features)  # a store, or OnlineFeatures
+    features = getattr(features, "path", features)
     if model_config.scheme != meta["scheme"]:
         raise DataError(f"{text_dir}: tokenized with tag scheme {meta['scheme']!r}, but the model expects "
                         f"{model_config.scheme!r}; run `maf-pipe tokenize --scheme {model_config.scheme}` "

@@ -203,3 +203,17 @@ def test_predict_new_tweets_from_images_and_from_a_store(corpus, tmp_path, sampl
     jsonl.write_text('{"id": 1, "text": "a"}\nnot json\n')
     result = CliRunner().invoke(maf, ["predict", str(run), "--input", str(jsonl), "--out", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 1 and "in.jsonl:2: not a JSON object" in result.output
+
+
+def test_online_baseline_runs_the_backbone_in_every_step(corpus, tmp_path, sample_dir):
+    args = ["train", "--text", str(corpus["text"]), "--bert-config", "tiny", "--epochs", "1", "--batch-size", "32",
+            "--device", "cpu"]
+    result = CliRunner().invoke(maf, [*args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 1 and "give exactly one of --features store.h5" in result.output
+    result = CliRunner().invoke(maf, [*args, "--out", str(tmp_path / "online"), "--images", str(sample_dir / "images"),
+                                      "--backbone", "resnet18", "--weights", "none"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "online" / "config.json").read_text())
+    assert saved["store_fingerprint"]["backbone"] == "resnet18" and saved["features"] == str(sample_dir / "images")
+    rows = [json.loads(x) for x in (tmp_path / "online" / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert len(rows) > 0
