@@ -40,6 +40,9 @@ class MAFConfig:
     # CM: cross-modal matching (eq. 9-12)
     negatives: str = "pairs"             # pairs: k random pairs swap C; tail: the last 2k rows swap halves
     matching_pairs: int = 15             # k
+    # k is given for batches of this size; other batch sizes swap the same fraction (at batch
+    # 16 the paper's k = 15 would otherwise swap 14 of 16 images). None: k pairs in any batch.
+    matching_batch: int | None = 64
     max_length: int = 128                # pieces flattened by the CM classifier (zero padded)
     # loss (eq. 18): alpha * CA + beta * CM + (1 - alpha - beta) * NER, or the released code's
     loss_weighting: str = "paper"
@@ -74,6 +77,8 @@ class MAFConfig:
             problems.append(f"alpha {self.alpha} and beta {self.beta} (expected >= 0 with alpha + beta < 1)")
         if self.matching_pairs < 1:
             problems.append(f"matching_pairs {self.matching_pairs} (expected >= 1)")
+        if self.matching_batch is not None and self.matching_batch < 2 * self.matching_pairs:
+            problems.append(f"matching_batch {self.matching_batch} (expected >= 2 * matching_pairs)")
         if problems:
             raise ValueError("invalid MAFConfig: " + "; ".join(problems))
 
@@ -90,7 +95,7 @@ class MAFConfig:
         """Odd small sizes for tests: shape mistakes cannot hide behind equal numbers."""
         values = dict(
             bert_size="tiny", vocab_size=97, hidden_size=32, image_dim=24, num_regions=4, alignment_hidden=20,
-            heads=4, interaction_ffn=40, matching_pairs=2, max_length=16, dropout=0.0,
+            heads=4, interaction_ffn=40, matching_pairs=2, matching_batch=None, max_length=16, dropout=0.0,
             tags=["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"],
         )
         values.update(overrides)

@@ -112,7 +112,7 @@ class MAF(nn.Module):
                 if self.training:
                     # negatives: C swapped between chosen pairs, and the tags of a swapped tweet
                     # are then learned from p * (the other tweet's C): p learns to shut it out
-                    permutation, negative = choose_negatives(image_ok, cfg.matching_pairs, cfg.negatives, generator)
+                    permutation, negative = choose_negatives(image_ok, self.pairs_for(batch), cfg.negatives, generator)
                     true_p, _ = self.matching(text, image, mask)
                     match_prob = true_p.detach() * keep
                     p, loss_cm = self.matching(text, image, mask, permutation, negative, use=image_ok)
@@ -139,6 +139,13 @@ class MAF(nn.Module):
             loss = self._total(loss_ner, loss_ca, loss_cm)
         decoded = self.crf.decode(emissions, mask=crf_mask) if decode else None
         return MAFOutput(loss, loss_ner, loss_ca, loss_cm, emissions, match_prob, attention, decoded)
+
+    def pairs_for(self, batch: int) -> int:
+        """k for a batch of this size: the configured share of the reference batch (paper: 15 of 64)."""
+        cfg = self.config
+        if cfg.matching_batch is None:
+            return cfg.matching_pairs
+        return max(1, round(cfg.matching_pairs * batch / cfg.matching_batch))
 
     def _total(self, ner: torch.Tensor, ca: torch.Tensor | None, cm: torch.Tensor | None) -> torch.Tensor:
         """Eq. 18, or the released code's 0.62 NER + 0.38 (CA + CM); a switched-off part drops out."""

@@ -267,3 +267,15 @@ def test_parameter_count_of_the_paper_size():
     assert abs(counts["alignment"] - 3.35e6) < 0.05e6
     assert counts["matching"] == 128 * 1536 + 1
     assert abs(counts["total"] - 121.7e6) < 0.1e6
+
+
+def test_negatives_keep_the_paper_share_at_other_batch_sizes():
+    model = tiny_model(matching_pairs=15, matching_batch=64)
+    assert [model.pairs_for(b) for b in (64, 32, 16, 8, 2)] == [15, 8, 4, 2, 1]
+    model.train()
+    batch = make_batch(model.config, batch=16)
+    permutation, negative = choose_negatives(batch["image_ok"], model.pairs_for(16), "pairs", torch.Generator())
+    assert int(negative.sum()) == 8  # 4 pairs of 16, as 15 pairs of 64 (not 14 of 16)
+    assert MAFConfig.from_preset("paper").matching_batch == 64
+    with pytest.raises(ValueError, match="matching_batch 20"):
+        MAFConfig.tiny(matching_pairs=15, matching_batch=20)
