@@ -32,6 +32,7 @@ CONFIGS = {
     "w/o CA+CM": {"no_alignment": True, "no_matching": True},
     "text only": {"text_only": True},
 }
+VARIANTS = {"MAF ner-true": ("MAF", {"ner_pairs": "true"})}
 
 
 def prepare(root: Path, tweets: int, backbone: str) -> dict:
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="which of: " + ", ".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="which of: " + ", ".join([*CONFIGS, *VARIANTS]))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
@@ -125,7 +126,13 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     started = time.perf_counter()
     chosen = [c.strip() for c in args.configs.split(",")]
-    for name, ablation in ((n, CONFIGS[n]) for n in chosen):
+    def config_for(name):
+        if name in VARIANTS:
+            base_name, fields = VARIANTS[name]
+            return replace(base.with_ablation(**CONFIGS[base_name]), **fields)
+        return base.with_ablation(**CONFIGS[name])
+
+    for name in chosen:
         for seed in seeds:
             run = root / "runs" / name.replace("/", "").replace(" ", "-").replace("+", "-") / f"seed-{seed}"
             if not (run / "report.json").is_file():
@@ -133,7 +140,7 @@ def main() -> None:
                     import shutil
 
                     shutil.rmtree(run)
-                train(paths["store"], paths["text"], run, base.with_ablation(**ablation),
+                train(paths["store"], paths["text"], run, config_for(name),
                       TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, device="cpu"))
             results.setdefault(name, []).append(analyse(run, annotations))
     keys = ["f1", "image_decided_recall", "other_f1", "p_matched", "p_unrelated", "p_auc"]

@@ -43,6 +43,9 @@ class MAFConfig:
     # k is given for batches of this size; other batch sizes swap the same fraction (at batch
     # 16 the paper's k = 15 would otherwise swap 14 of 16 images). None: k pairs in any batch.
     matching_batch: int | None = 64
+    # in training, does a swapped tweet learn its tags from p * (the other tweet's C)
+    # ("swapped", one reading of the paper) or from p * its own C ("true")?
+    ner_pairs: str = "swapped"
     max_length: int = 128                # pieces flattened by the CM classifier (zero padded)
     # loss (eq. 18): alpha * CA + beta * CM + (1 - alpha - beta) * NER, or the released code's
     loss_weighting: str = "paper"
@@ -63,6 +66,8 @@ class MAFConfig:
         problems = []
         if self.bert is None and self.bert_size not in BERT_SIZES:
             problems.append(f"bert_size {self.bert_size!r} (expected one of {', '.join(BERT_SIZES)})")
+        if self.ner_pairs not in ("swapped", "true"):
+            problems.append(f"ner_pairs {self.ner_pairs!r} (expected swapped or true)")
         if self.negatives not in NEGATIVES:
             problems.append(f"negatives {self.negatives!r} (expected one of {', '.join(NEGATIVES)})")
         if self.loss_weighting not in LOSS_WEIGHTINGS:

@@ -116,7 +116,10 @@ class MAF(nn.Module):
                     true_p, _ = self.matching(text, image, mask)
                     match_prob = true_p.detach() * keep
                     p, loss_cm = self.matching(text, image, mask, permutation, negative, use=image_ok)
-                    image = image[permutation]
+                    if cfg.ner_pairs == "swapped":
+                        image = image[permutation]
+                    else:  # NER always on the tweet's own image; CM learns from the swaps alone
+                        p = true_p
                 else:
                     p, _ = self.matching(text, image, mask)
                     match_prob = p.detach() * keep

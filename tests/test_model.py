@@ -279,3 +279,17 @@ def test_negatives_keep_the_paper_share_at_other_batch_sizes():
     assert MAFConfig.from_preset("paper").matching_batch == 64
     with pytest.raises(ValueError, match="matching_batch 20"):
         MAFConfig.tiny(matching_pairs=15, matching_batch=20)
+
+
+def test_ner_on_true_pairs_leaves_the_tags_independent_of_the_swaps():
+    model = tiny_model(ner_pairs="true")
+    batch = make_batch(model.config, seed=6)
+    model.train()  # dropout is 0 in the tiny config: train and eval differ only by the CM swaps
+    trained = model(**batch, generator=torch.Generator().manual_seed(0))
+    assert trained.loss_cm is not None
+    model.eval()
+    assert torch.allclose(trained.emissions, model(**batch).emissions, atol=1e-6)
+    swapped = tiny_model().train()(**batch, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(swapped.emissions, trained.emissions)  # the default reading differs
+    with pytest.raises(ValueError, match="ner_pairs 'both'"):
+        MAFConfig.tiny(ner_pairs="both")
