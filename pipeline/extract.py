@@ -34,7 +34,8 @@ from pipeline.conll import find_splits, iter_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.images import (
-    MAX_PIXELS, STATUS, STATUS_NAMES, TRANSFORMS, ImageIndex, Transform, load_tensor, normalise, read_image_bytes,
+    MAX_PIXELS, STATUS, STATUS_NAMES, TRANSFORMS, ImageIndex, Transform, load_tensor, locate, normalise,
+    read_image_bytes,
 )
 from pipeline.store import FORMAT_VERSION, Shard, assemble, read_shard, write_shard
 
@@ -375,7 +376,7 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
     shard_paths = [work / f"shard-{n:06d}.npz" for n in range(num_shards)]
 
     if config.missing == "fail":  # what the driver can see without decoding, before any work
-        bad = [(i, code) for i in ids if (code := _driver_status(index, i)) != STATUS["ok"]]
+        bad = [(i, code) for i in ids if (code := locate(index, i)[0]) != STATUS["ok"]]
         if bad:
             raise DataError(_missing_message(bad, len(ids)))
 
@@ -458,17 +459,6 @@ def _spec(print_: dict) -> dict:
     return out
 
 
-def _driver_status(index: ImageIndex, image_id: str) -> int:
-    from pipeline.images import safe_id
-
-    if not safe_id(image_id):
-        return STATUS["bad_id"]
-    path = index.path(image_id)
-    if path is None:
-        return STATUS["missing"]
-    return STATUS["empty"] if path.stat().st_size == 0 else STATUS["ok"]
-
-
 def _missing_message(bad: list[tuple[str, int]], total: int) -> str:
     by_status: dict[str, list[str]] = {}
     for image_id, code in bad:
@@ -492,7 +482,7 @@ def _with_bn_stats(state: dict, config: ExtractConfig, job: dict, index: ImageIn
         buffers = torch.load(path, weights_only=True)
     else:
         rng = random.Random(config.seed)
-        candidates = [i for i in ids if _driver_status(index, i) == STATUS["ok"]]
+        candidates = [i for i in ids if locate(index, i)[0] == STATUS["ok"]]
         sample = sorted(rng.sample(candidates, min(config.bn_samples, len(candidates))))
         logger.info("--bn-stats dataset: estimating BatchNorm statistics on %d images", len(sample))
         items = [(image_id, *read_image_bytes(index, image_id)) for image_id in sample]

@@ -87,8 +87,8 @@ class ImageIndex:
         return path
 
 
-def read_image_bytes(index: ImageIndex, image_id: str) -> tuple[int, bytes | None]:
-    """(status, bytes) for one id; bytes only when the status is still `ok` (not decoded yet)."""
+def locate(index: ImageIndex, image_id: str) -> tuple[int, Path | None]:
+    """(status, file) for one id, from its name and size alone; the file only when still `ok`."""
     if not safe_id(image_id):
         return STATUS["bad_id"], None
     path = index.path(image_id)
@@ -96,10 +96,23 @@ def read_image_bytes(index: ImageIndex, image_id: str) -> tuple[int, bytes | Non
         return STATUS["missing"], None
     try:
         size = path.stat().st_size
-        if size == 0:
-            return STATUS["empty"], None
-        if size > MAX_FILE_BYTES:
-            return STATUS["too_large"], None
+    except FileNotFoundError:  # removed since the listing
+        return STATUS["missing"], None
+    except OSError:
+        return STATUS["unreadable"], None
+    if size == 0:
+        return STATUS["empty"], None
+    if size > MAX_FILE_BYTES:
+        return STATUS["too_large"], None
+    return STATUS["ok"], path
+
+
+def read_image_bytes(index: ImageIndex, image_id: str) -> tuple[int, bytes | None]:
+    """(status, bytes) for one id; bytes only when the status is still `ok` (not decoded yet)."""
+    status, path = locate(index, image_id)
+    if path is None:
+        return status, None
+    try:
         return STATUS["ok"], path.read_bytes()
     except FileNotFoundError:  # removed since the listing
         return STATUS["missing"], None
