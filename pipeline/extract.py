@@ -37,7 +37,7 @@ from pipeline.images import (
     MAX_PIXELS, STATUS, STATUS_NAMES, TRANSFORMS, ImageIndex, Transform, load_tensor, locate, normalise,
     read_image_bytes,
 )
-from pipeline.store import FORMAT_VERSION, Shard, assemble, read_shard, write_shard
+from pipeline.store import FORMAT_VERSION, Shard, assemble, read_shard_index, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -292,9 +292,8 @@ def _finished(path: Path, expected_ids: list[str]) -> bool:
     if not path.is_file():
         return False
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if [str(i) for i in data["image_ids"]] == expected_ids:
-                return True
+        if read_shard_index(path)[0] == expected_ids:
+            return True
     except Exception:  # noqa: BLE001 - an unreadable shard is simply redone
         pass
     logger.warning("%s: unreadable or for other ids; extracting it again", path)
@@ -424,10 +423,10 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
     seconds = time.perf_counter() - started
 
     all_ids, statuses = [], []
-    for path in shard_paths:
-        shard = read_shard(path)
-        all_ids.extend(shard.image_ids)
-        statuses.append(shard.status)
+    for path in shard_paths:  # assemble() reads the features once, below
+        shard_ids, shard_status = read_shard_index(path)
+        all_ids.extend(shard_ids)
+        statuses.append(shard_status)
     status = np.concatenate(statuses)
     if config.missing == "fail" and (status != STATUS["ok"]).any():
         bad = [(i, int(c)) for i, c in zip(all_ids, status) if c != STATUS["ok"]]

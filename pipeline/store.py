@@ -43,6 +43,12 @@ def write_shard(path: str | os.PathLike, shard: Shard) -> None:
     os.replace(tmp, path)
 
 
+def read_shard_index(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Only the ids and statuses of a shard (npz members load on access: the features stay on disk)."""
+    with np.load(path, allow_pickle=False) as data:
+        return [str(i) for i in data["image_ids"]], data["status"]
+
+
 def read_shard(path: str | os.PathLike) -> Shard:
     with np.load(path, allow_pickle=False) as data:
         return Shard([str(i) for i in data["image_ids"]], data["regions"], data["pooled"], data["status"])
