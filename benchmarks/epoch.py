@@ -52,7 +52,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from maf_core.config import BERT_SIZES, MAFConfig
+    from maf_core.config import MAFConfig
     from maf_core.data import bucketed_batches, collate, load_split
     from maf_core.model import MAF
     from maf_core.train import MODEL_KEYS, TrainConfig, optimizer_for
@@ -66,10 +66,8 @@ def main() -> None:
     meta = read_meta(paths["text"])
     split = load_split(paths["text"], "train")
     store = FeatureStore(paths["store"])
-    size = BERT_SIZES[args.bert]
     config = MAFConfig.from_preset("paper", bert_size=args.bert, tags=meta["tags"],
                                    vocab_size=meta["tokenizer"]["vocab_size"])
-    config.hidden_size, config.heads = size["hidden_size"], size["num_attention_heads"]
     batches = bucketed_batches([len(x) for x in split.input_ids], args.batch_size, shuffle=True, seed=0)
 
     def epoch(make_batch) -> float:

@@ -78,11 +78,6 @@ def main() -> None:
     from maf_core.config import MAFConfig
 
     config = MAFConfig.from_preset("paper", bert_size=args.size, tags=TAGS, dropout=0.1)
-    if args.size != "base":
-        from maf_core.config import BERT_SIZES
-
-        config.hidden_size = BERT_SIZES[args.size]["hidden_size"]
-        config.heads = BERT_SIZES[args.size]["num_attention_heads"]
     batch = make_batch(args.batch_size, args.pieces, args.words, config.image_dim, config.vocab_size, len(TAGS))
     maf = time_steps(config, batch, args.steps)
     print(f"MAF: {maf:.3f} s/step", file=sys.stderr)

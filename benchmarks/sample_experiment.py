@@ -110,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    from maf_core.config import BERT_SIZES, MAFConfig
+    from maf_core.config import MAFConfig
     from maf_core.train import TrainConfig, train
 
     root = Path(args.dir or f"benchmarks/.sample-experiment-{args.tweets}")
@@ -119,9 +119,7 @@ def main() -> None:
     for line in (paths["data"] / "annotations.jsonl").read_text().splitlines():
         record = json.loads(line)
         annotations[record["image_id"]] = record
-    size = BERT_SIZES[args.bert_config]
     base = MAFConfig.from_preset("paper", bert_size=args.bert_config)
-    base = replace(base, hidden_size=size["hidden_size"], heads=size["num_attention_heads"])
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, list[dict]] = {}
     started = time.perf_counter()

@@ -110,11 +110,6 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
                                                             seed=seed), resolve_device(device))
     model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config)
     model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
-    if bert is None and bert_config != "base":
-        from maf_core.config import BERT_SIZES
-
-        model_config.hidden_size = BERT_SIZES[bert_config]["hidden_size"]
-        model_config.heads = BERT_SIZES[bert_config]["num_attention_heads"]
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, amp=amp)
     if seeds:
         try:

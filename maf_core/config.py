@@ -120,7 +120,13 @@ class MAFConfig:
                           loss_weighting="released-code", alpha=0.38, beta=0.38, scheme="bio")
         else:
             raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
-        values.update(bert_size="base", hidden_size=768, heads=12, max_length=128, image_dim=2048, num_regions=49)
+        # d and m follow a random-init BERT's size (base: the paper's 768 and 12); a pretrained
+        # `bert` sets d itself when the model is built
+        size = BERT_SIZES.get(overrides.get("bert_size", "base"), BERT_SIZES["base"])
+        if overrides.get("bert") is not None:
+            size = BERT_SIZES["base"]
+        values.update(bert_size="base", hidden_size=size["hidden_size"], heads=size["num_attention_heads"],
+                      max_length=128, image_dim=2048, num_regions=49)
         values.update(overrides)
         return cls(**values)
 

@@ -221,6 +221,9 @@ def test_presets_hold_the_design_values():
     assert (released.loss_weighting, released.scheme) == ("released-code", "bio")
     for cfg in (paper, released):
         assert (cfg.heads, cfg.max_length, cfg.hidden_size, cfg.image_dim, cfg.num_regions) == (12, 128, 768, 2048, 49)
+    small = MAFConfig.from_preset("paper", bert_size="small")  # d and m follow a random-init BERT's size
+    assert (small.hidden_size, small.heads) == (256, 4)
+    assert MAFConfig.from_preset("paper", bert="bert-base-cased", bert_size="small").hidden_size == 768
     with pytest.raises(ValueError, match="unknown preset 'umt'"):
         MAFConfig.from_preset("umt")
 
