@@ -15,7 +15,7 @@ import torch
 
 from pipeline.errors import DataError
 from pipeline.store import FeatureStore
-from pipeline.tokenization import read_meta, read_split
+from pipeline.tokenization import read_split
 
 
 @dataclass
@@ -98,6 +98,3 @@ def collate(split: Split, indices: list[int], store: FeatureStore | None, pad_id
         batch["image_ok"] = torch.from_numpy(features.status == 0)
     return batch
 
-
-def text_meta(text_dir: str | Path) -> dict:
-    return read_meta(text_dir)

@@ -23,7 +23,7 @@ from maf_core.model import MAF
 from pipeline.conll import Tweet, write_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
-from pipeline.schemes import bioes_to_bio
+from pipeline.schemes import bioes_to_bio, get_entities
 from pipeline.store import FeatureStore
 from pipeline.tokenization import read_meta
 
@@ -114,8 +114,6 @@ def write_predictions(out_dir: Path, split: Split, predicted: list[list[str]], p
     tweets = [Tweet(split.image_ids[i], split.words[i], predicted[i], 0) for i in range(len(split))]
     with atomic_output(out_dir / f"{split.name}.conll") as handle:
         write_conll(tweets, handle)
-    from pipeline.schemes import get_entities
-
     with atomic_output(out_dir / f"{split.name}.jsonl") as handle:
         for i in range(len(split)):
             entities = [{"type": t, "start": s, "end": e, "words": split.words[i][s:e]}
