@@ -3,7 +3,8 @@
 - store: batches joined with store.h5 through FeatureStore (what `maf train` does);
 - memory: the same features already as tensors in RAM (the floor for any cache);
 - original: the published code bases' design: every tweet padded to 128 pieces, every
-  image read, decoded, resized and run through the frozen ResNet-152 inside every step.
+  image read, decoded, resized and run through the frozen ResNet-152 inside every step
+  (maf_core.online.OnlineFeatures, the path of `maf train --images`).
 
 overhead_ratio = store / memory (goal <= 1.05); speedup_vs_original = original / store
 (goal >= 4). BERT-base size by default, on this CPU; the final line is JSON.
@@ -56,8 +57,8 @@ def main() -> None:
     from maf_core.data import bucketed_batches, collate, load_split
     from maf_core.model import MAF
     from maf_core.train import MODEL_KEYS, TrainConfig, optimizer_for
-    from pipeline.backbone import ResNetFeatures
-    from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, normalise, read_image_bytes
+    from maf_core.online import OnlineFeatures
+    from pipeline.extract import ExtractConfig
     from pipeline.store import FeatureStore
     from pipeline.tokenization import read_meta
 
@@ -97,27 +98,14 @@ def main() -> None:
         batch.update(regions=regions_all[index], pooled=pooled_all[index], image_ok=ok_all[index])
         return batch
 
-    # original: pad to 128, decode + resize + ResNet-152 on every step
-    backbone = ResNetFeatures("resnet152").eval().requires_grad_(False)
-    index_files = ImageIndex(paths["data"] / "images")
-    transform = Transform("resize")
+    # original: pad to 128, decode + resize + ResNet-152 on every step (what `maf train --images` runs)
+    online = OnlineFeatures(paths["data"] / "images", ExtractConfig(backbone="resnet152", weights="none"))
 
     def original(indices):
-        batch = collate(split, indices, None)
+        batch = collate(split, indices, online)
         pad = 128 - batch["input_ids"].shape[1]
         batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, pad))
         batch["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, pad))
-        arrays, ok = [], []
-        for i in indices:
-            status, data = read_image_bytes(index_files, split.image_ids[i])
-            array = None
-            if status == STATUS["ok"]:
-                status, array = load_tensor(data, split.image_ids[i], transform)
-            ok.append(array is not None)
-            arrays.append(array if array is not None else np.zeros((3, 224, 224), np.uint8))
-        with torch.no_grad():
-            regions, pooled = backbone(normalise(torch.from_numpy(np.stack(arrays))))
-        batch.update(regions=regions, pooled=pooled, image_ok=torch.tensor(ok))
         return batch
 
     print(f"{len(split)} train tweets, {len(batches)} steps of {args.batch_size}, BERT {args.bert}, "
