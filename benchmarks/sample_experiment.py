@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--head-lr", type=float, default=None, help="learning rate after BERT (default: --lr)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="which of: " + ", ".join([*CONFIGS, *VARIANTS]))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -139,7 +140,7 @@ def main() -> None:
 
                     shutil.rmtree(run)
                 train(paths["store"], paths["text"], run, config_for(name),
-                      TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, device="cpu"))
+                      TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, seed=seed, device="cpu"))
             results.setdefault(name, []).append(analyse(run, annotations))
     keys = ["f1", "image_decided_recall", "other_f1", "p_matched", "p_unrelated", "p_auc"]
     summary = {name: {k: {"mean": mean(r[k] for r in runs), "std": pstdev(r[k] for r in runs)}
