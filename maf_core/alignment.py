@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from maf_core.config import MAFConfig
+from maf_core.distributed import BatchShard, gather_rows
 
 
 def projection(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -27,12 +28,16 @@ class CrossModalAlignment(nn.Module):
         self.temperature = config.temperature          # tau
         self.direction = config.alignment_direction    # lambda_c
 
-    def forward(self, text_pooled: torch.Tensor, image_pooled: torch.Tensor, image_ok: torch.Tensor) -> torch.Tensor:
+    def forward(self, text_pooled: torch.Tensor, image_pooled: torch.Tensor, image_ok: torch.Tensor,
+                shard: BatchShard | None = None) -> torch.Tensor:
+        """The loss over the whole (global, with `shard`) batch; every process computes all of it."""
         # shape: text_pooled (B, d) = T_s; image_pooled (B, C) = V_g; image_ok (B,) bool
-        text = self.text_projection(text_pooled[image_ok])     # T_c, shape: (N, d)
-        image = self.image_projection(image_pooled[image_ok])  # V_c, shape: (N, d)
-        if text.shape[0] < 2:  # no negatives: nothing to contrast
-            return text_pooled.new_zeros(())
+        text = gather_rows(self.text_projection(text_pooled), shard)     # T_c, shape: (B_global, d)
+        image = gather_rows(self.image_projection(image_pooled), shard)  # V_c, shape: (B_global, d)
+        image_ok = gather_rows(image_ok, shard)
+        text, image = text[image_ok], image[image_ok]                     # shape: (N, d)
+        if text.shape[0] < 2:  # no negatives: nothing to contrast (zero, still attached to the graph)
+            return (text.sum() + image.sum()) * 0.0
         return contrastive_loss(image, text, self.temperature, self.direction)
 
 

@@ -58,18 +58,18 @@ class CrossModalMatching(nn.Module):
         return self.classifier(pair.flatten(1)).squeeze(-1)
 
     def forward(self, text: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
-                permutation: torch.Tensor | None = None,
-                negative: torch.Tensor | None = None, use: torch.Tensor | None = None):
-        """p for the pairs (T_i, C_permutation(i)) and, when `negative` is given, the BCE loss
-        (eq. 11) over the rows in `use` (those with an image). Returns (p (B,), loss or None)."""
-        if permutation is not None:
-            image = image[permutation]
+                negative: torch.Tensor | None = None, use: torch.Tensor | None = None,
+                count: int | None = None, scale: float = 1.0):
+        """p for the pairs (T_i, image_i) and, when `negative` is given, the BCE loss (eq. 11)
+        over the rows in `use` (those with an image). The loss is a sum over those rows divided
+        by `count` (default: how many there are) times `scale`: a process of a distributed run
+        passes the global count and the number of processes. Returns (p (B,), loss or None)."""
         logits = self.logits(text, image, mask)
         loss = None
         if negative is not None:
             target = (~negative).to(logits.dtype)  # 1 = matched pair, 0 = swapped
-            if use is not None and use.any():
-                loss = F.binary_cross_entropy_with_logits(logits[use], target[use])
-            else:
-                loss = logits.new_zeros(())
+            use = torch.ones_like(negative) if use is None else use
+            count = int(use.sum()) if count is None else count
+            losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            loss = (losses * use.to(losses.dtype)).sum() * (scale / max(count, 1))
         return torch.sigmoid(logits), loss

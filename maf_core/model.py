@@ -15,6 +15,7 @@ from torchcrf import CRF
 
 from maf_core.alignment import CrossModalAlignment
 from maf_core.config import BERT_SIZES, MAFConfig
+from maf_core.distributed import BatchShard, gather_rows
 from maf_core.fusion import CrossModalFusion
 from maf_core.interaction import CrossModalInteraction
 from maf_core.matching import CrossModalMatching, choose_negatives
@@ -86,17 +87,24 @@ class MAF(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor,
                 word_mask: torch.Tensor, regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
                 image_ok: torch.Tensor | None = None, tags: torch.Tensor | None = None,
-                decode: bool = False, generator: torch.Generator | None = None) -> MAFOutput:
+                decode: bool = False, generator: torch.Generator | None = None,
+                negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
+                shard: BatchShard | None = None) -> MAFOutput:
         """input_ids, attention_mask (B, L); word_starts (B, W) first-piece positions (any value
         where word_mask is False); word_mask (B, W), a prefix of each row; regions (B, R, C);
-        pooled (B, C); image_ok (B,) bool; tags (B, W) when training. `generator` seeds the
-        choice of CM negatives."""
+        pooled (B, C); image_ok (B,) bool; tags (B, W) when training.
+
+        CM negatives in training: `negatives` = (permutation, is_negative) over the (global)
+        batch, from `choose_negatives`; if not given they are drawn here with `generator`.
+        `shard`: this process's rows of a global batch in distributed training (the losses are
+        then this process's share, times the number of processes; see maf_core.distributed)."""
         cfg = self.config
         mask = attention_mask.bool()
         bert = self.bert(input_ids=input_ids, attention_mask=attention_mask)
         text = bert.last_hidden_state            # T, shape: (B, L, d)
         text_pooled = bert.pooler_output         # T_s, shape: (B, d): tanh pooler on [CLS]
         batch = input_ids.shape[0]
+        world, total = (shard.world, shard.total) if shard is not None else (1, batch)
         loss_ca = loss_cm = attention = None
         match_prob = text.new_zeros(batch)
 
@@ -107,22 +115,26 @@ class MAF(nn.Module):
             pooled = pooled.to(text.dtype) * keep[:, None]
             image, attention = self.interaction(text, regions)      # C, shape: (B, L, d)
             if self.alignment is not None:
-                loss_ca = self.alignment(text_pooled, pooled, image_ok)
+                loss_ca = self.alignment(text_pooled, pooled, image_ok, shard)
             if self.matching is not None:
-                if self.training:
-                    # negatives: C swapped between chosen pairs, and the tags of a swapped tweet
-                    # are then learned from p * (the other tweet's C): p learns to shut it out
-                    permutation, negative = choose_negatives(image_ok, self.pairs_for(batch), cfg.negatives, generator)
-                    true_p, _ = self.matching(text, image, mask)
-                    match_prob = true_p.detach() * keep
-                    p, loss_cm = self.matching(text, image, mask, permutation, negative, use=image_ok)
+                true_p, _ = self.matching(text, image, mask)
+                match_prob = true_p.detach() * keep
+                p = true_p
+                if self.training and tags is not None:
+                    # negatives: C swapped between chosen pairs of the (global) batch; the tags of a
+                    # swapped tweet are then learned from p * (the other tweet's C): p learns to shut it out
+                    all_ok = gather_rows(image_ok, shard).cpu()
+                    if negatives is None:
+                        negatives = choose_negatives(all_ok, self.pairs_for(total), cfg.negatives, generator)
+                    permutation, negative = (t.to(text.device) for t in negatives)
+                    rows = shard.rows if shard is not None else slice(0, batch)
+                    swapped = gather_rows(image, shard)[permutation[rows]]
+                    p, loss_cm = self.matching(text, swapped, mask, negative[rows], use=image_ok,
+                                               count=int(all_ok.sum()), scale=world)
                     if cfg.ner_pairs == "swapped":
-                        image = image[permutation]
+                        image = swapped
                     else:  # NER always on the tweet's own image; CM learns from the swaps alone
                         p = true_p
-                else:
-                    p, _ = self.matching(text, image, mask)
-                    match_prob = p.detach() * keep
                 retained = p.mul(keep)[:, None, None] * image       # M = p * C (eq. 12)
             else:
                 retained = image * keep[:, None, None]
@@ -138,7 +150,8 @@ class MAF(nn.Module):
 
         loss = loss_ner = None
         if tags is not None:
-            loss_ner = -self.crf(emissions, tags.long(), mask=crf_mask, reduction="mean")
+            # the mean over the (global) batch: this process's sum / all tweets, times the processes
+            loss_ner = -self.crf(emissions, tags.long(), mask=crf_mask, reduction="sum") * (world / total)
             loss = self._total(loss_ner, loss_ca, loss_cm)
         decoded = self.crf.decode(emissions, mask=crf_mask) if decode else None
         return MAFOutput(loss, loss_ner, loss_ca, loss_cm, emissions, match_prob, attention, decoded)

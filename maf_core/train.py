@@ -12,13 +12,16 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
+from maf_core import distributed
 from maf_core.config import MAFConfig
 from maf_core.data import Split, bucketed_batches, check_store, collate, load_split
 from maf_core.metrics import score, table
+from maf_core.matching import choose_negatives
 from maf_core.model import MAF
 from pipeline.conll import Tweet, write_conll
 from pipeline.errors import DataError
@@ -96,20 +99,34 @@ def _to(batch: dict, device: torch.device) -> dict:
 @torch.no_grad()
 def predict_split(model: MAF, split: Split, store: FeatureStore | None, tags: list[str], scheme: str,
                   batch_size: int, device: torch.device, amp: bool | None = None) -> tuple[list[list[str]], list[float]]:
-    """BIO tags per word (words cut by truncation get O) and p per tweet, in split order."""
+    """BIO tags per word (words cut by truncation get O) and p per tweet, in split order.
+
+    In a distributed run each process predicts every world-th tweet and all get the merged
+    result: every tweet is predicted exactly once, none padded in or dropped.
+    """
     model.eval()
-    predicted: list[list[str]] = [[] for _ in range(len(split))]
-    probs = [0.0] * len(split)
-    for indices in bucketed_batches([len(x) for x in split.input_ids], batch_size, shuffle=False, seed=0):
+    rank, world = distributed.rank_and_world()
+    mine = list(range(rank, len(split), world))
+    lengths = [len(split.input_ids[i]) for i in mine]
+    done: dict[int, tuple[list[str], float]] = {}
+    for batch_rows in bucketed_batches(lengths, batch_size, shuffle=False, seed=0):
+        indices = [mine[r] for r in batch_rows]
         batch = _to(collate(split, indices, store), device)
         with autocast(device, amp):
             out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, decode=True)
+        probs = out.match_prob.float().cpu().tolist()
         for row, i in enumerate(indices):
             words = [tags[t] for t in out.tags[row]]
             words += ["O"] * (len(split.words[i]) - len(words))
-            predicted[i] = bioes_to_bio(words) if scheme == "bioes" else words
-            probs[i] = float(out.match_prob[row])
-    return predicted, probs
+            done[i] = (bioes_to_bio(words) if scheme == "bioes" else words, probs[row])
+    if world > 1:
+        merged: dict[int, tuple[list[str], float]] = {}
+        for part in distributed.all_gather_objects(done):
+            merged.update(part)
+        done = merged
+    if sorted(done) != list(range(len(split))):
+        raise RuntimeError(f"{split.name}: predicted {len(done)} of {len(split)} tweets")
+    return [done[i][0] for i in range(len(split))], [done[i][1] for i in range(len(split))]
 
 
 def evaluate_split(model, split, store, tags, scheme, batch_size, device) -> tuple[dict, list, list]:
@@ -198,25 +215,39 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         state, model_config = _check_resume(out_dir, run, model_config)
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise DataError(f"{out_dir}: exists and is not empty; pass --resume to continue that run, or another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out_dir / "config.json") as handle:
-        json.dump({"model": model_config.to_dict(), **run}, handle, indent=2, sort_keys=True)
-    bn = store.bn_stats()
-    if bn is not None:  # so that `maf predict --images` extracts new images with the same backbone
-        import numpy as np
 
-        with atomic_output(out_dir / "backbone_bn.npz", "wb") as handle:
-            np.savez(handle, **bn)
+    device = distributed.setup(config.device) if distributed.launched() else resolve_device(config.device)
+    rank, world = distributed.rank_and_world()
+    distributed.barrier()  # every process has checked the run directory before the first one writes to it
+    lead = rank == 0       # the one process that writes files
+    if lead:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_output(out_dir / "config.json") as handle:
+            json.dump({"model": model_config.to_dict(), **run}, handle, indent=2, sort_keys=True)
+        bn = store.bn_stats()
+        if bn is not None:  # so that `maf predict --images` extracts new images with the same backbone
+            with atomic_output(out_dir / "backbone_bn.npz", "wb") as handle:
+                np.savez(handle, **bn)
 
-    device = resolve_device(config.device)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     model = MAF(model_config).to(device)
     model_config = model.config
+    torch.manual_seed(config.seed + 7919 * rank)  # each process its own dropout masks
+    trained = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = optimizer_for(model, config)
     train_split = splits["train"]
-    lengths = [len(x) for x in train_split.input_ids]
-    steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
+    lengths, word_counts = train_split.padded()["lengths"], train_split.padded()["words"]
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        batches = bucketed_batches(lengths.tolist(), config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch)
+        return [b for b in batches if len(b) >= world]  # a last batch smaller than the processes is left out
+
+    steps_per_epoch = len(epoch_batches(1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(steps_per_epoch * config.epochs, config.warmup))
     start_epoch, best_f1, best_epoch, step = 1, -1.0, 0, 0
     if state is not None:
@@ -224,21 +255,40 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_f1, best_epoch, step = state["epoch"] + 1, state["best_f1"], state["best_epoch"], state["step"]
-        _set_rng_state(state["rng"])
+        rngs = state["rng"]
+        if len(rngs) != world:
+            raise DataError(f"{out_dir}: was trained on {len(rngs)} processes; resume it on the same number, not {world}")
+        _set_rng_state(rngs[rank])
         logger.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", out_dir, state["epoch"], best_f1, best_epoch)
-    logger.info("training %s on %s: %d train / %d dev tweets, %d epochs of %d steps, %s",
-                "text-only" if model_config.text_only else "MAF", device, len(train_split), len(splits["valid"]),
-                config.epochs, steps_per_epoch, json.dumps(asdict(config)))
+    logger.info("training %s on %s%s: %d train / %d dev tweets, %d epochs of %d steps, %s",
+                "text-only" if model_config.text_only else "MAF", device, f" x {world} processes" if world > 1 else "",
+                len(train_split), len(splits["valid"]), config.epochs, steps_per_epoch, json.dumps(asdict(config)))
+    matching = model_config.visual and model_config.use_matching
+
+    def prepare(indices: list[int]) -> tuple[dict, tuple | None]:
+        """This process's rows of a global batch, padded to the global batch's longest, on the device."""
+        rows = np.asarray(indices)
+        sizes = distributed.split_sizes(len(indices), world)
+        shard = distributed.BatchShard(rank, sizes) if world > 1 else None
+        mine = indices[shard.rows] if shard is not None else indices
+        batch = collate(train_split, mine, store, length=int(lengths[rows].max()), words=max(1, int(word_counts[rows].max())))
+        batch["shard"] = shard
+        return batch
 
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
-        model.train()
+        trained.train()
         sums = torch.zeros(4, device=device)  # loss, ner, ca, cm: summed on the device, read once per epoch
-        for indices in bucketed_batches(lengths, config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch):
-            batch = _to(collate(train_split, indices, store), device)
+        for batch in _prefetched(map(prepare, epoch_batches(epoch)), device):
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            shard = batch.pop("shard")
+            negatives = None
+            if matching and shard is None:  # drawn here from the CPU copy of image_ok: no device sync
+                negatives = choose_negatives(batch["image_ok_cpu"], model.pairs_for(len(batch["image_ok_cpu"])),
+                                             model_config.negatives, generator)
             with autocast(device, config.amp):
-                out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"], generator=generator)
+                out = trained(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"], generator=generator,
+                              negatives=negatives, shard=shard)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
@@ -247,6 +297,7 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
             step += 1
             sums += torch.stack([v.detach().float() if v is not None else sums.new_zeros(())
                                  for v in (out.loss, out.loss_ner, out.loss_ca, out.loss_cm)])
+        sums = distributed.mean_over_processes(sums)
         train_seconds = time.perf_counter() - started
         dev, _, _ = evaluate_split(model, splits["valid"], store, model_config.tags, model_config.scheme,
                                    config.eval_batch_size, device)
@@ -255,30 +306,61 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         improved = dev["overall"]["f1"] > best_f1
         if improved:
             best_f1, best_epoch = dev["overall"]["f1"], epoch
-            save_model(model, out_dir / "best")
+            if lead:
+                save_model(model, out_dir / "best")
         line = {"epoch": epoch, **{f"loss_{k}" if k != "loss" else k: round(v, 5) for k, v in losses.items()},
                 "dev_precision": round(dev["overall"]["precision"], 4), "dev_recall": round(dev["overall"]["recall"], 4),
                 "dev_f1": round(dev["overall"]["f1"], 4), "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2),
                 "train_seconds": round(train_seconds, 2), "eval_seconds": round(seconds - train_seconds, 2)}
-        with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
         logger.info("epoch %d/%d  loss %.3f (ner %.3f ca %.3f cm %.3f)  dev F1 %.2f%s  %.0f s", epoch, config.epochs,
                     losses["loss"], losses["ner"], losses["ca"], losses["cm"], dev["overall"]["f1"],
                     " (best)" if improved else "", seconds)
-        with atomic_output(out_dir / "last.pt", "wb") as handle:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": best_f1,
-                        "best_epoch": best_epoch, "step": step, "rng": _rng_state()}, handle)
+        rngs = distributed.all_gather_objects(_rng_state())
+        if lead:
+            with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(line) + "\n")
+            with atomic_output(out_dir / "last.pt", "wb") as handle:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": best_f1,
+                            "best_epoch": best_epoch, "step": step, "rng": rngs}, handle)
+        distributed.barrier()  # best/ and last.pt are written before any process goes on
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
     return finish(out_dir, splits, store, device, config.eval_batch_size, best_epoch)
 
 
+def _prefetched(batches: Iterator[dict], device: torch.device) -> Iterator[dict]:
+    """Batches moved to `device`. On CUDA the next batch is gathered, pinned and copied in a
+    background thread while the current one trains; on CPU that thread would only compete
+    with the model for the same cores, so batches are made in turn."""
+    def load(batch: dict) -> dict:
+        batch["image_ok_cpu"] = batch.get("image_ok")
+        shard = batch.pop("shard")
+        moved = _to({k: v for k, v in batch.items() if k != "image_ok_cpu"}, device)
+        return {**moved, "image_ok_cpu": batch["image_ok_cpu"], "shard": shard}
+
+    if device.type != "cuda":
+        yield from map(load, batches)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for batch in batches:
+            future = pool.submit(load, batch)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
+
+
 def finish(out_dir: Path, splits: dict[str, Split], store: FeatureStore, device: torch.device,
            batch_size: int, best_epoch: int) -> dict:
-    """Evaluate best/ on dev and test; write report.json and predictions/."""
+    """Evaluate best/ on dev and test; write report.json and predictions/ (the first process)."""
     model = load_model(out_dir / "best", device)
+    lead = distributed.rank_and_world()[0] == 0
     report = {"best_epoch": best_epoch}
     for name in ("valid", "test"):
         if name not in splits:
@@ -286,10 +368,13 @@ def finish(out_dir: Path, splits: dict[str, Split], store: FeatureStore, device:
         scores, predicted, probs = evaluate_split(model, splits[name], store, model.config.tags, model.config.scheme,
                                                   batch_size, device)
         report[name] = scores
-        write_predictions(out_dir / "predictions", splits[name], predicted, probs)
+        if lead:
+            write_predictions(out_dir / "predictions", splits[name], predicted, probs)
         logger.debug("%s\n%s", name, table(scores, name))
-    with atomic_output(out_dir / "report.json") as handle:
-        json.dump(report, handle, indent=2, sort_keys=True)
+    if lead:
+        with atomic_output(out_dir / "report.json") as handle:
+            json.dump(report, handle, indent=2, sort_keys=True)
+    distributed.barrier()
     return report
 
 

@@ -1,0 +1,154 @@
+"""Data-parallel training: 2 gloo processes on CPU take the same step as 1 process with the
+whole batch, and evaluation predicts every tweet exactly once."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from maf_core.config import MAFConfig
+from maf_core.data import Split
+from maf_core.distributed import BatchShard, gather_rows, split_sizes
+from maf_core.matching import choose_negatives
+from maf_core.model import MAF
+from maf_core.train import MODEL_KEYS, TrainConfig, optimizer_for, predict_split
+from pipeline.store import Features
+
+TAGS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+BATCH = 9  # uneven on purpose: 5 rows on process 0, 4 on process 1
+
+
+def _config(**overrides) -> MAFConfig:
+    return MAFConfig.tiny(**{"scheme": "bioes", "matching_pairs": 3, **overrides})
+
+
+def _batch() -> dict:
+    """A fixed global batch: varied lengths, two tweets without an image."""
+    g = torch.Generator().manual_seed(11)
+    lengths = [12, 9, 7, 12, 5, 10, 8, 6, 11]
+    length, words = max(lengths), max(lengths) - 2
+    input_ids = torch.randint(1, 97, (BATCH, length), generator=g)
+    attention = (torch.arange(length)[None] < torch.tensor(lengths)[:, None]).long()
+    input_ids = input_ids * attention
+    word_mask = torch.arange(words)[None] < (torch.tensor(lengths) - 2)[:, None]
+    word_starts = (torch.arange(words) + 1)[None].expand(BATCH, -1) * word_mask
+    return {"input_ids": input_ids, "attention_mask": attention, "word_starts": word_starts, "word_mask": word_mask,
+            "regions": torch.randn(BATCH, 4, 24, generator=g).half(), "pooled": torch.randn(BATCH, 24, generator=g),
+            "image_ok": torch.tensor([1, 1, 0, 1, 1, 1, 0, 1, 1]).bool(),
+            "tags": torch.randint(0, len(TAGS), (BATCH, words), generator=g) * word_mask}
+
+
+def _one_step(model: torch.nn.Module, core: MAF, batch: dict, rows: slice, shard: BatchShard | None) -> float:
+    optimizer = optimizer_for(core, TrainConfig(lr=1e-3))
+    negatives = choose_negatives(batch["image_ok"], core.pairs_for(BATCH), core.config.negatives,
+                                 torch.Generator().manual_seed(5))
+    out = model(**{k: batch[k][rows] for k in MODEL_KEYS}, tags=batch["tags"][rows], negatives=negatives, shard=shard)
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(core.parameters(), 1.0)
+    optimizer.step()
+    return float(out.loss.detach())
+
+
+class _LoggingStore:
+    """Features from a fixed table; records which ids this process asked for."""
+
+    def __init__(self, ids: list[str]) -> None:
+        g = torch.Generator().manual_seed(4)
+        self.rows = {i: n for n, i in enumerate(ids)}
+        self.regions = torch.randn(len(ids), 4, 24, generator=g).half().numpy()
+        self.pooled = torch.randn(len(ids), 24, generator=g).numpy()
+        self.asked: list[str] = []
+
+    def gather(self, ids):
+        self.asked += list(ids)
+        rows = np.array([self.rows[i] for i in ids])
+        return Features(self.regions[rows], self.pooled[rows], np.zeros(len(ids), np.uint8))
+
+
+def _split(n: int = 13) -> Split:
+    g = torch.Generator().manual_seed(8)
+    ids, words, labels, pieces, starts, tag_ids = [], [], [], [], [], []
+    for i in range(n):
+        count = 2 + i % 4
+        ids.append(f"img{i:03d}")
+        words.append([f"w{j}" for j in range(count)])
+        labels.append(["O"] * count)
+        pieces.append([2] + torch.randint(5, 97, (count,), generator=g).tolist() + [3])
+        starts.append(list(range(1, count + 1)))
+        tag_ids.append([0] * count)
+    return Split("valid", ids, words, labels, pieces, starts, tag_ids)
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        core = MAF(_config())
+        model = DistributedDataParallel(core)
+        shard = BatchShard(rank, split_sizes(BATCH, world))
+        loss = _one_step(model.train(), core, _batch(), shard.rows, shard)
+        # a gathered tensor keeps rank order and its gradient reaches every process
+        x = torch.full((shard.sizes[rank], 2), float(rank + 1), requires_grad=True)
+        gathered = gather_rows(x, shard)
+        (gathered.sum(1) * torch.arange(1.0, BATCH + 1)).sum().backward()
+
+        split = _split()
+        store = _LoggingStore(split.image_ids)
+        predicted, probs = predict_split(core, split, store, TAGS, "bioes", batch_size=3, device=torch.device("cpu"))
+        result = {"loss": loss, "gathered": gathered.detach().tolist(), "x_grad": x.grad.tolist(),
+                  "asked": store.asked, "predicted": predicted, "probs": probs}
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        if rank == 0:
+            torch.save(core.state_dict(), Path(out_dir, "weights.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_take_the_step_of_one_with_the_whole_batch(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+
+    torch.manual_seed(0)
+    single = MAF(_config()).train()
+    _one_step(single, single, _batch(), slice(0, BATCH), None)
+    two = torch.load(tmp_path / "weights.pt", weights_only=True)
+    reference = single.state_dict()
+    worst = max(float((two[k].float() - reference[k].float()).abs().max()) for k in reference)
+    assert worst < 1e-5, worst
+    torch.manual_seed(0)  # the step moved the weights: the comparison is not between untouched copies
+    start = MAF(_config()).state_dict()
+    assert max(float((start[k].float() - reference[k].float()).abs().max()) for k in reference) > 1e-4
+
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # gather: rows of process 0 (value 1) then process 1 (value 2); the gradient of each row is
+    # summed over both processes' losses
+    assert ranks[0]["gathered"] == [[1.0, 1.0]] * 5 + [[2.0, 2.0]] * 4
+    assert ranks[0]["x_grad"] == [[2.0 * r] * 2 for r in range(1, 6)]
+    assert ranks[1]["x_grad"] == [[2.0 * r] * 2 for r in range(6, 10)]
+
+    # evaluation: every tweet asked for exactly once over both processes, none twice
+    split = _split()
+    asked = ranks[0]["asked"] + ranks[1]["asked"]
+    assert sorted(asked) == sorted(split.image_ids) and len(set(asked)) == len(asked)
+    assert ranks[0]["asked"] and ranks[1]["asked"]
+    torch.manual_seed(0)
+    core = MAF(_config())
+    core.load_state_dict(two)
+    expected, probs = predict_split(core, split, _LoggingStore(split.image_ids), TAGS, "bioes", 3, torch.device("cpu"))
+    assert ranks[0]["predicted"] == ranks[1]["predicted"] == expected
+    assert np.allclose(ranks[0]["probs"], probs, atol=1e-6)
+
+
+def test_rows_per_process():
+    assert split_sizes(9, 2) == [5, 4]
+    assert split_sizes(64, 3) == [22, 21, 21]
+    shard = BatchShard(1, [5, 4])
+    assert (shard.world, shard.total, shard.rows) == (2, 9, slice(5, 9))
