@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -22,8 +23,10 @@ class Group(click.Group):
 
 
 def setup_logging(verbose: bool) -> None:
+    """INFO (DEBUG with -v) on stderr; under torchrun only the first process logs below WARNING."""
+    quiet = int(os.environ.get("RANK", "0")) > 0
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )

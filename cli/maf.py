@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -72,6 +73,8 @@ def main(verbose: bool) -> None:
 @click.option("--epochs", default=24, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=5e-5, show_default=True, help="AdamW learning rate (10% warm-up, linear decay to 0).")
+@click.option("--head-lr", type=float, default=None,
+              help="Learning rate of everything after BERT (CA, CI, CM, CF, CRF) [default: --lr].")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--seeds", default=None, help="Comma-separated seeds (1,2,3): one run per seed in OUT/seed-N, "
                                              "and OUT/summary.json with mean and std.")
@@ -86,17 +89,19 @@ def main(verbose: bool) -> None:
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
 def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, preset, epochs,
-          batch_size, lr, seed, seeds, no_alignment, no_matching, text_only, device, amp, resume) -> None:
+          batch_size, lr, head_lr, seed, seeds, no_alignment, no_matching, text_only, device, amp, resume) -> None:
     """Train MAF on tokenized text joined with cached image features.
 
     Every epoch: dev P/R/F1 (conlleval rules), best/ saved on improvement, last.pt for
     --resume, one line in metrics.jsonl. At the end: test scores of best/ in report.json,
     predictions/<split>.conll and .jsonl, and a table like the paper's Table 2.
+
+    Several GPUs: `torchrun --nproc_per_node N -m cli.maf train ...` (same flags). --batch-size
+    stays the global batch, split over the processes; CA and CM draw negatives from all of it,
+    so N processes train what one process would. The first process writes the run.
     """
     from maf_core.config import MAFConfig
-    from maf_core.metrics import table
-    from maf_core.train import TrainConfig, summary_table, train_seeds
-    from maf_core.train import train as run_training
+    from maf_core.train import TrainConfig
     from pipeline.errors import DataError
 
     if (features is None) == (images_dir is None):
@@ -110,7 +115,27 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
                                                             seed=seed), resolve_device(device))
     model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config)
     model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, amp=amp)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, seed=seed, device=device,
+                         amp=amp)
+    from maf_core import distributed
+
+    lead = int(os.environ.get("RANK", "0")) == 0
+    try:
+        _train(features, text_dir, out_dir, model_config, config, seeds, resume, lead)
+    finally:
+        if distributed.rank_and_world()[1] > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(features, text_dir, out_dir, model_config, config, seeds, resume, lead: bool) -> None:
+    from maf_core.metrics import table
+    from maf_core.train import summary_table, train_seeds
+    from maf_core.train import train as run_training
+    from pipeline.errors import DataError
+
+    echo = click.echo if lead else (lambda *args, **kwargs: None)
     if seeds:
         try:
             seed_list = [int(x) for x in seeds.split(",") if x.strip()]
@@ -119,14 +144,14 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
         summary = train_seeds(features, text_dir, out_dir, model_config, config, seed_list, resume=resume)
         for split in ("valid", "test"):
             if split in summary:
-                click.echo(summary_table(summary, split))
-        click.echo(f"{len(seed_list)} runs and summary.json written to {out_dir}")
+                echo(summary_table(summary, split))
+        echo(f"{len(seed_list)} runs and summary.json written to {out_dir}")
         return
     report = run_training(features, text_dir, out_dir, model_config, config, resume=resume)
     for split in ("valid", "test"):
         if split in report:
-            click.echo(table(report[split], split))
-    click.echo(f"best epoch {report['best_epoch']}; run written to {out_dir}")
+            echo(table(report[split], split))
+    echo(f"best epoch {report['best_epoch']}; run written to {out_dir}")
 
 
 @main.command("evaluate")
@@ -199,3 +224,7 @@ def score_cmd(gold: str, pred: str | None) -> None:
     for name, values in sorted(scores["types"].items()):
         click.echo(f"  {name:<6} P {values['precision']:6.2f}  R {values['recall']:6.2f}  "
                    f"F1 {values['f1']:6.2f}  ({values['support']} gold)")
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m cli.maf train ...
+    main()

@@ -403,8 +403,9 @@ def train_seeds(features: str | Path, text_dir: str | Path, out_dir: str | Path,
             rows[name] = [r[split]["types"].get(name, {"precision": 0.0, "recall": 0.0, "f1": 0.0}) for r in reports.values()]
         summary[split] = {name: {metric: {"mean": mean(v[metric] for v in values), "std": pstdev(v[metric] for v in values)}
                                  for metric in ("precision", "recall", "f1")} for name, values in rows.items()}
-    with atomic_output(out_dir / "summary.json") as handle:
-        json.dump(summary, handle, indent=2, sort_keys=True)
+    if distributed.rank_and_world()[0] == 0:
+        with atomic_output(out_dir / "summary.json") as handle:
+            json.dump(summary, handle, indent=2, sort_keys=True)
     return summary
 
 

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from cli.maf import main as maf
 from maf_core.config import MAFConfig
+from maf_core.data import load_split
 from maf_core.train import TrainConfig, train
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
@@ -217,3 +218,24 @@ def test_online_baseline_runs_the_backbone_in_every_step(corpus, tmp_path, sampl
     assert saved["store_fingerprint"]["backbone"] == "resnet18" and saved["features"] == str(sample_dir / "images")
     rows = [json.loads(x) for x in (tmp_path / "online" / "predictions" / "test.jsonl").read_text().splitlines()]
     assert len(rows) > 0
+
+
+@pytest.mark.slow
+def test_torchrun_launch_writes_one_run(corpus, tmp_path):
+    """The documented launch, 2 CPU processes (gloo): one run directory, every test tweet predicted once."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "cli.maf",
+                           "train", "--features", str(corpus["store"]), "--text", str(corpus["text"]), "--out", str(out),
+                           "--bert-config", "tiny", "--epochs", "2", "--batch-size", "16", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x 2 processes" in done.stderr
+    assert done.stdout.count("best epoch") == 1  # tables from the first process only
+    assert len(_metrics(out)) == 2
+    predicted = (out / "predictions" / "test.jsonl").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in predicted] == load_split(corpus["text"], "test").image_ids
