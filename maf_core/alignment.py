@@ -35,17 +35,26 @@ class CrossModalAlignment(nn.Module):
         text = gather_rows(self.text_projection(text_pooled), shard)     # T_c, shape: (B_global, d)
         image = gather_rows(self.image_projection(image_pooled), shard)  # V_c, shape: (B_global, d)
         image_ok = gather_rows(image_ok, shard)
-        text, image = text[image_ok], image[image_ok]                     # shape: (N, d)
-        if text.shape[0] < 2:  # no negatives: nothing to contrast (zero, still attached to the graph)
-            return (text.sum() + image.sum()) * 0.0
-        return contrastive_loss(image, text, self.temperature, self.direction)
+        return contrastive_loss(image, text, self.temperature, self.direction, image_ok)
 
 
-def contrastive_loss(image: torch.Tensor, text: torch.Tensor, temperature: float, direction: float) -> torch.Tensor:
-    """Eq. 3: mean over pairs of lambda_c * L(V_c -> T_c) + (1 - lambda_c) * L(T_c -> V_c)."""
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, temperature: float, direction: float,
+                     valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 3: mean over pairs of lambda_c * L(V_c -> T_c) + (1 - lambda_c) * L(T_c -> V_c).
+
+    Only the `valid` rows (tweets with an image) take part, as if the others were not in the
+    batch; they are masked rather than indexed out, so the device never waits for the host.
+    Fewer than 2 valid rows: 0 (nothing to contrast), still attached to the graph.
+    """
+    if valid is None:
+        valid = torch.ones(image.shape[0], dtype=torch.bool, device=image.device)
     # shape: logits (N, N); logits[i, j] = sim(V_c^i, T_c^j) / tau
-    logits = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T / temperature
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    image_to_text = F.cross_entropy(logits, targets)    # eq. 1, rows: each image against all texts
-    text_to_image = F.cross_entropy(logits.T, targets)  # eq. 2, rows: each text against all images
-    return direction * image_to_text + (1 - direction) * text_to_image
+    logits = (F.normalize(image.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T) / temperature
+    logits = logits.masked_fill(~(valid[:, None] & valid[None, :]), -1e4)  # invalid pairs out of every sum
+    diagonal = logits.diagonal()
+    image_to_text = torch.logsumexp(logits, dim=1) - diagonal  # eq. 1, rows: each image against all texts
+    text_to_image = torch.logsumexp(logits, dim=0) - diagonal  # eq. 2, columns: each text against all images
+    weight = valid.to(logits.dtype)
+    count = weight.sum()
+    per_pair = direction * image_to_text + (1 - direction) * text_to_image
+    return (per_pair * weight).sum() / count.clamp(min=1) * (count >= 2).to(logits.dtype)

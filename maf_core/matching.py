@@ -59,7 +59,7 @@ class CrossModalMatching(nn.Module):
 
     def forward(self, text: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
                 negative: torch.Tensor | None = None, use: torch.Tensor | None = None,
-                count: int | None = None, scale: float = 1.0):
+                count: torch.Tensor | None = None, scale: float = 1.0):
         """p for the pairs (T_i, image_i) and, when `negative` is given, the BCE loss (eq. 11)
         over the rows in `use` (those with an image). The loss is a sum over those rows divided
         by `count` (default: how many there are) times `scale`: a process of a distributed run
@@ -69,7 +69,7 @@ class CrossModalMatching(nn.Module):
         if negative is not None:
             target = (~negative).to(logits.dtype)  # 1 = matched pair, 0 = swapped
             use = torch.ones_like(negative) if use is None else use
-            count = int(use.sum()) if count is None else count
+            count = use.sum() if count is None else count  # a tensor: no wait for the device
             losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-            loss = (losses * use.to(losses.dtype)).sum() * (scale / max(count, 1))
+            loss = (losses * use.to(losses.dtype)).sum() * scale / count.clamp(min=1).to(losses.dtype)
         return torch.sigmoid(logits), loss

@@ -6,22 +6,19 @@ not part of the model. The CRF runs over words (the first piece of each word).
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torchcrf import CRF
 
 from maf_core.alignment import CrossModalAlignment
 from maf_core.config import BERT_SIZES, MAFConfig
+from maf_core.crf import CRF
 from maf_core.distributed import BatchShard, gather_rows
 from maf_core.fusion import CrossModalFusion
 from maf_core.interaction import CrossModalInteraction
 from maf_core.matching import CrossModalMatching, choose_negatives
 
-# pytorch-crf 0.7.2 turns the mask into uint8 itself; torch warns about that on every call
-warnings.filterwarnings("ignore", message="where received a uint8 condition tensor", category=UserWarning)
 
 
 @dataclass
@@ -82,7 +79,7 @@ class MAF(nn.Module):
         self.matching = CrossModalMatching(config) if config.visual and config.use_matching else None
         self.fusion = CrossModalFusion(config) if config.visual else None
         self.emission = nn.Linear(2 * hidden if config.visual else hidden, config.num_tags)
-        self.crf = CRF(config.num_tags, batch_first=True)
+        self.crf = CRF(config.num_tags)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor,
                 word_mask: torch.Tensor, regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
@@ -123,14 +120,14 @@ class MAF(nn.Module):
                 if self.training and tags is not None:
                     # negatives: C swapped between chosen pairs of the (global) batch; the tags of a
                     # swapped tweet are then learned from p * (the other tweet's C): p learns to shut it out
-                    all_ok = gather_rows(image_ok, shard).cpu()
-                    if negatives is None:
-                        negatives = choose_negatives(all_ok, self.pairs_for(total), cfg.negatives, generator)
+                    all_ok = gather_rows(image_ok, shard)
+                    if negatives is None:  # drawn on the host (callers that can, pass them: no sync)
+                        negatives = choose_negatives(all_ok.cpu(), self.pairs_for(total), cfg.negatives, generator)
                     permutation, negative = (t.to(text.device) for t in negatives)
                     rows = shard.rows if shard is not None else slice(0, batch)
                     swapped = gather_rows(image, shard)[permutation[rows]]
                     p, loss_cm = self.matching(text, swapped, mask, negative[rows], use=image_ok,
-                                               count=int(all_ok.sum()), scale=world)
+                                               count=all_ok.sum(), scale=world)
                     if cfg.ner_pairs == "swapped":
                         image = swapped
                     else:  # NER always on the tweet's own image; CM learns from the swaps alone

@@ -73,9 +73,11 @@ def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Op
         head = not name.startswith("bert.")
         groups.setdefault((head, no_decay), []).append(param)
     head_lr = config.lr if config.head_lr is None else config.head_lr
+    cuda = all(p.is_cuda for params in groups.values() for p in params)
     return torch.optim.AdamW([{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
                                "lr": head_lr if head else config.lr}
-                              for (head, no_decay), params in sorted(groups.items())], lr=config.lr)
+                              for (head, no_decay), params in sorted(groups.items())], lr=config.lr,
+                             fused=True if cuda else None)  # one kernel for all parameters on a GPU
 
 
 def linear_schedule(total: int, warmup: float) -> Callable[[int], float]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from maf_core.alignment import CrossModalAlignment, contrastive_loss
+from maf_core.crf import CRF
 from maf_core.config import MAFConfig
 from maf_core.fusion import CrossModalFusion
 from maf_core.interaction import CrossModalInteraction
@@ -119,22 +120,34 @@ def test_alignment_leaves_out_tweets_without_an_image():
 
 
 def test_crf_likelihood_equals_brute_force_enumeration():
+    """Rows of 3, 2, 1 and 0 words in one padded batch: each row's log-likelihood and Viterbi
+    path equal enumeration over all paths of its own length."""
     torch.manual_seed(0)
-    model = tiny_model(tags=["O", "B-PER", "I-PER"])
-    crf = model.crf
-    emissions = torch.randn(1, 3, 3)
-    tags = torch.tensor([[1, 2, 0]])
+    crf = CRF(3)
+    emissions = torch.randn(4, 3, 3)
+    tags = torch.tensor([[1, 2, 0], [2, 2, 1], [0, 1, 1], [0, 0, 0]])
+    lengths = [3, 2, 1, 0]
+    mask = torch.arange(3)[None] < torch.tensor(lengths)[:, None]
 
-    def score(path):
+    def score(row, path):
         s = crf.start_transitions[path[0]] + crf.end_transitions[path[-1]]
-        s = s + sum(emissions[0, i, t] for i, t in enumerate(path))
+        s = s + sum(emissions[row, i, t] for i, t in enumerate(path))
         return s + sum(crf.transitions[a, b] for a, b in zip(path, path[1:]))
 
-    log_z = torch.logsumexp(torch.stack([score(p) for p in itertools.product(range(3), repeat=3)]), 0)
-    nll = -(score(tags[0].tolist()) - log_z)
-    assert torch.allclose(-crf(emissions, tags, reduction="sum"), nll, atol=1e-5)
-    best = max(itertools.product(range(3), repeat=3), key=lambda p: float(score(p).detach()))
-    assert crf.decode(emissions) == [list(best)]
+    llh = crf(emissions, tags, mask=mask, reduction="none")
+    decoded = crf.decode(emissions, mask=mask)
+    for row, n in enumerate(lengths):
+        if n == 0:
+            assert float(llh[row].detach()) == 0.0 and decoded[row] == []
+            continue
+        paths = list(itertools.product(range(3), repeat=n))
+        log_z = torch.logsumexp(torch.stack([score(row, p) for p in paths]), 0)
+        assert torch.allclose(llh[row], score(row, tags[row, :n].tolist()) - log_z, atol=1e-5)
+        assert decoded[row] == list(max(paths, key=lambda p: float(score(row, p).detach())))
+    assert torch.allclose(crf(emissions, tags, mask=mask, reduction="sum"), llh.sum())
+    assert torch.allclose(crf(emissions, tags, mask=mask, reduction="mean"), llh.mean())
+    llh.sum().backward()  # gradients reach all three parameter tensors
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in crf.parameters())
 
 
 def test_padding_does_not_change_anything():
