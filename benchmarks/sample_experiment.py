@@ -32,7 +32,7 @@ CONFIGS = {
     "w/o CA+CM": {"no_alignment": True, "no_matching": True},
     "text only": {"text_only": True},
 }
-VARIANTS = {"MAF ner-true": ("MAF", {"ner_pairs": "true"})}
+VARIANTS = {"MAF ner-true": ("MAF", {"ner_pairs": "true"}), "MAF swap-image": ("MAF", {"swap": "image"})}
 
 
 def prepare(root: Path, tweets: int, backbone: str) -> dict:
@@ -152,7 +152,7 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(json.dumps({"benchmark": "sample_experiment", "tweets": args.tweets, "backbone": args.backbone,
                       "bert": args.bert_config, "epochs": args.epochs, "seeds": seeds,
-                      "image_decided_entities": results["MAF"][0]["image_decided_entities"],
+                      "image_decided_entities": next(iter(results.values()))[0]["image_decided_entities"],
                       "minutes": round((time.perf_counter() - started) / 60, 1), "summary": summary}))
 
 

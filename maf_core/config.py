@@ -46,6 +46,10 @@ class MAFConfig:
     # in training, does a swapped tweet learn its tags from p * (the other tweet's C)
     # ("swapped", one reading of the paper) or from p * its own C ("true")?
     ner_pairs: str = "swapped"
+    # what a negative pairs T_i with: "c", the other tweet's C (the paper's wording: C^b was
+    # computed with T^b, so a linear W_f on [T; C] cannot tell the pairs apart, see
+    # maf_core/matching.py) or "image", C recomputed by CI from T_i and the other tweet's regions
+    swap: str = "c"
     max_length: int = 128                # pieces flattened by the CM classifier (zero padded)
     # loss (eq. 18): alpha * CA + beta * CM + (1 - alpha - beta) * NER, or the released code's
     loss_weighting: str = "paper"
@@ -68,6 +72,8 @@ class MAFConfig:
             problems.append(f"bert_size {self.bert_size!r} (expected one of {', '.join(BERT_SIZES)})")
         if self.ner_pairs not in ("swapped", "true"):
             problems.append(f"ner_pairs {self.ner_pairs!r} (expected swapped or true)")
+        if self.swap not in ("c", "image"):
+            problems.append(f"swap {self.swap!r} (expected c or image)")
         if self.negatives not in NEGATIVES:
             problems.append(f"negatives {self.negatives!r} (expected one of {', '.join(NEGATIVES)})")
         if self.loss_weighting not in LOSS_WEIGHTINGS:

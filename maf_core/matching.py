@@ -38,6 +38,13 @@ class CrossModalMatching(nn.Module):
     """A linear classifier on flatten([T; C]) over `max_length` positions, zero padded (eq. 9-10).
 
     The fixed length makes p independent of how much a batch is padded.
+
+    A linear W_f scores a pair additively: logit(T^a, C^b) = f(T^a) + g(C^b). When negatives
+    swap C between tweets a and b (the paper's wording, `MAFConfig.swap = "c"`), the two
+    negatives of a swap always score, in sum, exactly what the two positives score, so no
+    training can separate them (tests/test_model.py shows the identity). With `swap = "image"`
+    a negative is C recomputed by CI from T^a and the regions of b, so f and g see the same
+    text in both kinds of pair and only the image differs.
     """
 
     def __init__(self, config: MAFConfig) -> None:

@@ -125,7 +125,10 @@ class MAF(nn.Module):
                         negatives = choose_negatives(all_ok.cpu(), self.pairs_for(total), cfg.negatives, generator)
                     permutation, negative = (t.to(text.device) for t in negatives)
                     rows = shard.rows if shard is not None else slice(0, batch)
-                    swapped = gather_rows(image, shard)[permutation[rows]]
+                    if cfg.swap == "image":  # C of T_i with the other tweet's regions: only the image differs
+                        swapped, _ = self.interaction(text, gather_rows(regions, shard)[permutation[rows]])
+                    else:                    # the other tweet's C, made with its own text
+                        swapped = gather_rows(image, shard)[permutation[rows]]
                     p, loss_cm = self.matching(text, swapped, mask, negative[rows], use=image_ok,
                                                count=all_ok.sum(), scale=world)
                     if cfg.ner_pairs == "swapped":

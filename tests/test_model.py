@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from maf_core.alignment import CrossModalAlignment, contrastive_loss
-from maf_core.crf import CRF
 from maf_core.config import MAFConfig
+from maf_core.crf import CRF
 from maf_core.fusion import CrossModalFusion
 from maf_core.interaction import CrossModalInteraction
 from maf_core.matching import CrossModalMatching, choose_negatives
@@ -309,3 +309,21 @@ def test_ner_on_true_pairs_leaves_the_tags_independent_of_the_swaps():
     assert not torch.allclose(swapped.emissions, trained.emissions)  # the default reading differs
     with pytest.raises(ValueError, match="ner_pairs 'both'"):
         MAFConfig.tiny(ner_pairs="both")
+
+
+def test_linear_matching_cannot_separate_swapped_c():
+    """Why `swap = "c"` cannot train CM: for any weights, the logits of the two negatives of a
+    swap sum to those of the two positives. `swap = "image"` breaks the identity."""
+    torch.manual_seed(0)
+    cfg = MAFConfig.tiny()
+    matching = CrossModalMatching(cfg)
+    interaction = CrossModalInteraction(cfg)
+    text, regions = torch.randn(2, 6, cfg.hidden_size), torch.randn(2, cfg.num_regions, cfg.image_dim)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    image, _ = interaction(text, regions)
+    with torch.no_grad():
+        positives = matching.logits(text, image, mask).sum()
+        swapped_c = matching.logits(text, image[[1, 0]], mask).sum()
+        swapped_image = matching.logits(text, interaction(text, regions[[1, 0]])[0], mask).sum()
+    assert torch.allclose(positives, swapped_c, atol=1e-5)
+    assert not torch.allclose(positives, swapped_image, atol=1e-3)
