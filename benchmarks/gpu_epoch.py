@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--original-steps", type=int, default=0,
                         help="time only this many steps of the original design and scale to an epoch (0: whole epoch)")
+    parser.add_argument("--profile", default=None, help="write a torch.profiler table of 20 training steps here")
     parser.add_argument("--dir", default="/tmp/maf-gpu-epoch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -53,6 +54,7 @@ def main() -> None:
     from maf_core.train import MODEL_KEYS, TrainConfig, _to, autocast, optimizer_for, train
     from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
     from pipeline.sample import make_sample
+    from pipeline.store import FeatureStore
     from pipeline.tokenization import read_meta, tokenize_corpus
     from pipeline.vocab import build_vocab
 
@@ -123,6 +125,42 @@ def main() -> None:
         torch.cuda.synchronize()
     original_s = (time.perf_counter() - started) * len(batches) / (len(timed) - warm)
 
+    gpu_busy = None
+    if args.profile and device.type == "cuda":  # is a step bound by the GPU or by the host?
+        from torch.profiler import ProfilerActivity, profile
+
+        store_ = FeatureStore(store)
+        model = MAF(MAFConfig.from_preset("paper", bert_size=args.bert, tags=meta["tags"],
+                                          vocab_size=meta["tokenizer"]["vocab_size"])).to(device).train()
+        optimizer = optimizer_for(model, TrainConfig())
+        chosen = batches[:24]
+
+        def trainer_step(n, indices):
+            batch = _to(collate(split, indices, store_), device)
+            with autocast(device, None):
+                out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"],
+                            generator=torch.Generator().manual_seed(n))
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+
+        for n, indices in enumerate(chosen[:4]):
+            trainer_step(n, indices)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            started = time.perf_counter()
+            for n, indices in enumerate(chosen[4:]):
+                trainer_step(n, indices)
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - started
+        events = prof.key_averages()
+        kernel_us = sum(e.self_device_time_total for e in events)
+        gpu_busy = kernel_us / 1e6 / wall
+        Path(args.profile).write_text(f"wall {wall:.3f} s for {len(chosen) - 4} steps, kernels {kernel_us / 1e6:.3f} s\n"
+                                      + events.table(sort_by="self_device_time_total", row_limit=25) + "\n"
+                                      + events.table(sort_by="self_cpu_time_total", row_limit=25))
+
     steady = epochs[1:] or epochs
     train_s = float(np.mean([e["train_seconds"] for e in steady]))
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
@@ -138,7 +176,7 @@ def main() -> None:
         "original_design_epoch_s": round(original_s, 2), "original_steps_timed": len(timed) - warm,
         "speedup_vs_original": round(original_s / train_s, 2),
         "peak_gpu_mem_gib": round(peak_gib, 2) if peak_gib else None,
-        "dev_f1_last": epochs[-1]["dev_f1"],
+        "dev_f1_last": epochs[-1]["dev_f1"], "gpu_busy_fraction_profiled": round(gpu_busy, 3) if gpu_busy else None,
     }))
 
 
