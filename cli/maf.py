@@ -156,31 +156,59 @@ def _train(features, text_dir, out_dir, model_config, config, seeds, resume, lea
 
 @main.command("evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--split", default="test", show_default=True, help="train, valid or test of the run's text.")
-def evaluate(run_dir: str, split: str) -> None:
-    """Score RUN_DIR/best on a split of the run's own text and store; write its predictions."""
+@click.option("--split", default="test", show_default=True, help="train, valid or test of the text.")
+@click.option("--features", type=click.Path(dir_okay=False), default=None,
+              help="Another store.h5 [default: the run's]; extracted with the run's settings (same fingerprint).")
+@click.option("--text", "text_dir", type=click.Path(file_okay=False), default=None,
+              help="Other data from maf-pipe tokenize with the run's tokenizer [default: the run's text].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where predictions go [default: RUN_DIR/predictions, or RUN_DIR/predictions-<TEXT name> "
+                   "with --text].")
+def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | None, out_dir: str | None) -> None:
+    """Score RUN_DIR/best on a split, of the run's own data or of other tokenized data, and
+    write its predictions (CoNLL and JSONL)."""
     from pathlib import Path
 
     from maf_core.data import check_store, load_split
     from maf_core.metrics import table
     from maf_core.train import evaluate_split, load_model, resolve_device, write_predictions
     from pipeline.errors import DataError
+    from pipeline.extract import _difference
     from pipeline.store import FeatureStore
+    from pipeline.tokenization import read_meta
 
     run = Path(run_dir)
     if not (run / "config.json").is_file() or not (run / "best" / "model.pt").is_file():
         raise DataError(f"{run}: not a finished run directory (config.json and best/model.pt expected)")
     saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    store = FeatureStore(saved["features"])
+    store = FeatureStore(features or saved["features"])
     if store.fingerprint != saved["store_fingerprint"]:
-        raise DataError(f"{saved['features']}: its fingerprint differs from the one {run} was trained with")
-    data = load_split(saved["text_dir"], split)
-    check_store(data, store, saved["text_dir"])
+        differing = [_difference(store.fingerprint, saved["store_fingerprint"], key)
+                     for key in sorted(set(store.fingerprint) | set(saved["store_fingerprint"]))
+                     if store.fingerprint.get(key) != saved["store_fingerprint"].get(key)]
+        raise DataError(f"{store.path}: extracted with other settings than the store {run} was trained with "
+                        f"({'; '.join(differing)}, 'there' = this store); extract with the run's settings, or "
+                        "use `maf predict --images`, which extracts with the run's exact backbone")
+    text = Path(text_dir or saved["text_dir"])
+    meta = read_meta(text)
+    if meta["tokenizer"]["vocab_sha256"] != saved["tokenizer"]["vocab_sha256"]:
+        raise DataError(f"{text}: tokenized with {meta['tokenizer']['name_or_path']} (vocab sha256 "
+                        f"{meta['tokenizer']['vocab_sha256'][:12]}), not with the run's tokenizer "
+                        f"{saved['tokenizer']['name_or_path']} ({saved['tokenizer']['vocab_sha256'][:12]}); "
+                        "tokenize it again with --tokenizer set to that")
+    if split not in meta["splits"]:
+        raise DataError(f"{text}: has no split {split!r} (it has {', '.join(meta['splits'])})")
+    data = load_split(text, split)
+    check_store(data, store, text)
     device = resolve_device("auto")
     model = load_model(run / "best", device)
+    if meta["scheme"] != model.config.scheme:
+        raise DataError(f"{text}: tokenized with tag scheme {meta['scheme']!r}, the run uses {model.config.scheme!r}")
     scores, predicted, probs = evaluate_split(model, data, store, model.config.tags, model.config.scheme, 64, device)
-    write_predictions(run / "predictions", data, predicted, probs)
+    target = Path(out_dir) if out_dir else run / ("predictions" if text_dir is None else f"predictions-{text.name}")
+    write_predictions(target, data, predicted, probs)
     click.echo(table(scores, split))
+    click.echo(f"predictions written to {target}/{split}.conll and .jsonl")
 
 
 @main.command("predict")

@@ -115,7 +115,7 @@ def test_refusals(corpus, tmp_path, sample_dir, tokenizer_dir):
         train(corpus["store"], corpus["text"], tmp_path / "d", tiny_config(bert=str(other)), CONFIG)
 
 
-def test_resume_refuses_another_store(corpus, tmp_path, sample_dir):
+def test_resume_and_evaluate_refuse_mismatched_inputs(corpus, tmp_path, sample_dir, tokenizer_dir):
     run = tmp_path / "run"
     train(corpus["store"], corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
     other = tmp_path / "other.h5"
@@ -123,6 +123,32 @@ def test_resume_refuses_another_store(corpus, tmp_path, sample_dir):
                    ids=ids_from_corpus(sample_dir))
     with pytest.raises(DataError, match="its fingerprint differs from the store .* was trained with"):
         train(other, corpus["text"], run, tiny_config(), replace(CONFIG, epochs=2), resume=True)
+    with pytest.raises(DataError, match=r"was started with other training settings .*resume with the same ones"):
+        train(corpus["store"], corpus["text"], run, tiny_config(), replace(CONFIG, lr=5e-4), resume=True)
+    from pipeline.vocab import build_vocab
+
+    build_vocab(sample_dir, tmp_path / "othertok", vocab_size=300)
+    tokenize_corpus(sample_dir, str(tmp_path / "othertok"), tmp_path / "othertext", max_length=64)
+    with pytest.raises(DataError, match=r"othertext: tokenized with another vocabulary \(sha256 \w+\) than .*run"):
+        train(corpus["store"], tmp_path / "othertext", run, tiny_config(), CONFIG, resume=True)
+
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["rng"] = state["rng"] * 2  # as if saved by a 2-process run
+    torch.save(state, run / "last.pt")
+    with pytest.raises(DataError, match="was trained on 2 processes; resume it on the same number, not 1"):
+        train(corpus["store"], corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1), resume=True)
+
+    # maf evaluate on other data: the run's tokenizer and extraction settings, or a clear refusal
+    runner = CliRunner()
+    done = runner.invoke(maf, ["evaluate", str(run), "--text", str(tmp_path / "othertext")])
+    assert done.exit_code == 1 and "not with the run's tokenizer" in done.output, done.output
+    done = runner.invoke(maf, ["evaluate", str(run), "--features", str(other)])
+    assert done.exit_code == 1 and "extracted with other settings" in done.output and "weights." in done.output, done.output
+    tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "again", max_length=64)
+    done = runner.invoke(maf, ["evaluate", str(run), "--text", str(tmp_path / "again"), "--split", "valid"])
+    assert done.exit_code == 0, done.output
+    assert (run / "predictions-again" / "valid.conll").is_file()
+    assert (run / "predictions-again" / "valid.jsonl").read_text() == (run / "predictions" / "valid.jsonl").read_text()
 
 
 def test_score_matches_a_hand_computed_conlleval_example(tmp_path):
@@ -200,6 +226,15 @@ def test_predict_new_tweets_from_images_and_from_a_store(corpus, tmp_path, sampl
                                       "--out", str(tmp_path / "preds.jsonl")])
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert [r["tags"] for r in rows] == [r["predicted"] for r in expected]
+    # a CoNLL file as input: its IMGIDs name the tweets and their images
+    conll = tmp_path / "in.txt"
+    conll.write_text("".join(f"IMGID:{r['id']}\n" + "".join(f"{w}\tO\n" for w in r["words"]) + "\n" for r in expected))
+    result = CliRunner().invoke(maf, ["predict", str(run), "--input", str(conll), "--features", str(store_path),
+                                      "--out", str(tmp_path / "preds-conll.jsonl")])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (tmp_path / "preds-conll.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in expected]
     assert [r["tags"] for r in rows] == [r["predicted"] for r in expected]
     jsonl.write_text('{"id": 1, "text": "a"}\nnot json\n')
     result = CliRunner().invoke(maf, ["predict", str(run), "--input", str(jsonl), "--out", str(tmp_path / "p.jsonl")])
