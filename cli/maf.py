@@ -1,4 +1,4 @@
-"""`maf`: train, evaluate, apply and score MAF (report arrives with a later stage)."""
+"""`maf`: train, evaluate, apply and score MAF, and draw reports of runs."""
 from __future__ import annotations
 
 import json
@@ -49,7 +49,7 @@ def main(verbose: bool) -> None:
 
     Inputs come from `maf-pipe`: tokenized text (maf-pipe tokenize) and cached image
     features (store.h5, maf-pipe extract-images). Commands: train, evaluate, predict,
-    score (report comes later).
+    score, report.
     """
     setup_logging(verbose)
 
@@ -252,6 +252,31 @@ def score_cmd(gold: str, pred: str | None) -> None:
     for name, values in sorted(scores["types"].items()):
         click.echo(f"  {name:<6} P {values['precision']:6.2f}  R {values['recall']:6.2f}  "
                    f"F1 {values['f1']:6.2f}  ({values['support']} gold)")
+
+
+
+@main.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the PNG files.")
+@click.option("--case-run", type=click.Path(file_okay=False), default=None,
+              help="The run whose attention the case study shows [default: the first run with images].")
+@click.option("--ids", default=None, help="Comma-separated test tweet ids for the case study [default: chosen].")
+@click.option("--count", default=4, show_default=True, help="Tweets in the case study.")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
+              help="The images of the case study [default: <corpus>/images, from the tokenized text].")
+@click.option("--annotations", type=click.Path(dir_okay=False), default=None,
+              help="JSONL saying which images are matched or unrelated [default: <corpus>/annotations.jsonl, "
+                   "as the sample corpus has].")
+def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations) -> None:
+    """PNG figures of finished runs (a --seeds folder counts as all its seeds): training curves,
+    F1 per type side by side, histograms of the match probability p, and a case study of CI
+    attention over the image for each predicted entity."""
+    from maf_core.report import write_report
+
+    written = write_report(list(run_dirs), out_dir, case_run, [i.strip() for i in ids.split(",")] if ids else None,
+                           count, images_dir, annotations)
+    for name, path in written.items():
+        click.echo(f"{name:<7} {path}")
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m cli.maf train ...

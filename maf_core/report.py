@@ -1,0 +1,302 @@
+"""`maf report`: PNG figures of finished runs (matplotlib, no display needed).
+
+- curves.png: loss parts (total, NER, CA, CM) and dev F1 per epoch, one line per run;
+- types.png: test F1 per entity type and overall, runs side by side;
+- match.png: histograms of p, the match probability, per run: matched vs unrelated images
+  where the corpus says which is which (the sample corpus' annotations.jsonl), else all
+  tweets with an image;
+- cases.png: the paper's Table 5 in pictures: for chosen test tweets, the image the backbone
+  saw with the CI attention of each predicted entity's first word as a 7×7 heatmap, the
+  words with predicted and gold tags, and p.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+TYPES = ("PER", "LOC", "ORG", "MISC")
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    config: dict
+    metrics: list[dict]
+    report: dict | None
+    predictions: list[dict] = field(default_factory=list)
+
+    @property
+    def text_only(self) -> bool:
+        return bool(self.config["model"].get("text_only"))
+
+    @property
+    def has_matching(self) -> bool:
+        model = self.config["model"]
+        return not model.get("text_only") and model.get("use_matching", True)
+
+
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    """Finished run directories; a --seeds directory (seed-N/ inside) stands for all its seeds."""
+    runs = []
+    for given in paths:
+        path = Path(given)
+        seeds = sorted(path.glob("seed-*/config.json"))
+        for directory in [s.parent for s in seeds] if seeds else [path]:
+            if not (directory / "config.json").is_file() or not (directory / "metrics.jsonl").is_file():
+                raise DataError(f"{directory}: not a run directory (config.json and metrics.jsonl expected)")
+            name = f"{path.name}/{directory.name}" if seeds else path.name
+            report = directory / "report.json"
+            predictions = directory / "predictions" / "test.jsonl"
+            runs.append(Run(
+                directory, name, json.loads((directory / "config.json").read_text(encoding="utf-8")),
+                [json.loads(x) for x in (directory / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()],
+                json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None,
+                [json.loads(x) for x in predictions.read_text(encoding="utf-8").splitlines() if x.strip()]
+                if predictions.is_file() else []))
+    return runs
+
+
+def _pyplot():
+    import warnings
+
+    import matplotlib
+
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # emoji in tweets
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves(runs: list[Run], out: Path) -> Path:
+    plt = _pyplot()
+    panels = [("loss", "loss (weighted total)"), ("loss_ner", "NER (CRF NLL)"), ("loss_ca", "CA (InfoNCE)"),
+              ("loss_cm", "CM (BCE)"), ("dev_f1", "dev F1")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+    for ax, (key, title) in zip(axes, panels):
+        drawn = 0
+        for run in runs:
+            epochs = [m["epoch"] for m in run.metrics if key in m]
+            values = [m[key] for m in run.metrics if key in m]
+            if key in ("loss_ca", "loss_cm") and not any(values):
+                continue  # the part is switched off in this run
+            ax.plot(epochs, values, marker="o", markersize=3, label=run.name)
+            drawn += 1
+        if not drawn:
+            ax.text(0.5, 0.5, "switched off in these runs", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    target = out / "curves.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
+
+
+def type_bars(runs: list[Run], out: Path, split: str = "test") -> Path | None:
+    scored = [r for r in runs if r.report and split in r.report]
+    if not scored:
+        return None
+    plt = _pyplot()
+    groups = [t for t in TYPES if any(t in r.report[split]["types"] for r in scored)] + ["overall"]
+    width = 0.8 / len(scored)
+    fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 2, 4))
+    for n, run in enumerate(scored):
+        values = [run.report[split]["overall"]["f1"] if g == "overall" else
+                  run.report[split]["types"].get(g, {}).get("f1", 0.0) for g in groups]
+        bars = ax.bar(np.arange(len(groups)) + n * width - 0.4 + width / 2, values, width, label=run.name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel(f"{split} F1")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"F1 per entity type ({split})")
+    fig.tight_layout()
+    target = out / "types.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
+
+
+def read_annotations(path: Path | None) -> dict[str, dict]:
+    if path is None or not path.is_file():
+        return {}
+    notes = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            notes[str(record["image_id"])] = record
+    return notes
+
+
+def match_groups(run: Run, annotations: dict[str, dict]) -> dict[str, list[float]]:
+    """p of the run's test tweets: matched / unrelated (when annotated), or all with an image."""
+    if annotations:
+        groups: dict[str, list[float]] = {"matched": [], "unrelated": []}
+        for row in run.predictions:
+            note = annotations.get(str(row["id"]))
+            if note and note.get("image_file") == "ok" and note.get("relation") in groups:
+                groups[note["relation"]].append(row["match_prob"])
+        return groups
+    return {"tweets with an image": [r["match_prob"] for r in run.predictions if r["match_prob"] > 0]}
+
+
+def auc(positive: list[float], negative: list[float]) -> float | None:
+    """P(p of a matched pair > p of an unrelated one), ties counted half (Mann-Whitney)."""
+    if not positive or not negative:
+        return None
+    pos, neg = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+def match_histogram(runs: list[Run], out: Path, annotations: dict[str, dict]) -> Path | None:
+    chosen = [r for r in runs if r.has_matching and r.predictions]
+    if not chosen:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4.5 * len(chosen), 3.6), squeeze=False)
+    bins = np.linspace(0, 1, 26)
+    for ax, run in zip(axes[0], chosen):
+        groups = match_groups(run, annotations)
+        for (label, values), colour in zip(groups.items(), ("tab:green", "tab:red", "tab:blue")):
+            if values:
+                ax.hist(values, bins=bins, alpha=0.6, color=colour,
+                        label=f"{label}: n={len(values)}, mean {np.mean(values):.2f}")
+        score = auc(groups.get("matched", []), groups.get("unrelated", []))
+        ax.set_title(run.name + (f"  (AUC {score:.2f})" if score is not None else ""), fontsize=9)
+        ax.set_xlabel("p, match probability (test)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    target = out / "match.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
+
+
+def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4,
+               images_dir: Path | None = None, annotations: dict[str, dict] | None = None) -> Path | None:
+    """Heatmaps of CI attention over the image for each predicted entity's first word."""
+    import torch
+
+    from maf_core.data import collate, load_split
+    from maf_core.train import MODEL_KEYS, load_model
+    from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, read_image_bytes
+    from pipeline.schemes import bioes_to_bio, get_entities
+    from pipeline.store import FeatureStore
+    from pipeline.tokenization import read_meta
+
+    if run.text_only:
+        return None
+    text_dir = Path(run.config["text_dir"])
+    meta = read_meta(text_dir)
+    images_dir = Path(images_dir) if images_dir else Path(meta.get("source", "")) / "images"
+    if not images_dir.is_dir():
+        raise DataError(f"{images_dir}: no images directory for the case study; pass --images DIR")
+    store = FeatureStore(run.config["features"])
+    split = load_split(text_dir, "test")
+    position = {image_id: n for n, image_id in enumerate(split.image_ids)}
+    ok = {i for i in split.image_ids if i in store and store.status[store.rows[i]] == STATUS["ok"]}
+    if ids:
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise DataError(f"{text_dir}/test.arrow: no tweets with ids {', '.join(missing[:5])}")
+        chosen = [position[i] for i in ids]
+    else:  # tweets with a predicted entity and an image; image-decided ones first where annotated
+        notes = annotations or {}
+        with_entities = [r for r in run.predictions if r["entities"] and str(r["id"]) in ok]
+        with_entities.sort(key=lambda r: (not notes.get(str(r["id"]), {}).get("image_decided"), 0))
+        chosen = [position[str(r["id"])] for r in with_entities[:count]]
+    if not chosen:
+        return None
+    model = load_model(run.path / "best", "cpu")
+    batch = collate(split, chosen, store)
+    with torch.no_grad():
+        output = model(**{k: batch[k] for k in MODEL_KEYS}, decode=True)
+    fingerprint = store.fingerprint
+    transform = Transform(fingerprint["transform"]["name"], fingerprint["transform"].get("seed", 0))
+    index = ImageIndex(images_dir)
+    grid = int(round(np.sqrt(model.config.num_regions)))
+
+    plt = _pyplot()
+    predicted_tags = []
+    for row in range(len(chosen)):
+        tags = [model.config.tags[t] for t in output.tags[row]]
+        predicted_tags.append(bioes_to_bio(tags) if model.config.scheme == "bioes" else tags)
+    pictures = min(3, max(1, *(len(get_entities(t)) for t in predicted_tags)))  # heatmaps per row, then the text
+    columns = pictures + 1
+    fig, axes = plt.subplots(len(chosen), columns, figsize=(3.6 * pictures + 4.5, 3.6 * len(chosen)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * pictures + [1.3]})
+    for row, i in enumerate(chosen):
+        image_id = split.image_ids[i]
+        status, data = read_image_bytes(index, image_id)
+        picture = None
+        if status == STATUS["ok"]:
+            status, array = load_tensor(data, image_id, transform)
+            picture = array.transpose(1, 2, 0) if array is not None else None
+        tags = predicted_tags[row]
+        entities = get_entities(tags)[:pictures]
+        for col in range(columns - 1):
+            ax = axes[row][col]
+            ax.axis("off")
+            if col >= max(1, len(entities)) or picture is None:
+                continue
+            ax.imshow(picture)
+            if col < len(entities):
+                kind, start, end = entities[col]
+                piece = int(batch["word_starts"][row, start])
+                weights = output.attention[row, :, piece].mean(0).reshape(grid, grid).float().numpy()
+                ax.imshow(weights, cmap="jet", alpha=0.45, extent=(0, picture.shape[1], picture.shape[0], 0),
+                          interpolation="nearest")
+                ax.set_title(f"{' '.join(split.words[i][start:end])} → {kind}", fontsize=9)
+        ax = axes[row][columns - 1]
+        ax.axis("off")
+        p = f"p = {float(output.match_prob[row]):.2f}" if model.matching is not None else "no CM: p not computed"
+        lines = [f"id {image_id}   {p}"]
+        note = (annotations or {}).get(image_id)
+        if note:
+            lines.append(f"image: {note.get('image_class')} ({note.get('relation')})")
+        lines.append("")
+        for word, predicted, gold in zip(split.words[i], tags + ["O"] * len(split.words[i]), split.labels[i]):
+            mark = "" if predicted == gold else f"   (gold {gold})"
+            lines.append(f"{word:<16} {predicted}{mark}")
+        ax.text(0, 1, "\n".join(lines[:22]), va="top", family="monospace", fontsize=8, transform=ax.transAxes)
+    fig.suptitle(f"{run.name}: CI attention of each predicted entity's first word over the 7×7 regions", fontsize=11)
+    fig.tight_layout()
+    target = out / "cases.png"
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return target
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path, case_run: str | Path | None = None,
+                 ids: list[str] | None = None, count: int = 4, images_dir: str | Path | None = None,
+                 annotations: str | Path | None = None) -> dict[str, Path]:
+    """All figures for these runs into OUT; returns {figure: path} of those written."""
+    runs = load_runs(run_dirs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if annotations is None:  # the sample corpus keeps them beside its splits
+        from pipeline.tokenization import read_meta
+
+        source = read_meta(runs[0].config["text_dir"]).get("source")
+        annotations = Path(source) / "annotations.jsonl" if source else None
+    notes = read_annotations(Path(annotations) if annotations else None)
+    written = {"curves": curves(runs, out), "types": type_bars(runs, out), "match": match_histogram(runs, out, notes)}
+    visual = [r for r in runs if not r.text_only]
+    target = next((r for r in visual if case_run and Path(case_run).resolve() in (r.path.resolve(), r.path.parent.resolve())),
+                  visual[0] if visual else None)
+    if target is not None:
+        written["cases"] = case_study(target, out, ids, count, Path(images_dir) if images_dir else None, notes)
+    return {k: v for k, v in written.items() if v is not None}
