@@ -4,7 +4,8 @@ Builds the sample corpus (make-sample, build-vocab, tokenize, extract-images wit
 ResNet and AdaBN statistics), trains MAF, w/o CA, w/o CM, w/o CA+CM and text-only for each
 seed, and scores the test split three ways:
 - overall entity F1 (conlleval rules);
-- image-decided entities (annotations.jsonl): recall of the exact span and type;
+- image-decided entities (annotations.jsonl): F1 over their spans, and recall of the exact
+  span and type;
 - all other entities: F1 with image-decided spans left out on both sides;
 and p (the match probability) for tweets with a matched vs an unrelated image: the mean of
 each group and the AUC. The final line is JSON; a markdown table is printed before it.
@@ -54,46 +55,10 @@ def prepare(root: Path, tweets: int, backbone: str) -> dict:
     return {"data": data, "text": text, "store": store}
 
 
-def auc(positive: list[float], negative: list[float]) -> float:
-    """P(p of a matched pair > p of an unrelated one), ties counted half (Mann-Whitney)."""
-    wins = sum((a > b) + 0.5 * (a == b) for a in positive for b in negative)
-    return wins / (len(positive) * len(negative))
-
-
 def analyse(run: Path, annotations: dict) -> dict:
-    rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
-    decided_total = decided_hit = 0
-    tp = n_pred = n_gold = 0
-    matched, unrelated = [], []
-    from pipeline.schemes import get_entities
+    from maf_core.report import image_decided_scores, load_runs
 
-    for row in rows:
-        note = annotations[row["id"]]
-        decided = {(e["type"], e["start"], e["end"]) for e in note["image_decided"]}
-        spans = {(s, e) for _, s, e in decided}
-        predicted = {(e["type"], e["start"], e["end"]) for e in row["entities"]}
-        gold = set(get_entities(row["gold"]))
-        decided_total += len(decided)
-        decided_hit += len(decided & predicted)
-        other_gold = {g for g in gold if (g[1], g[2]) not in spans}
-        other_pred = {p for p in predicted if (p[1], p[2]) not in spans}
-        tp += len(other_gold & other_pred)
-        n_pred += len(other_pred)
-        n_gold += len(other_gold)
-        if note["image_file"] == "ok":
-            (matched if note["relation"] == "matched" else unrelated).append(row["match_prob"])
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_gold if n_gold else 0.0
-    report = json.loads((run / "report.json").read_text())
-    return {
-        "f1": report["test"]["overall"]["f1"],
-        "image_decided_recall": 100 * decided_hit / max(decided_total, 1),
-        "other_f1": 100 * (2 * precision * recall / (precision + recall) if precision + recall else 0.0),
-        "p_matched": mean(matched) if matched else None,
-        "p_unrelated": mean(unrelated) if unrelated else None,
-        "p_auc": auc(matched, unrelated) if matched and unrelated else None,
-        "image_decided_entities": decided_total,
-    }
+    return image_decided_scores(load_runs([run])[0], annotations)
 
 
 def main() -> None:
@@ -142,11 +107,11 @@ def main() -> None:
                 train(paths["store"], paths["text"], run, config_for(name),
                       TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr, seed=seed, device="cpu"))
             results.setdefault(name, []).append(analyse(run, annotations))
-    keys = ["f1", "image_decided_recall", "other_f1", "p_matched", "p_unrelated", "p_auc"]
+    keys = ["f1", "image_decided_f1", "image_decided_recall", "other_f1", "p_matched", "p_unrelated", "p_auc"]
     summary = {name: {k: {"mean": mean(r[k] for r in runs), "std": pstdev(r[k] for r in runs)}
                       for k in keys if all(r[k] is not None for r in runs)} for name, runs in results.items()}
-    print("| config | test F1 | image-decided recall | other F1 | p matched | p unrelated | p AUC |")
-    print("|---|---|---|---|---|---|---|")
+    print("| config | test F1 | image-decided F1 | image-decided recall | other F1 | p matched | p unrelated | p AUC |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, values in summary.items():
         cells = [f"{values[k]['mean']:.2f} ± {values[k]['std']:.2f}" if k in values else "–" for k in keys]
         print(f"| {name} | " + " | ".join(cells) + " |")

@@ -275,8 +275,10 @@ def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations) -> 
 
     written = write_report(list(run_dirs), out_dir, case_run, [i.strip() for i in ids.split(",")] if ids else None,
                            count, images_dir, annotations)
+    if "comparison" in written:
+        click.echo(written["comparison"].read_text(encoding="utf-8"))
     for name, path in written.items():
-        click.echo(f"{name:<7} {path}")
+        click.echo(f"{name:<11} {path}")
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m cli.maf train ...

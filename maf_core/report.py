@@ -5,6 +5,8 @@
 - match.png: histograms of p, the match probability, per run: matched vs unrelated images
   where the corpus says which is which (the sample corpus' annotations.jsonl), else all
   tweets with an image;
+- comparison.txt (annotated corpora): test F1, F1 on image-decided entities and on the
+  others, mean p for matched and unrelated images, per run;
 - cases.png: the paper's Table 5 in pictures: for chosen test tweets, the image the backbone
   saw with the CI attention of each predicted entity's first word as a 7×7 heatmap, the
   words with predicted and gold tags, and p.
@@ -161,6 +163,63 @@ def auc(positive: list[float], negative: list[float]) -> float | None:
     return float(((pos > neg) + 0.5 * (pos == neg)).mean())
 
 
+def image_decided_scores(run: Run, annotations: dict[str, dict]) -> dict:
+    """Test scores split by what decides the entity type (annotated corpora such as the sample's).
+
+    image-decided: the entities whose type only the image tells; P, R and F1 over their spans
+    (a prediction counts when its span is one of them). other: F1 over all other entities,
+    image-decided spans left out on both sides. p: mean match probability of test tweets with
+    a matched and with an unrelated image, and the AUC between the two groups.
+    """
+    from pipeline.schemes import get_entities
+
+    gold_d = pred_d = hit_d = 0
+    tp = n_pred = n_gold = 0
+    for row in run.predictions:
+        note = annotations.get(str(row["id"]), {})
+        decided = {(e["type"], e["start"], e["end"]) for e in note.get("image_decided", [])}
+        spans = {(s, e) for _, s, e in decided}
+        predicted = {(e["type"], e["start"], e["end"]) for e in row["entities"]}
+        gold = set(get_entities(row["gold"]))
+        on_decided = {e for e in predicted if (e[1], e[2]) in spans}
+        gold_d, pred_d, hit_d = gold_d + len(decided), pred_d + len(on_decided), hit_d + len(decided & on_decided)
+        other_gold = {g for g in gold if (g[1], g[2]) not in spans}
+        other_pred = {e for e in predicted if (e[1], e[2]) not in spans}
+        tp, n_pred, n_gold = tp + len(other_gold & other_pred), n_pred + len(other_pred), n_gold + len(other_gold)
+
+    def f1(hits: int, predicted: int, wanted: int) -> tuple[float, float, float]:
+        precision, recall = hits / predicted if predicted else 0.0, hits / wanted if wanted else 0.0
+        return 100 * precision, 100 * recall, 100 * (2 * precision * recall / (precision + recall) if hits else 0.0)
+
+    groups = match_groups(run, annotations) if run.has_matching else {}
+    matched, unrelated = groups.get("matched", []), groups.get("unrelated", [])
+    decided_p, decided_r, decided_f1 = f1(hit_d, pred_d, gold_d)
+    return {
+        "f1": run.report["test"]["overall"]["f1"] if run.report and "test" in run.report else None,
+        "image_decided_precision": decided_p, "image_decided_recall": decided_r, "image_decided_f1": decided_f1,
+        "image_decided_entities": gold_d, "other_f1": f1(tp, n_pred, n_gold)[2],
+        "p_matched": float(np.mean(matched)) if matched else None,
+        "p_unrelated": float(np.mean(unrelated)) if unrelated else None,
+        "p_auc": auc(matched, unrelated),
+    }
+
+
+def comparison_table(runs: list[Run], annotations: dict[str, dict]) -> str:
+    """One line per run: test F1, image-decided F1, other F1, mean p matched / unrelated, AUC."""
+    head = f"{'run':<28}{'test F1':>9}{'img-decided F1':>16}{'other F1':>10}{'p matched':>11}{'p unrelated':>13}{'AUC':>7}"
+    lines = [head]
+    for run in runs:
+        scores = image_decided_scores(run, annotations)
+
+        def cell(key: str, width: int, digits: int) -> str:
+            value = scores[key]
+            return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+
+        lines.append(f"{run.name[:27]:<28}" + cell("f1", 9, 2) + cell("image_decided_f1", 16, 2) + cell("other_f1", 10, 2)
+                     + cell("p_matched", 11, 2) + cell("p_unrelated", 13, 2) + cell("p_auc", 7, 2))
+    return "\n".join(lines)
+
+
 def match_histogram(runs: list[Run], out: Path, annotations: dict[str, dict]) -> Path | None:
     chosen = [r for r in runs if r.has_matching and r.predictions]
     if not chosen:
@@ -294,6 +353,9 @@ def write_report(run_dirs: list[str | Path], out: str | Path, case_run: str | Pa
         annotations = Path(source) / "annotations.jsonl" if source else None
     notes = read_annotations(Path(annotations) if annotations else None)
     written = {"curves": curves(runs, out), "types": type_bars(runs, out), "match": match_histogram(runs, out, notes)}
+    if notes and all(r.report and "test" in r.report for r in runs):
+        written["comparison"] = out / "comparison.txt"
+        written["comparison"].write_text(comparison_table(runs, notes) + "\n", encoding="utf-8")
     visual = [r for r in runs if not r.text_only]
     target = next((r for r in visual if case_run and Path(case_run).resolve() in (r.path.resolve(), r.path.parent.resolve())),
                   visual[0] if visual else None)

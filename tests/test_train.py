@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -274,3 +275,25 @@ def test_torchrun_launch_writes_one_run(corpus, tmp_path):
     assert len(_metrics(out)) == 2
     predicted = (out / "predictions" / "test.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in predicted] == load_split(corpus["text"], "test").image_ids
+
+
+def test_report_draws_every_figure(corpus, tmp_path):
+    from PIL import Image
+
+    maf_run, text_run = tmp_path / "maf", tmp_path / "text-only"
+    train(corpus["store"], corpus["text"], maf_run, tiny_config(), replace(CONFIG, epochs=2))
+    train(corpus["store"], corpus["text"], text_run, tiny_config(text_only=True), replace(CONFIG, epochs=2))
+    out = tmp_path / "report"
+    done = CliRunner().invoke(maf, ["report", str(maf_run), str(text_run), "--out", str(out), "--count", "2"])
+    assert done.exit_code == 0, done.output
+    for name in ("curves", "types", "match", "cases"):
+        with Image.open(out / f"{name}.png") as image:
+            pixels = np.asarray(image.convert("L"), dtype=float)
+        assert image.size[0] > 400 and pixels.std() > 10, name  # drawn, not blank
+    table = (out / "comparison.txt").read_text().splitlines()
+    assert table[0].split()[:3] == ["run", "test", "F1"] and [line.split()[0] for line in table[1:]] == ["maf", "text-only"]
+    assert "img-decided F1" in done.output
+    done = CliRunner().invoke(maf, ["report", str(tmp_path / "nothing"), "--out", str(out)])
+    assert done.exit_code == 1 and "not a run directory" in done.output
+    done = CliRunner().invoke(maf, ["report", str(maf_run), "--out", str(out), "--ids", "no-such-id"])
+    assert done.exit_code == 1 and "no tweets with ids no-such-id" in done.output
