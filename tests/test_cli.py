@@ -108,3 +108,10 @@ def test_unwritable_output_is_an_error_not_a_traceback(tmp_path, sample_dir, tok
                                             "--out", str(blocker / "text")])
     assert result.exit_code == 1 and result.output.startswith("Error: ") and str(blocker) in result.output
     assert "Traceback" not in result.output
+
+
+def test_readme_cli_reference_matches_help():
+    from cli.reference import README, current, reference
+
+    assert current(README.read_text(encoding="utf-8")) == reference(), \
+        "README.md's CLI reference is stale: run .venv/bin/python -m cli.reference --write"
