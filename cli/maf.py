@@ -78,6 +78,10 @@ def main(verbose: bool) -> None:
 @click.option("--seed", default=1, show_default=True)
 @click.option("--seeds", default=None, help="Comma-separated seeds (1,2,3): one run per seed in OUT/seed-N, "
                                              "and OUT/summary.json with mean and std.")
+@click.option("--swap", type=click.Choice(["c", "image"]), default=None,
+              help="CM negatives: the other tweet's C (c, the paper's wording, which a linear CM cannot "
+                   "separate, see README) or C recomputed from this text and the other tweet's image "
+                   "[default: the preset's, c].")
 @click.option("--no-alignment", is_flag=True, help="Ablation: without CA.")
 @click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
 @click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
@@ -89,7 +93,7 @@ def main(verbose: bool) -> None:
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
 def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, preset, epochs,
-          batch_size, lr, head_lr, seed, seeds, no_alignment, no_matching, text_only, device, amp, resume) -> None:
+          batch_size, lr, head_lr, seed, seeds, swap, no_alignment, no_matching, text_only, device, amp, resume) -> None:
     """Train MAF on tokenized text joined with cached image features.
 
     Every epoch: dev P/R/F1 (conlleval rules), best/ saved on improvement, last.pt for
@@ -113,7 +117,7 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
 
         features = OnlineFeatures(images_dir, ExtractConfig(backbone=backbone, weights=weights, transform=transform,
                                                             seed=seed), resolve_device(device))
-    model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config)
+    model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config, **({"swap": swap} if swap else {}))
     model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, seed=seed, device=device,
                          amp=amp)
