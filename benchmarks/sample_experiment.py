@@ -33,7 +33,9 @@ CONFIGS = {
     "w/o CA+CM": {"no_alignment": True, "no_matching": True},
     "text only": {"text_only": True},
 }
-VARIANTS = {"MAF ner-true": ("MAF", {"ner_pairs": "true"}), "MAF swap-image": ("MAF", {"swap": "image"})}
+VARIANTS = {"MAF ner-true": ("MAF", {"ner_pairs": "true"}), "MAF swap-image": ("MAF", {"swap": "image"}),
+            "MAF bilinear": ("MAF", {"swap": "image", "matching_head": "bilinear"}),
+            "MAF bilinear ner-true": ("MAF", {"swap": "image", "matching_head": "bilinear", "ner_pairs": "true"})}
 
 
 def prepare(root: Path, tweets: int, backbone: str) -> dict:

@@ -50,6 +50,10 @@ class MAFConfig:
     # computed with T^b, so a linear W_f on [T; C] cannot tell the pairs apart, see
     # maf_core/matching.py) or "image", C recomputed by CI from T_i and the other tweet's regions
     swap: str = "c"
+    # the CM classifier: "linear", W_f on the zero-padded flatten([T; C]) (eq. 9-10), or
+    # "bilinear", mean(T)^T W mean(C) + b over the real pieces (a pairwise score, which a
+    # linear W_f cannot express)
+    matching_head: str = "linear"
     max_length: int = 128                # pieces flattened by the CM classifier (zero padded)
     # loss (eq. 18): alpha * CA + beta * CM + (1 - alpha - beta) * NER, or the released code's
     loss_weighting: str = "paper"
@@ -72,6 +76,8 @@ class MAFConfig:
             problems.append(f"bert_size {self.bert_size!r} (expected one of {', '.join(BERT_SIZES)})")
         if self.ner_pairs not in ("swapped", "true"):
             problems.append(f"ner_pairs {self.ner_pairs!r} (expected swapped or true)")
+        if self.matching_head not in ("linear", "bilinear"):
+            problems.append(f"matching_head {self.matching_head!r} (expected linear or bilinear)")
         if self.swap not in ("c", "image"):
             problems.append(f"swap {self.swap!r} (expected c or image)")
         if self.negatives not in NEGATIVES:

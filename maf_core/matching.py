@@ -50,10 +50,18 @@ class CrossModalMatching(nn.Module):
     def __init__(self, config: MAFConfig) -> None:
         super().__init__()
         self.max_length = config.max_length
-        self.classifier = nn.Linear(config.max_length * 2 * config.hidden_size, 1)  # W_f
+        self.head = config.matching_head
+        if self.head == "bilinear":
+            self.classifier = nn.Bilinear(config.hidden_size, config.hidden_size, 1)
+        else:
+            self.classifier = nn.Linear(config.max_length * 2 * config.hidden_size, 1)  # W_f
 
     def logits(self, text: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # shape: text T, image C (B, L, d); mask (B, L) -> (B,)
+        if self.head == "bilinear":  # mean over the real pieces of each side, then t^T W c + b
+            weight = mask.unsqueeze(-1).to(text.dtype)
+            count = weight.sum(1).clamp(min=1)
+            return self.classifier((text * weight).sum(1) / count, (image * weight).sum(1) / count).squeeze(-1)
         pair = torch.cat([text, image], dim=-1) * mask.unsqueeze(-1).to(text.dtype)  # padding rows -> 0
         length = pair.shape[1]
         if length > self.max_length:  # allowed while only padding lies beyond max_length

@@ -150,8 +150,9 @@ def test_crf_likelihood_equals_brute_force_enumeration():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in crf.parameters())
 
 
-def test_padding_does_not_change_anything():
-    model = tiny_model()
+@pytest.mark.parametrize("variant", [{}, {"swap": "image", "matching_head": "bilinear"}])
+def test_padding_does_not_change_anything(variant):
+    model = tiny_model(**variant)
     model.train()  # with dropout 0 (tiny config): the CM negatives and losses are exercised
     short = make_batch(model.config, seed=4)
     long = make_batch(model.config, seed=4, pad_to=short["input_ids"].shape[1] + 5)
