@@ -82,6 +82,12 @@ def main(verbose: bool) -> None:
               help="CM negatives: the other tweet's C (c, the paper's wording, which a linear CM cannot "
                    "separate, see README) or C recomputed from this text and the other tweet's image "
                    "[default: the preset's, c].")
+@click.option("--matching-head", type=click.Choice(["linear", "bilinear"]), default=None,
+              help="CM classifier: linear on flatten([T; C]) (the paper) or bilinear on mean T and mean C "
+                   "[default: linear].")
+@click.option("--ner-pairs", type=click.Choice(["swapped", "true"]), default=None,
+              help="In training, a tweet whose C was swapped learns its tags from p times the swapped C "
+                   "(swapped) or from its own image (true) [default: swapped].")
 @click.option("--no-alignment", is_flag=True, help="Ablation: without CA.")
 @click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
 @click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
@@ -93,7 +99,7 @@ def main(verbose: bool) -> None:
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
 def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, preset, epochs,
-          batch_size, lr, head_lr, seed, seeds, swap, no_alignment, no_matching, text_only, device, amp, resume) -> None:
+          batch_size, lr, head_lr, seed, seeds, swap, matching_head, ner_pairs, no_alignment, no_matching, text_only, device, amp, resume) -> None:
     """Train MAF on tokenized text joined with cached image features.
 
     Every epoch: dev P/R/F1 (conlleval rules), best/ saved on improvement, last.pt for
@@ -117,7 +123,9 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
 
         features = OnlineFeatures(images_dir, ExtractConfig(backbone=backbone, weights=weights, transform=transform,
                                                             seed=seed), resolve_device(device))
-    model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config, **({"swap": swap} if swap else {}))
+    chosen = {"swap": swap, "matching_head": matching_head, "ner_pairs": ner_pairs}
+    model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config,
+                                         **{k: v for k, v in chosen.items() if v is not None})
     model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, seed=seed, device=device,
                          amp=amp)

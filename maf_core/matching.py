@@ -53,6 +53,7 @@ class CrossModalMatching(nn.Module):
         self.head = config.matching_head
         if self.head == "bilinear":
             self.classifier = nn.Bilinear(config.hidden_size, config.hidden_size, 1)
+            nn.init.zeros_(self.classifier.weight)  # p = 0.5 at the start; the default init gives |logit| ~ sqrt(d)
         else:
             self.classifier = nn.Linear(config.max_length * 2 * config.hidden_size, 1)  # W_f
 

@@ -189,12 +189,16 @@ def test_several_seeds_give_a_summary(corpus, tmp_path):
 def test_config_file_gives_defaults_and_flags_win(corpus, tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text(f"features: {corpus['store']}\ntext: {corpus['text']}\nbert-config: tiny\n"
-                      f"epochs: 1\nbatch_size: 64\nseed: 7\ndevice: cpu\n")
-    result = CliRunner().invoke(maf, ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--seed", "8"])
+                      f"epochs: 1\nbatch_size: 64\nseed: 7\ndevice: cpu\nmatching-head: bilinear\nhead_lr: 0.002\n")
+    result = CliRunner().invoke(maf, ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--seed", "8",
+                                      "--swap", "image", "--ner-pairs", "true"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["train"]["seed"] == 8 and saved["train"]["batch_size"] == 64 and saved["train"]["epochs"] == 1
+    assert saved["train"]["head_lr"] == 0.002
     assert saved["model"]["bert_size"] == "tiny"
+    assert (saved["model"]["swap"], saved["model"]["matching_head"], saved["model"]["ner_pairs"]) == \
+        ("image", "bilinear", "true")
     config.write_text("epochs: 1\nlearning_rate: 0.1\n")
     result = CliRunner().invoke(maf, ["train", "--config", str(config), "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "train.yaml: unknown keys learning_rate; known:" in result.output
