@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -86,7 +85,7 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(run)
-    report = train(store, text, run, model_config, config)
+    train(store, text, run, model_config, config)
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
 

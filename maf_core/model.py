@@ -20,7 +20,6 @@ from maf_core.interaction import CrossModalInteraction
 from maf_core.matching import CrossModalMatching, choose_negatives
 
 
-
 @dataclass
 class MAFOutput:
     """What one forward pass returns; losses are None when no tags were given."""
