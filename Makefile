@@ -31,7 +31,7 @@ test-fast: install
 # features -> MAF and the text-only baseline -> evaluation -> comparison and figures.
 # Steps already done are reused and say so; an interrupted training resumes from last.pt
 # (delete $(DEMO)/ or run `make clean-demo` to start over).
-DEMO_TRAIN := --bert-config small --epochs 20 --batch-size 16 --lr 2e-4 --head-lr 1e-3 --device cpu
+DEMO_TRAIN := --bert-config small --epochs 12 --batch-size 16 --lr 2e-4 --head-lr 1e-3 --device cpu
 DEMO_MAF := --swap image --matching-head bilinear --ner-pairs true
 
 demo: install
