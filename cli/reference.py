@@ -17,9 +17,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _help(group: click.Group, name: str, command: str) -> str:
+    """`NAME COMMAND --help` as a user sees it: the group's context settings (-h, --help; width
+    100) apply, whatever terminal this runs in and whatever ran before in this process."""
     sub = group.commands[command]
-    with click.Context(group, info_name=name, terminal_width=100, max_content_width=100) as parent:
-        with click.Context(sub, info_name=command, parent=parent, terminal_width=100, max_content_width=100) as ctx:
+    settings = {**group.context_settings, "terminal_width": 100}
+    with click.Context(group, info_name=name, **settings) as parent:
+        with click.Context(sub, info_name=command, parent=parent, **sub.context_settings) as ctx:
             return sub.get_help(ctx)
 
 
