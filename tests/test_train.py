@@ -269,7 +269,7 @@ def test_torchrun_launch_writes_one_run(corpus, tmp_path):
 
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "cli.maf",
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cli.maf",
                            "train", "--features", str(corpus["store"]), "--text", str(corpus["text"]), "--out", str(out),
                            "--bert-config", "tiny", "--epochs", "2", "--batch-size", "16", "--device", "cpu"],
                           capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
