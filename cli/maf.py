@@ -185,7 +185,7 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
     from maf_core.metrics import table
     from maf_core.train import evaluate_split, load_model, resolve_device, write_predictions
     from pipeline.errors import DataError
-    from pipeline.extract import _difference
+    from pipeline.extract import differences
     from pipeline.store import FeatureStore
     from pipeline.tokenization import read_meta
 
@@ -195,12 +195,10 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
     saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
     store = FeatureStore(features or saved["features"])
     if store.fingerprint != saved["store_fingerprint"]:
-        differing = [_difference(store.fingerprint, saved["store_fingerprint"], key)
-                     for key in sorted(set(store.fingerprint) | set(saved["store_fingerprint"]))
-                     if store.fingerprint.get(key) != saved["store_fingerprint"].get(key)]
         raise DataError(f"{store.path}: extracted with other settings than the store {run} was trained with "
-                        f"({'; '.join(differing)}, 'there' = this store); extract with the run's settings, or "
-                        "use `maf predict --images`, which extracts with the run's exact backbone")
+                        f"({differences(store.fingerprint, saved['store_fingerprint'])}, 'there' = this store); "
+                        "extract with the run's settings, or use `maf predict --images`, which extracts with "
+                        "the run's exact backbone")
     text = Path(text_dir or saved["text_dir"])
     meta = read_meta(text)
     if meta["tokenizer"]["vocab_sha256"] != saved["tokenizer"]["vocab_sha256"]:

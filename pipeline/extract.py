@@ -264,8 +264,7 @@ def _prepare_work_dir(work: Path, job_record: dict, overwrite: bool) -> None:
         found = json.loads(path.read_text())
         if found != job_record:
             if not overwrite:
-                diff = sorted(k for k in set(found) | set(job_record) if found.get(k) != job_record.get(k))
-                detail = "; ".join(_difference(found, job_record, k) for k in diff)
+                detail = differences(found, job_record)
                 raise DataError(
                     f"{work}: holds shards of a different extraction ({detail}); rerun with the same "
                     "settings to resume it, or pass --overwrite to discard those shards"
@@ -275,6 +274,12 @@ def _prepare_work_dir(work: Path, job_record: dict, overwrite: bool) -> None:
     work.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as handle:
         json.dump(job_record, handle, indent=1, sort_keys=True)
+
+
+def differences(found: dict, wanted: dict) -> str:
+    """The fields in which two records (fingerprints, job records) differ, 'there' vs 'now'."""
+    keys = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+    return "; ".join(_difference(found, wanted, k) for k in keys)
 
 
 def _difference(found: dict, wanted: dict, key: str) -> str:
