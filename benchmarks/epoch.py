@@ -56,7 +56,7 @@ def main() -> None:
     from maf_core.config import MAFConfig
     from maf_core.data import bucketed_batches, collate, load_split
     from maf_core.model import MAF
-    from maf_core.train import MODEL_KEYS, TrainConfig, optimizer_for
+    from maf_core.train import TrainConfig, optimizer_for, train_step
     from maf_core.online import OnlineFeatures
     from pipeline.extract import ExtractConfig
     from pipeline.store import FeatureStore
@@ -77,13 +77,8 @@ def main() -> None:
         optimizer = optimizer_for(model, TrainConfig())
         start = time.perf_counter()
         for step, indices in enumerate(batches):
-            batch = make_batch(indices)
-            out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"],
-                        generator=torch.Generator().manual_seed(step))
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            train_step(model, optimizer, make_batch(indices), torch.device("cpu"),
+                       generator=torch.Generator().manual_seed(step))
         return time.perf_counter() - start
 
     # memory: every tweet's features gathered once, as tensors

@@ -50,7 +50,7 @@ def main() -> None:
     from maf_core.data import bucketed_batches, collate, load_split
     from maf_core.model import MAF
     from maf_core.online import OnlineFeatures
-    from maf_core.train import MODEL_KEYS, TrainConfig, _to, autocast, optimizer_for, train
+    from maf_core.train import TrainConfig, _to, optimizer_for, train, train_step
     from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
     from pipeline.sample import make_sample
     from pipeline.store import FeatureStore
@@ -103,14 +103,7 @@ def main() -> None:
         pad = 128 - batch["input_ids"].shape[1]
         batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, pad))
         batch["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, pad))
-        batch = _to(batch, device)
-        with autocast(device, None):
-            out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"],
-                        generator=torch.Generator().manual_seed(n))
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        train_step(model, optimizer, _to(batch, device), device, generator=torch.Generator().manual_seed(n))
 
     warm = min(2, len(timed) - 1)
     for n, indices in enumerate(timed[:warm]):  # warm-up (cuDNN autotuning of the ResNet shapes)
@@ -135,14 +128,8 @@ def main() -> None:
         chosen = batches[:24]
 
         def trainer_step(n, indices):
-            batch = _to(collate(split, indices, store_), device)
-            with autocast(device, None):
-                out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"],
-                            generator=torch.Generator().manual_seed(n))
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            train_step(model, optimizer, _to(collate(split, indices, store_), device), device,
+                       generator=torch.Generator().manual_seed(n))
 
         for n, indices in enumerate(chosen[:4]):
             trainer_step(n, indices)

@@ -22,7 +22,7 @@ from maf_core.config import MAFConfig
 from maf_core.data import Split, bucketed_batches, check_store, collate, load_split
 from maf_core.metrics import score, table
 from maf_core.matching import choose_negatives
-from maf_core.model import MAF
+from maf_core.model import MAF, MAFOutput
 from pipeline.conll import Tweet, write_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
@@ -89,6 +89,20 @@ def linear_schedule(total: int, warmup: float) -> Callable[[int], float]:
             return (step + 1) / warm
         return max(0.0, (total - step - 1) / max(1, total - warm))
     return factor
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device,
+               amp: bool | None = None, clip: float = 1.0, **forward) -> MAFOutput:
+    """One optimisation step on a collated batch already on `device`: forward (bf16 autocast
+    where on), backward, global gradient clipping, optimizer step. `forward`: generator,
+    negatives, shard. `model` may be MAF or MAF wrapped in DistributedDataParallel."""
+    with autocast(device, amp):
+        out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"], **forward)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return out
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -243,7 +257,8 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = optimizer_for(model, config)
     train_split = splits["train"]
-    lengths, word_counts = train_split.padded()["lengths"], train_split.padded()["words"]
+    padded = train_split.padded()
+    lengths, word_counts = padded["lengths"], padded["words"]
 
     def epoch_batches(epoch: int) -> list[list[int]]:
         batches = bucketed_batches(lengths.tolist(), config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch)
@@ -288,13 +303,8 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
             if matching and shard is None:  # drawn here from the CPU copy of image_ok: no device sync
                 negatives = choose_negatives(batch["image_ok_cpu"], model.pairs_for(len(batch["image_ok_cpu"])),
                                              model_config.negatives, generator)
-            with autocast(device, config.amp):
-                out = trained(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"], generator=generator,
-                              negatives=negatives, shard=shard)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
+            out = train_step(trained, optimizer, batch, device, config.amp, config.clip, generator=generator,
+                             negatives=negatives, shard=shard)
             scheduler.step()
             step += 1
             sums += torch.stack([v.detach().float() if v is not None else sums.new_zeros(())
@@ -337,10 +347,8 @@ def _prefetched(batches: Iterator[dict], device: torch.device) -> Iterator[dict]
     background thread while the current one trains; on CPU that thread would only compete
     with the model for the same cores, so batches are made in turn."""
     def load(batch: dict) -> dict:
-        batch["image_ok_cpu"] = batch.get("image_ok")
-        shard = batch.pop("shard")
-        moved = _to({k: v for k, v in batch.items() if k != "image_ok_cpu"}, device)
-        return {**moved, "image_ok_cpu": batch["image_ok_cpu"], "shard": shard}
+        shard, image_ok = batch.pop("shard"), batch.get("image_ok")
+        return {**_to(batch, device), "image_ok_cpu": image_ok, "shard": shard}
 
     if device.type != "cuda":
         yield from map(load, batches)
