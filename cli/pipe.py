@@ -103,7 +103,7 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
               help="torchvision ResNet; 18/34 give 512 channels, 50/101/152 give 2048.")
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet (torchvision weights; needs the network or torch's cache), a .pth state dict "
-                   "(e.g. resnet152-b121ed2d.pth), or none (random init from --seed: demo and tests only).")
+                   "(e.g. resnet152-b121ed2d.pth), or none (random init from --seed, each residual block starting as the identity: demo and tests only).")
 @click.option("--transform", type=click.Choice(extract.TRANSFORMS), default="resize", show_default=True,
               help="resize: 224x224 resize, as the paper. maf-crop: the released code's random 224 crop "
                    "and flip, seeded per image id.")
