@@ -185,8 +185,7 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
     from maf_core.metrics import table
     from maf_core.train import evaluate_split, load_model, resolve_device, write_predictions
     from pipeline.errors import DataError
-    from pipeline.extract import differences
-    from pipeline.store import FeatureStore
+    from pipeline.store import FeatureStore, store_differences
     from pipeline.tokenization import read_meta
 
     run = Path(run_dir)
@@ -194,9 +193,10 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
         raise DataError(f"{run}: not a finished run directory (config.json and best/model.pt expected)")
     saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
     store = FeatureStore(features or saved["features"])
-    if store.fingerprint != saved["store_fingerprint"]:
+    changed = store_differences(store.fingerprint, saved["store_fingerprint"], str(store.path))
+    if changed:
         raise DataError(f"{store.path}: extracted with other settings than the store {run} was trained with "
-                        f"({differences(store.fingerprint, saved['store_fingerprint'])}, 'there' = this store); "
+                        f"({changed}, 'there' = this store); "
                         "extract with the run's settings, or use `maf predict --images`, which extracts with "
                         "the run's exact backbone")
     text = Path(text_dir or saved["text_dir"])

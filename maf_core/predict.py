@@ -23,15 +23,11 @@ from maf_core.train import load_model, predict_split, resolve_device
 from pipeline.conll import Tweet
 from pipeline.errors import DataError
 from pipeline.schemes import get_entities
-from pipeline.store import FeatureStore
+from pipeline.store import FeatureStore, store_differences
 from pipeline.tokenization import load_tokenizer, tokenize_tweets, vocab_sha256
 
 logger = logging.getLogger(__name__)
 BN_FILE = "backbone_bn.npz"
-
-
-def _comparable(fingerprint: dict) -> dict:
-    return {k: v for k, v in fingerprint.items() if k != "versions"}
 
 
 class MAFPredictor:
@@ -57,9 +53,10 @@ class MAFPredictor:
         wanted = self.run["store_fingerprint"]
         if features is not None:
             store = FeatureStore(features)
-            if _comparable(store.fingerprint) != _comparable(wanted):
+            changed = store_differences(store.fingerprint, wanted, str(features))
+            if changed:
                 raise DataError(f"{features}: made with other extraction settings than the store {self.run_dir} "
-                                f"was trained with ({self.run['features']})")
+                                f"was trained with ({self.run['features']}: {changed}, 'there' = this store)")
             return store
         if images_dir is None:
             return None
@@ -67,7 +64,12 @@ class MAFPredictor:
 
         identity = wanted["weights"]
         if identity["kind"] == "random":
-            weights_arg, seed = "none", int(identity["identity"].split(":", 1)[1])
+            _, seed, *init = identity["identity"].split(":")
+            if init != ["zero-residual"]:
+                raise DataError(f"{self.run_dir} was trained on random backbone weights of an older init "
+                                f"({identity['identity']}); `--weights none` no longer makes them: re-extract the "
+                                "store and retrain, or pass --features with the run's store")
+            weights_arg, seed = "none", int(seed)
         elif identity["kind"] == "imagenet":
             weights_arg, seed = "imagenet", 0
         else:
@@ -90,9 +92,10 @@ class MAFPredictor:
         out = workdir / "store.h5"
         extract_images(images_dir, out, config, ids=sorted(set(image_ids)))
         store = FeatureStore(out)
-        if _comparable(store.fingerprint) != _comparable(wanted):
+        changed = store_differences(store.fingerprint, wanted, "new images")
+        if changed:
             raise DataError(f"new images were extracted with another fingerprint than {self.run_dir}'s store "
-                            f"(weights {store.fingerprint['weights']} vs {wanted['weights']})")
+                            f"({changed}, 'there' = the new images)")
         return store
 
     def predict(self, items: list[dict], features: str | Path | None = None, images_dir: str | Path | None = None,

@@ -27,7 +27,7 @@ from pipeline.conll import Tweet, write_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.schemes import bioes_to_bio, get_entities
-from pipeline.store import FeatureStore
+from pipeline.store import FeatureStore, store_differences
 from pipeline.tokenization import read_meta
 
 logger = logging.getLogger(__name__)
@@ -434,9 +434,10 @@ def _check_resume(out_dir: Path, run: dict, model_config: MAFConfig) -> tuple[di
     if not last.is_file():
         raise DataError(f"{out_dir}: no last.pt to resume from")
     saved = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
-    if saved["store_fingerprint"] != run["store_fingerprint"]:
+    changed = store_differences(run["store_fingerprint"], saved["store_fingerprint"], run["features"])
+    if changed:
         raise DataError(f"{run['features']}: its fingerprint differs from the store {out_dir} was trained with "
-                        f"({saved['features']}); resume with that store")
+                        f"({saved['features']}: {changed}, 'there' = this store); resume with that store")
     if saved["tokenizer"]["vocab_sha256"] != run["tokenizer"]["vocab_sha256"]:
         raise DataError(f"{run['text_dir']}: tokenized with another vocabulary (sha256 "
                         f"{run['tokenizer']['vocab_sha256'][:12]}) than {out_dir} ({saved['tokenizer']['vocab_sha256'][:12]})")

@@ -37,7 +37,7 @@ from pipeline.images import (
     MAX_PIXELS, STATUS, STATUS_NAMES, TRANSFORMS, ImageIndex, Transform, load_tensor, locate, normalise,
     read_image_bytes,
 )
-from pipeline.store import FORMAT_VERSION, Shard, assemble, read_shard_index, write_shard
+from pipeline.store import FORMAT_VERSION, Shard, assemble, differences, read_shard_index, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -274,22 +274,6 @@ def _prepare_work_dir(work: Path, job_record: dict, overwrite: bool) -> None:
     work.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as handle:
         json.dump(job_record, handle, indent=1, sort_keys=True)
-
-
-def differences(found: dict, wanted: dict) -> str:
-    """The fields in which two records (fingerprints, job records) differ, 'there' vs 'now'."""
-    keys = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
-    return "; ".join(_difference(found, wanted, k) for k in keys)
-
-
-def _difference(found: dict, wanted: dict, key: str) -> str:
-    a, b = found.get(key), wanted.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-        inner = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        return f"{key}." + ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in inner)
-    if key == "ids_sha256":
-        return "another list of image ids"
-    return f"{key}: {a!r} there, {b!r} now"
 
 
 def _finished(path: Path, expected_ids: list[str]) -> bool:

@@ -14,7 +14,8 @@ Recipe (explained for users in data/README.md):
 - A few text-decided tweets have no image file, and a few a broken one (zero bytes,
   truncated JPEG, or text named .jpg).
 - The cue classes differ in colour and layout strongly enough for a randomly initialised,
-  frozen CNN to tell them apart, so the effect shows without pretrained weights.
+  frozen CNN to tell them apart, so the effect shows without pretrained weights (for
+  ResNet-152, with `--weights none`'s identity-start residual blocks; see data/README.md).
 
 Everything is drawn from one `random.Random(seed)`; the same seed gives the same files.
 """

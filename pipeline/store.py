@@ -9,6 +9,7 @@ index (about 250 samples/s for a batch of 64 here).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from pipeline.errors import DataError
 from pipeline.images import STATUS, STATUS_NAMES
 
+logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
@@ -94,6 +96,36 @@ def assemble(out: str | os.PathLike, shard_paths: Sequence[Path], num_images: in
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def differences(found: dict, wanted: dict) -> str:
+    """The fields in which two records (fingerprints, job records) differ, 'there' vs 'now'."""
+    keys = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+    return "; ".join(_difference(found, wanted, k) for k in keys)
+
+
+def store_differences(found: dict, wanted: dict, what: str = "") -> str:
+    """How two store fingerprints differ in what makes the features ('' when they agree).
+
+    The one rule for using a store with a run (resume, `maf evaluate`, `maf predict`): every
+    field must agree except `versions`, since a torch or torchvision patch release moves
+    features by rounding only; a version difference is logged as a warning naming `what`.
+    """
+    if found.get("versions") != wanted.get("versions"):
+        logger.warning("%sthe store was made with %s, the run's store with %s; features may differ in "
+                       "the last digits", f"{what}: " if what else "", found.get("versions"), wanted.get("versions"))
+    return differences({k: v for k, v in found.items() if k != "versions"},
+                       {k: v for k, v in wanted.items() if k != "versions"})
+
+
+def _difference(found: dict, wanted: dict, key: str) -> str:
+    a, b = found.get(key), wanted.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+        inner = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return f"{key}." + ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in inner)
+    if key == "ids_sha256":
+        return "another list of image ids"
+    return f"{key}: {a!r} there, {b!r} now"
 
 
 def read_fingerprint(path: str | os.PathLike) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.images import STATUS
-from pipeline.store import FeatureStore, Shard, assemble, write_shard
+from pipeline.store import FeatureStore, Shard, assemble, store_differences, write_shard
 
 
 def build_store(path: Path, ids: list[str], channels: int = 6, seed: int = 0, shard_size: int = 4) -> Path:
@@ -135,3 +135,15 @@ def test_assemble_never_leaves_a_partial_store(tmp_path):
     with h5py.File(out, "r") as f:
         assert json.loads(f.attrs["fingerprint"]) == {"x": 1}
         assert f["regions"].chunks is None and f["regions"].compression is None
+
+
+def test_store_differences_ignore_library_versions_with_a_warning(caplog):
+    made = {"backbone": "resnet152", "weights": {"kind": "file", "identity": "sha256:ab"},
+            "versions": {"torch": "2.14.1", "torchvision": "0.29.1"}}
+    newer = dict(made, versions={"torch": "2.14.2", "torchvision": "0.29.1"})
+    with caplog.at_level("WARNING"):
+        assert store_differences(newer, made, "new.h5") == ""
+    assert "new.h5: the store was made with" in caplog.text and "2.14.2" in caplog.text
+    other = dict(newer, weights={"kind": "file", "identity": "sha256:cd"})
+    assert store_differences(other, made) == "weights.identity: 'sha256:cd' there, 'sha256:ab' now"
+    assert store_differences(made, made) == ""

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -150,6 +152,18 @@ def test_resume_and_evaluate_refuse_mismatched_inputs(corpus, tmp_path, sample_d
     assert done.exit_code == 0, done.output
     assert (run / "predictions-again" / "valid.conll").is_file()
     assert (run / "predictions-again" / "valid.jsonl").read_text() == (run / "predictions" / "valid.jsonl").read_text()
+
+    # one rule for a run and a store: every fingerprint field but the library versions must agree
+    relabelled = tmp_path / "versions.h5"
+    shutil.copy(corpus["store"], relabelled)
+    with h5py.File(relabelled, "r+") as f:
+        fingerprint = json.loads(f.attrs["fingerprint"])
+        fingerprint["versions"]["torch"] = "0.0.1"
+        f.attrs["fingerprint"] = json.dumps(fingerprint)
+    done = runner.invoke(maf, ["evaluate", str(run), "--features", str(relabelled), "--split", "valid",
+                               "--out", str(tmp_path / "relabelled")])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "relabelled" / "valid.jsonl").read_text() == (run / "predictions" / "valid.jsonl").read_text()
 
 
 def test_score_matches_a_hand_computed_conlleval_example(tmp_path):
