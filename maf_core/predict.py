@@ -20,6 +20,7 @@ import torch
 
 from maf_core.data import Split
 from maf_core.train import load_model, predict_split, resolve_device
+from pipeline.backbone import random_seed
 from pipeline.conll import Tweet
 from pipeline.errors import DataError
 from pipeline.schemes import get_entities
@@ -64,12 +65,11 @@ class MAFPredictor:
 
         identity = wanted["weights"]
         if identity["kind"] == "random":
-            _, seed, *init = identity["identity"].split(":")
-            if init != ["zero-residual"]:
+            weights_arg, seed = "none", random_seed(identity["identity"])
+            if seed is None:
                 raise DataError(f"{self.run_dir} was trained on random backbone weights of an older init "
                                 f"({identity['identity']}); `--weights none` no longer makes them: re-extract the "
                                 "store and retrain, or pass --features with the run's store")
-            weights_arg, seed = "none", int(seed)
         elif identity["kind"] == "imagenet":
             weights_arg, seed = "imagenet", 0
         else:

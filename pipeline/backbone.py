@@ -100,6 +100,20 @@ def _imagenet_file(name: str) -> Path:
     return cached
 
 
+def random_identity(seed: int) -> str:
+    """The fingerprint identity of `--weights none` with `seed` (the init is part of it)."""
+    return f"random:{seed}:zero-residual"
+
+
+def random_seed(identity: str) -> int | None:
+    """The seed of a random-weights identity this code makes again; None for another init."""
+    try:
+        seed = int(identity.split(":")[1])
+    except (IndexError, ValueError):
+        return None
+    return seed if identity == random_identity(seed) else None
+
+
 def resolve_weights(name: str, weights: str, seed: int) -> tuple[dict[str, torch.Tensor], dict]:
     """`imagenet` | a .pth path | `none` → (body state dict, identity for the fingerprint).
 
@@ -119,7 +133,7 @@ def resolve_weights(name: str, weights: str, seed: int) -> tuple[dict[str, torch
             "--weights resnet152-b121ed2d.pth", name, seed
         )
         state = ResNetFeatures(name, zero_init_residual=True).state_dict()
-        return state, {"kind": "random", "identity": f"random:{seed}:zero-residual"}
+        return state, {"kind": "random", "identity": random_identity(seed)}
     path = _imagenet_file(name) if weights == "imagenet" else Path(weights)
     if not path.is_file():
         raise DataError(f"--weights {weights}: no such file (expected imagenet, none, or a .pth state dict)")

@@ -115,7 +115,6 @@ def test_random_frozen_resnet152_tells_the_image_classes_apart(tmp_path):
     state, _ = resolve_weights("resnet152", "none", seed=0)
     model = ResNetFeatures("resnet152")
     model.load_state_dict(state)
-    torch.set_num_threads(2)
     estimate_bn_stats(model, images[:128].split(32))
     with torch.inference_mode():
         features = torch.cat([model(batch)[1] for batch in images.split(32)])

@@ -1,6 +1,7 @@
 """`maf train`, `evaluate`, `score`: runs, resumes to the same result, refuses mismatched inputs."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import replace
@@ -239,6 +240,11 @@ def test_predict_new_tweets_from_images_and_from_a_store(corpus, tmp_path, sampl
         predictor.predict(items, features=corpus["store"])
     with pytest.raises(DataError, match="MAF needs image features"):
         predictor.predict(items)
+    older = copy.deepcopy(predictor.run)  # a run on stores made before --weights none's current init
+    older["store_fingerprint"]["weights"]["identity"] = "random:0"
+    with pytest.raises(DataError, match=r"random backbone weights of an older init \(random:0\)"):
+        MAFPredictor(predictor.model, older, run, predictor.tokenizer, predictor.device).predict(
+            items, images_dir=sample_dir / "images")
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text("\n".join(json.dumps({"id": r["id"], "text": " ".join(r["words"])}) for r in expected) + "\n")
     result = CliRunner().invoke(maf, ["predict", str(run), "--input", str(jsonl), "--images", str(sample_dir / "images"),
