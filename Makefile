@@ -32,7 +32,7 @@ test-fast: install
 # Steps already done are reused and say so; an interrupted training resumes from last.pt
 # (delete $(DEMO)/ or run `make clean-demo` to start over).
 DEMO_TRAIN := --bert-config small --epochs 12 --batch-size 16 --lr 2e-4 --head-lr 1e-3 --device cpu
-DEMO_MAF := --swap image --matching-head bilinear --ner-pairs true
+DEMO_MAF := --preset recommended
 
 demo: install
 	@if [ -f $(DEMO)/data/train.txt ]; then echo "[demo] sample corpus: reusing $(DEMO)/data"; \

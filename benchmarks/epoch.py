@@ -1,6 +1,9 @@
 """One training epoch three ways, same model, same tweets, same run:
 
-- store: batches joined with store.h5 through FeatureStore (what `maf train` does);
+- store: batches joined with store.h5 through FeatureStore (what `maf train` does: tweets
+  of similar length batched together, rows in random order inside);
+- random: the same with random batches (`--batching random`, the released code's sampler),
+  which pad to the longest of a random 16 (grouping_speedup = random / store);
 - memory: the same features already as tensors in RAM (the floor for any cache);
 - original: the published code bases' design: every tweet padded to 128 pieces, every
   image read, decoded, resized and run through the frozen ResNet-152 inside every step
@@ -9,7 +12,7 @@
 overhead_ratio = store / memory (goal <= 1.05); speedup_vs_original = original / store
 (goal >= 4). BERT-base size by default, on this CPU; the final line is JSON.
 
-    .venv/bin/python benchmarks/epoch.py [--tweets 160] [--bert base] [--batch-size 16]
+    .venv/bin/python benchmarks/epoch.py [--tweets 270] [--bert base] [--batch-size 16]
 """
 from __future__ import annotations
 
@@ -69,9 +72,11 @@ def main() -> None:
     store = FeatureStore(paths["store"])
     config = MAFConfig.from_preset("paper", bert_size=args.bert, tags=meta["tags"],
                                    vocab_size=meta["tokenizer"]["vocab_size"])
-    batches = bucketed_batches([len(x) for x in split.input_ids], args.batch_size, shuffle=True, seed=0)
+    lengths = [len(x) for x in split.input_ids]
+    grouped = bucketed_batches(lengths, args.batch_size, shuffle=True, seed=0)
+    random_batches = bucketed_batches(lengths, args.batch_size, shuffle=True, seed=0, by_length=False)
 
-    def epoch(make_batch) -> float:
+    def epoch(make_batch, batches=grouped) -> float:
         torch.manual_seed(0)
         model = MAF(config).train()
         optimizer = optimizer_for(model, TrainConfig())
@@ -103,22 +108,25 @@ def main() -> None:
         batch["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, pad))
         return batch
 
-    print(f"{len(split)} train tweets, {len(batches)} steps of {args.batch_size}, BERT {args.bert}, "
+    print(f"{len(split)} train tweets, {len(grouped)} steps of {args.batch_size}, BERT {args.bert}, "
           f"{torch.get_num_threads()} threads", file=sys.stderr)
     epoch(lambda indices: collate(split, indices, store))  # warm-up: allocator, page cache
     memory = epoch(from_memory)
     stored = epoch(lambda indices: collate(split, indices, store))
     memory_again = epoch(from_memory)
-    print(f"store {stored:.1f} s, memory {memory:.1f} / {memory_again:.1f} s", file=sys.stderr)
+    unsorted = epoch(lambda indices: collate(split, indices, store), random_batches)
+    print(f"store {stored:.1f} s, memory {memory:.1f} / {memory_again:.1f} s, random batches {unsorted:.1f} s",
+          file=sys.stderr)
     orig = epoch(original)
     print(f"original design {orig:.1f} s", file=sys.stderr)
     memory_mean = (memory + memory_again) / 2
     print(json.dumps({
-        "benchmark": "epoch", "bert": args.bert, "train_tweets": len(split), "steps": len(batches),
+        "benchmark": "epoch", "bert": args.bert, "train_tweets": len(split), "steps": len(grouped),
         "batch_size": args.batch_size, "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
         "store_s": round(stored, 2), "memory_s": round(memory_mean, 2), "memory_runs_s": [round(memory, 2), round(memory_again, 2)],
         "original_s": round(orig, 2), "overhead_ratio": round(stored / memory_mean, 3),
         "speedup_vs_original": round(orig / stored, 2),
+        "random_batches_s": round(unsorted, 2), "grouping_speedup": round(unsorted / stored, 3),
         "mean_pieces": round(float(np.mean([len(x) for x in split.input_ids])), 1),
     }))
 

@@ -68,26 +68,37 @@ def main(verbose: bool) -> None:
 @click.option("--bert", default=None, help="A pretrained BERT: Hub name (bert-base-cased) or local directory.")
 @click.option("--bert-config", type=click.Choice(["tiny", "small", "base"]), default="base", show_default=True,
               help="Without --bert: a random-init BERT of this size with the tokenizer's vocabulary.")
-@click.option("--preset", type=click.Choice(["paper", "released-code"]), default="paper", show_default=True,
-              help="Hyperparameters of the paper or of the authors' released code (README).")
+@click.option("--preset", type=click.Choice(["paper", "released-code", "recommended"]), default="paper",
+              show_default=True,
+              help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
+                   "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "
+                   "negatives made from another tweet's image, a bilinear CM and tags learned on each "
+                   "tweet's own image, the setting whose p tells related images from unrelated ones. "
+                   "Every value: README, The model.")
 @click.option("--epochs", default=24, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--lr", default=5e-5, show_default=True, help="AdamW learning rate (10% warm-up, linear decay to 0).")
 @click.option("--head-lr", type=float, default=None,
               help="Learning rate of everything after BERT (CA, CI, CM, CF, CRF) [default: --lr].")
+@click.option("--optimizer", type=click.Choice(["adamw", "bertadam"]), default=None,
+              help="adamw (10% warm-up, linear decay to 0, global clipping) or bertadam (the released "
+                   "code's: no bias correction, each tensor clipped, warmup_linear) [default: the preset's].")
+@click.option("--batching", type=click.Choice(["length", "random"]), default=None,
+              help="Batches of similar-length tweets (less padding; rows in random order inside) or "
+                   "random batches [default: the preset's; released-code: random, others: length].")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--seeds", default=None, help="Comma-separated seeds (1,2,3): one run per seed in OUT/seed-N, "
                                              "and OUT/summary.json with mean and std.")
 @click.option("--swap", type=click.Choice(["c", "image"]), default=None,
               help="CM negatives: the other tweet's C (c, the paper's wording, which a linear CM cannot "
                    "separate, see README) or C recomputed from this text and the other tweet's image "
-                   "[default: the preset's, c].")
+                   "[default: the preset's: c, recommended: image].")
 @click.option("--matching-head", type=click.Choice(["linear", "bilinear"]), default=None,
-              help="CM classifier: linear on flatten([T; C]) (the paper) or bilinear on mean T and mean C "
-                   "[default: linear].")
+              help="CM classifier: linear on flatten([T; C]) (the paper) or bilinear on mean T and mean C, "
+                   "which needs --swap image [default: the preset's: linear, recommended: bilinear].")
 @click.option("--ner-pairs", type=click.Choice(["swapped", "true"]), default=None,
               help="In training, a tweet whose C was swapped learns its tags from p times the swapped C "
-                   "(swapped) or from its own image (true) [default: swapped].")
+                   "(swapped) or from its own image (true) [default: the preset's: swapped, recommended: true].")
 @click.option("--no-alignment", is_flag=True, help="Ablation: without CA.")
 @click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
 @click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
@@ -99,7 +110,8 @@ def main(verbose: bool) -> None:
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
 def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, preset, epochs,
-          batch_size, lr, head_lr, seed, seeds, swap, matching_head, ner_pairs, no_alignment, no_matching, text_only, device, amp, resume) -> None:
+          batch_size, lr, head_lr, optimizer, batching, seed, seeds, swap, matching_head, ner_pairs, no_alignment,
+          no_matching, text_only, device, amp, resume) -> None:
     """Train MAF on tokenized text joined with cached image features.
 
     Every epoch: dev P/R/F1 (conlleval rules), best/ saved on improvement, last.pt for
@@ -124,11 +136,15 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
         features = OnlineFeatures(images_dir, ExtractConfig(backbone=backbone, weights=weights, transform=transform,
                                                             seed=seed), resolve_device(device))
     chosen = {"swap": swap, "matching_head": matching_head, "ner_pairs": ner_pairs}
-    model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config,
-                                         **{k: v for k, v in chosen.items() if v is not None})
+    try:
+        model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config,
+                                             **{k: v for k, v in chosen.items() if v is not None})
+    except ValueError as error:  # a combination the model refuses, with its reason
+        flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in chosen.items() if value)
+        raise DataError(f"--preset {preset} {flags}: {error}") from None
     model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, seed=seed, device=device,
-                         amp=amp)
+    config = TrainConfig.for_preset(preset, epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, seed=seed,
+                                    device=device, amp=amp, optimizer=optimizer, batching=batching)
     from maf_core import distributed
 
     lead = int(os.environ.get("RANK", "0")) == 0

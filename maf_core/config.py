@@ -11,9 +11,18 @@ BERT_SIZES = {
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
-PRESETS = ("paper", "released-code")
+PRESETS = ("paper", "released-code", "recommended")
 LOSS_WEIGHTINGS = ("paper", "released-code")
 NEGATIVES = ("pairs", "tail")
+CHOICES = {  # setting -> the values it accepts
+    "negatives": NEGATIVES, "loss_weighting": LOSS_WEIGHTINGS, "ner_pairs": ("swapped", "true"),
+    "matching_head": ("linear", "bilinear"), "swap": ("c", "image"), "matching_positions": ("real", "all"),
+    "interaction_activation": ("relu", "gelu"), "init": ("default", "bert"), "dropout_on": ("emissions", "text"),
+    "crf_over": ("words", "pieces"),
+}
+# the extra CRF states of crf_over="pieces" (the released code's label list): continuation
+# pieces, [CLS], [SEP], and the padding label 0 that it also gives the CRF
+PIECE_TAGS = ("X", "[CLS]", "[SEP]", "[PAD]")
 
 
 @dataclass
@@ -27,6 +36,13 @@ class MAFConfig:
     bert_config: dict | None = None
     hidden_size: int = 768               # d
     dropout: float = 0.1
+    # where dropout acts: on [T; R] of each word before the tag layer ("emissions"), or on T
+    # right after BERT, so that CI, CM, CF and the tag layer all see the dropped T ("text",
+    # the released code, gate_cl_modeling.py:1325)
+    dropout_on: str = "emissions"
+    # initialisation of the layers after BERT: PyTorch's default per layer, or "bert",
+    # N(0, 0.02) weights and zero biases (the released code's init_bert_weights, line 1274)
+    init: str = "default"
     # image features from the store
     image_dim: int = 2048                # C, ResNet layer4 channels
     num_regions: int = 49                # 7 x 7 grid
@@ -37,8 +53,13 @@ class MAFConfig:
     # CI: cross-modal interaction (eq. 4-8)
     heads: int = 12                      # m
     interaction_ffn: int = 3072
+    interaction_activation: str = "relu"  # of CI's feed-forward (eq. 8); the released code: gelu
+    layer_norm_eps: float = 1e-5          # CI's LayerNorms; the released code: BERT's 1e-12
     # CM: cross-modal matching (eq. 9-12)
-    negatives: str = "pairs"             # pairs: k random pairs swap C; tail: the last 2k rows swap halves
+    # pairs: k random pairs swap; tail: when a batch has more than 2k rows with an image, the
+    # last 2k of them swap halves (the released code; rows come in random order, see
+    # maf_core/data.py, so "last" says nothing about a tweet)
+    negatives: str = "pairs"
     matching_pairs: int = 15             # k
     # k is given for batches of this size; other batch sizes swap the same fraction (at batch
     # 16 the paper's k = 15 would otherwise swap 14 of 16 images). None: k pairs in any batch.
@@ -54,7 +75,15 @@ class MAFConfig:
     # "bilinear", mean(T)^T W mean(C) + b over the real pieces (a pairwise score, which a
     # linear W_f cannot express)
     matching_head: str = "linear"
+    # the linear head's positions: "real", each half of [T^a; C^b] masked by its own tweet's
+    # pieces and zero beyond (so a swapped C^b brings no trace of b's length), or "all", every
+    # one of max_length positions unmasked, BERT's states at padding included (the released
+    # code, lines 1364-1371; every batch is then padded to max_length)
+    matching_positions: str = "real"
+    matching_outputs: int = 1            # 1: sigmoid of one logit; 2: softmax over two (the released code)
     max_length: int = 128                # pieces flattened by the CM classifier (zero padded)
+    # CF's gate: W_gm without a bias (eq. 13 has one bias) or with one (the released code's Gate_image)
+    fusion_image_bias: bool = False
     # loss (eq. 18): alpha * CA + beta * CM + (1 - alpha - beta) * NER, or the released code's
     loss_weighting: str = "paper"
     alpha: float = 0.2
@@ -62,6 +91,10 @@ class MAFConfig:
     # tags of the CRF, in the scheme of the tokenized text
     scheme: str = "bioes"
     tags: list[str] = field(default_factory=lambda: ["O"])
+    # the CRF's sequence: the first piece of each word ("words"), or every piece with X on
+    # continuation pieces and [CLS]/[SEP] labels (the released code, run_gate_cl.py 244, 369-375);
+    # either way a word's tag is read at its first piece
+    crf_over: str = "words"
     # ablations (paper Table 4) and the BERT-CRF baseline (Table 2), on the same code path
     use_alignment: bool = True
     use_matching: bool = True
@@ -74,16 +107,20 @@ class MAFConfig:
         problems = []
         if self.bert is None and self.bert_size not in BERT_SIZES:
             problems.append(f"bert_size {self.bert_size!r} (expected one of {', '.join(BERT_SIZES)})")
-        if self.ner_pairs not in ("swapped", "true"):
-            problems.append(f"ner_pairs {self.ner_pairs!r} (expected swapped or true)")
-        if self.matching_head not in ("linear", "bilinear"):
-            problems.append(f"matching_head {self.matching_head!r} (expected linear or bilinear)")
-        if self.swap not in ("c", "image"):
-            problems.append(f"swap {self.swap!r} (expected c or image)")
-        if self.negatives not in NEGATIVES:
-            problems.append(f"negatives {self.negatives!r} (expected one of {', '.join(NEGATIVES)})")
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            problems.append(f"loss_weighting {self.loss_weighting!r} (expected one of {', '.join(LOSS_WEIGHTINGS)})")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} {getattr(self, name)!r} (expected {' or '.join(allowed)})")
+        if self.matching_head == "bilinear" and self.swap == "c":
+            # C^b carries T^b through CI's residual connections: a pairwise score of T^a and C^b
+            # then compares text with text, which tells any two tweets apart without the image
+            problems.append("matching_head bilinear with swap c (a swapped C still carries its own tweet's "
+                            "text, so the bilinear score would compare text with text; use swap image)")
+        if self.matching_head == "bilinear" and (self.matching_positions != "real" or self.matching_outputs != 1):
+            problems.append("matching_head bilinear takes matching_positions real and matching_outputs 1")
+        if self.matching_outputs not in (1, 2):
+            problems.append(f"matching_outputs {self.matching_outputs} (expected 1 or 2)")
+        if self.layer_norm_eps <= 0:
+            problems.append(f"layer_norm_eps {self.layer_norm_eps} (expected > 0)")
         if self.hidden_size % self.heads:
             problems.append(f"hidden_size {self.hidden_size} not divisible by heads {self.heads}")
         if not 0 <= self.alignment_direction <= 1:
@@ -107,6 +144,11 @@ class MAFConfig:
     def visual(self) -> bool:
         return not self.text_only
 
+    @property
+    def crf_tags(self) -> list[str]:
+        """The CRF's states: the scheme's tags, and with crf_over="pieces" the PIECE_TAGS after them."""
+        return list(self.tags) + (list(PIECE_TAGS) if self.crf_over == "pieces" else [])
+
     @classmethod
     def tiny(cls, **overrides) -> "MAFConfig":
         """Odd small sizes for tests: shape mistakes cannot hide behind equal numbers."""
@@ -120,16 +162,28 @@ class MAFConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MAFConfig":
-        """`paper` (section 4.3) or `released-code` (the authors' repository); see DESIGN.md."""
+        """`paper` (section 4.3), `released-code` (the authors' repository, xubodhu/MAF) or
+        `recommended` (the paper with CM negatives that can be told apart); every value and
+        its source: README, "The model", and docs/design.md."""
+        paper = dict(temperature=0.102, alignment_direction=0.7, negatives="pairs", matching_pairs=15,
+                     loss_weighting="paper", alpha=0.2, beta=0.2, scheme="bioes")
         if name == "paper":
-            values = dict(temperature=0.102, alignment_direction=0.7, negatives="pairs", matching_pairs=15,
-                          loss_weighting="paper", alpha=0.2, beta=0.2, scheme="bioes")
+            values = paper
+        elif name == "recommended":
+            # negatives pair T^a with C made from b's image, a bilinear CM scores them, and the
+            # tags always learn from the tweet's own image
+            values = dict(paper, swap="image", matching_head="bilinear", ner_pairs="true")
         elif name == "released-code":
-            # last 16 rows of each batch swap halves (k = 8); 0.62 NER + 0.38 (CA + CM);
-            # BIO tags (its X label on continuation pieces has no counterpart here: the CRF
-            # runs over first pieces only, which scores the same)
-            values = dict(temperature=0.179, alignment_direction=0.7, negatives="tail", matching_pairs=8,
-                          loss_weighting="released-code", alpha=0.38, beta=0.38, scheme="bio")
+            # run_gate_cl.py defaults and gate_cl_modeling.py's MTCCMBertForMMTokenClassificationCRF:
+            # temp 0.179; temp_lamb 0.7 weights the text-to-image direction (text_toimage_loss
+            # anchors on the text), so lambda_c (the image-to-text weight) is 0.3; the last 16
+            # rows of a batch of more than 16 swap C (k = 8, whatever the batch size); 0.62 NER +
+            # 0.38 (CA + CM); BIO tags with X, [CLS], [SEP] on a CRF over every piece
+            values = dict(temperature=0.179, alignment_direction=0.3, negatives="tail", matching_pairs=8,
+                          matching_batch=None, loss_weighting="released-code", alpha=0.38, beta=0.38, scheme="bio",
+                          swap="c", matching_head="linear", ner_pairs="swapped", matching_positions="all",
+                          matching_outputs=2, interaction_activation="gelu", layer_norm_eps=1e-12, init="bert",
+                          dropout_on="text", fusion_image_bias=True, crf_over="pieces")
         else:
             raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
         # d and m follow a random-init BERT's size (base: the paper's 768 and 12); a pretrained

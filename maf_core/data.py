@@ -1,8 +1,9 @@
 """Training data: tokenized Arrow text joined with store.h5 features, padded per batch.
 
 Batches are built from tweets of similar length (bucketed, then shuffled as batches), so a
-batch pads to its own longest tweet, not to 128. Image features are gathered for the whole
-batch at once from the store's memory map.
+batch pads to its own longest tweet, not to 128; the rows inside a batch come in random
+order, so that which rows CM swaps never depends on length. Image features are gathered for
+the whole batch at once from the store's memory map.
 """
 from __future__ import annotations
 
@@ -71,23 +72,31 @@ def check_store(split: Split, store: FeatureStore | None, text_dir: str | Path) 
                         "`maf-pipe extract-images IMAGES --ids-from DATA_DIR --out STORE`")
 
 
-def bucketed_batches(lengths: list[int], batch_size: int, shuffle: bool, seed: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length.
+def bucketed_batches(lengths: list[int], batch_size: int, shuffle: bool, seed: int,
+                     by_length: bool = True) -> list[list[int]]:
+    """Indices cut into batches.
 
-    Shuffled: tweets are shuffled, sorted by length within windows of 50 batches, cut into
-    batches, and the batches shuffled. Not shuffled (evaluation): in order.
+    Shuffled, by length: tweets are shuffled, sorted by length within windows of 50 batches,
+    cut into batches, the batches shuffled, and the rows inside each batch shuffled (CM swaps
+    the last rows of a batch with `negatives = "tail"`: sorted rows would make the longest
+    tweets of every batch the negatives). Shuffled, not by length: a random permutation cut
+    into batches (a RandomSampler, as the released code). Not shuffled (evaluation): in order.
     """
     order = list(range(len(lengths)))
     if not shuffle:
         return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     rng = random.Random(seed)
     rng.shuffle(order)
+    if not by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     window = batch_size * 50
     batches = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
+    for rows in batches:
+        rng.shuffle(rows)
     return batches
 
 

@@ -26,9 +26,10 @@ class CrossModalInteraction(nn.Module):
         self.key = nn.Linear(d, d)
         self.value = nn.Linear(d, d)
         self.output = nn.Linear(d, d)                               # W'
-        self.attention_norm = nn.LayerNorm(d)
-        self.ffn = nn.Sequential(nn.Linear(d, config.interaction_ffn), nn.ReLU(), nn.Linear(config.interaction_ffn, d))
-        self.ffn_norm = nn.LayerNorm(d)
+        self.attention_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        activation = nn.GELU() if config.interaction_activation == "gelu" else nn.ReLU()  # GELU: erf form, as BERT's
+        self.ffn = nn.Sequential(nn.Linear(d, config.interaction_ffn), activation, nn.Linear(config.interaction_ffn, d))
+        self.ffn_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """MAF assembled (paper section 3): BERT → CI → CM → CF → emissions → CRF, with CA and CM losses.
 
 Inputs are word pieces plus precomputed image features (from store.h5): the frozen ResNet is
-not part of the model. The CRF runs over words (the first piece of each word).
+not part of the model. The CRF runs over words (the first piece of each word), or over every
+piece with `crf_over = "pieces"` (the released code).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from maf_core.alignment import CrossModalAlignment
 from maf_core.config import BERT_SIZES, MAFConfig
@@ -28,7 +30,7 @@ class MAFOutput:
     loss_ner: torch.Tensor | None       # CRF negative log-likelihood, mean over tweets
     loss_ca: torch.Tensor | None        # CA contrastive loss (None when CA is off)
     loss_cm: torch.Tensor | None        # CM binary cross-entropy (None when CM is off or not training)
-    emissions: torch.Tensor             # (B, W, num_tags) per word
+    emissions: torch.Tensor             # (B, W, CRF states) per word (at its first piece)
     match_prob: torch.Tensor            # p per tweet (B,), on its true image; 0 without an image
     attention: torch.Tensor | None      # CI weights (B, heads, L, regions), for pictures
     tags: list[list[int]] | None = None  # Viterbi word tags, when decode=True
@@ -77,8 +79,12 @@ class MAF(nn.Module):
         self.interaction = CrossModalInteraction(config) if config.visual else None
         self.matching = CrossModalMatching(config) if config.visual and config.use_matching else None
         self.fusion = CrossModalFusion(config) if config.visual else None
-        self.emission = nn.Linear(2 * hidden if config.visual else hidden, config.num_tags)
-        self.crf = CRF(config.num_tags)
+        self.emission = nn.Linear(2 * hidden if config.visual else hidden, len(config.crf_tags))
+        self.crf = CRF(len(config.crf_tags))
+        if config.init == "bert":
+            for part in (self.alignment, self.interaction, self.matching, self.fusion, self.emission):
+                if part is not None:
+                    part.apply(_bert_init)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor,
                 word_mask: torch.Tensor, regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
@@ -95,65 +101,125 @@ class MAF(nn.Module):
         `shard`: this process's rows of a global batch in distributed training (the losses are
         then this process's share, times the number of processes; see maf_core.distributed)."""
         cfg = self.config
-        mask = attention_mask.bool()
-        bert = self.bert(input_ids=input_ids, attention_mask=attention_mask)
-        text = bert.last_hidden_state            # T, shape: (B, L, d)
-        text_pooled = bert.pooler_output         # T_s, shape: (B, d): tanh pooler on [CLS]
         batch = input_ids.shape[0]
         world, total = (shard.world, shard.total) if shard is not None else (1, batch)
+        input_ids, attention_mask = self._padded(input_ids, attention_mask)
+        mask = attention_mask.bool()
+        text, text_pooled = self.encode_text(input_ids, attention_mask)  # T (B, L, d), T_s (B, d)
         loss_ca = loss_cm = attention = None
         match_prob = text.new_zeros(batch)
-
+        hidden = text
         if cfg.visual:
             image_ok = image_ok.bool()
             keep = image_ok.to(text.dtype)
             regions = regions.to(text.dtype) * keep[:, None, None]   # never a stray image for a bad one
             pooled = pooled.to(text.dtype) * keep[:, None]
-            image, attention = self.interaction(text, regions)      # C, shape: (B, L, d)
-            if self.alignment is not None:
+            image, attention = self.interaction(text, regions)      # CI: C, shape: (B, L, d)
+            if self.alignment is not None:                           # CA
                 loss_ca = self.alignment(text_pooled, pooled, image_ok, shard)
-            if self.matching is not None:
+            retained = image
+            if self.matching is not None:                            # CM: M = p * C (eq. 12)
                 true_p, _ = self.matching(text, image, mask)
                 match_prob = true_p.detach() * keep
                 p = true_p
                 if self.training and tags is not None:
-                    # negatives: C swapped between chosen pairs of the (global) batch; the tags of a
-                    # swapped tweet are then learned from p * (the other tweet's C): p learns to shut it out
-                    all_ok = gather_rows(image_ok, shard)
-                    if negatives is None:  # drawn on the host (callers that can, pass them: no sync)
-                        negatives = choose_negatives(all_ok.cpu(), self.pairs_for(total), cfg.negatives, generator)
-                    permutation, negative = (t.to(text.device) for t in negatives)
-                    rows = shard.rows if shard is not None else slice(0, batch)
-                    if cfg.swap == "image":  # C of T_i with the other tweet's regions: only the image differs
-                        swapped, _ = self.interaction(text, gather_rows(regions, shard)[permutation[rows]])
-                    else:                    # the other tweet's C, made with its own text
-                        swapped = gather_rows(image, shard)[permutation[rows]]
-                    p, loss_cm = self.matching(text, swapped, mask, negative[rows], use=image_ok,
-                                               count=all_ok.sum(), scale=world)
-                    if cfg.ner_pairs == "swapped":
-                        image = swapped
-                    else:  # NER always on the tweet's own image; CM learns from the swaps alone
-                        p = true_p
-                retained = p.mul(keep)[:, None, None] * image       # M = p * C (eq. 12)
-            else:
-                retained = image * keep[:, None, None]
-            hidden = self.fusion(text, retained)                     # H = [T; R], shape: (B, L, 2d)
-        else:
-            hidden = text
+                    p, loss_cm, image = self.match_in_training(text, image, regions, mask, image_ok, true_p,
+                                                               negatives, generator, shard)
+                retained = p[:, None, None] * image
+            hidden = self.fusion(text, retained * keep[:, None, None])  # CF: H = [T; R], shape: (B, L, 2d)
 
-        # shape: (B, W, d or 2d), the first piece of each word
-        index = word_starts.clamp(min=0).masked_fill(~word_mask.bool(), 0)
-        words = torch.gather(hidden, 1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        emissions = self.emission(self.dropout(words)).float()  # the CRF sums in fp32 under autocast too
-        crf_mask = word_mask.bool()
-
+        emissions, crf_mask = self._emissions(hidden, word_starts, word_mask, mask)
         loss = loss_ner = None
         if tags is not None:
             # the mean over the (global) batch: this process's sum / all tweets, times the processes
-            loss_ner = -self.crf(emissions, tags.long(), mask=crf_mask, reduction="sum") * (world / total)
+            crf_tags = self._crf_targets(tags, word_starts, word_mask, mask) if cfg.crf_over == "pieces" else tags
+            loss_ner = -self.crf(emissions, crf_tags.long(), mask=crf_mask, reduction="sum") * (world / total)
             loss = self._total(loss_ner, loss_ca, loss_cm)
-        decoded = self.crf.decode(emissions, mask=crf_mask) if decode else None
+        decoded = self._decode(emissions, crf_mask, word_starts, word_mask) if decode else None
+        if cfg.crf_over == "pieces":  # per word, at its first piece, as in the words case
+            emissions = _gather_words(emissions, word_starts, word_mask)
         return MAFOutput(loss, loss_ner, loss_ca, loss_cm, emissions, match_prob, attention, decoded)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """T (B, L, d), dropped out here when `dropout_on = "text"`, and T_s (B, d), BERT's tanh pooler on [CLS]."""
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+        text = out.last_hidden_state
+        if self.config.dropout_on == "text":
+            text = self.dropout(text)
+        return text, out.pooler_output
+
+    def match_in_training(self, text, image, regions, mask, image_ok, true_p, negatives, generator, shard):
+        """CM in training (eq. 11): swap chosen pairs of the (global) batch, score every row.
+
+        Returns (p per row, the CM loss, the C each row's tags then learn from): with
+        `ner_pairs = "swapped"` a swapped tweet learns its tags from p * (its negative's C),
+        so p learns to shut an unrelated image out; with "true", from its own p and C.
+        """
+        cfg = self.config
+        batch = text.shape[0]
+        total = shard.total if shard is not None else batch
+        all_ok = gather_rows(image_ok, shard)
+        if negatives is None:  # drawn on the host (callers that can, pass them: no sync)
+            negatives = choose_negatives(all_ok.cpu(), self.pairs_for(total), cfg.negatives, generator)
+        permutation, negative = (t.to(text.device) for t in negatives)
+        swapped, swapped_mask = self.swapped_image(text, image, regions, mask, permutation, shard)
+        p, loss = self.matching(text, swapped, mask, negative[shard.rows if shard is not None else slice(0, batch)],
+                                use=image_ok, count=all_ok.sum(), scale=shard.world if shard is not None else 1,
+                                image_mask=swapped_mask)
+        if cfg.ner_pairs == "swapped":
+            return p, loss, swapped
+        return true_p, loss, image
+
+    def swapped_image(self, text, image, regions, mask, permutation, shard=None):
+        """What each row's T is paired with when rows swap by `permutation` (over the global
+        batch): C recomputed from T and the other row's regions (`swap = "image"`: the text
+        side stays the row's own), or the other row's C (`"c"`). Returns (C', the mask of the
+        tweet C' was made with), shape: (B, L, d), (B, L)."""
+        rows = shard.rows if shard is not None else slice(0, text.shape[0])
+        if self.config.swap == "image":
+            swapped, _ = self.interaction(text, gather_rows(regions, shard)[permutation[rows]])
+            return swapped, mask
+        return gather_rows(image, shard)[permutation[rows]], gather_rows(mask, shard)[permutation[rows]]
+
+    def _padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """With `matching_positions = "all"` every batch runs BERT over max_length positions, as
+        the released code pads to 128 (CM then sees BERT's states at the padding)."""
+        missing = self.config.max_length - input_ids.shape[1]
+        if self.config.matching_positions != "all" or not self.config.visual or missing <= 0:
+            return input_ids, attention_mask
+        return F.pad(input_ids, (0, missing)), F.pad(attention_mask, (0, missing))
+
+    def _emissions(self, hidden, word_starts, word_mask, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tag scores over the CRF's sequence, in fp32 (the CRF sums in fp32 under autocast too):
+        (B, W, K) over words, or (B, L, K) over pieces; and that sequence's mask."""
+        if self.config.dropout_on == "emissions":
+            hidden = self.dropout(hidden)
+        if self.config.crf_over == "pieces":
+            return self.emission(hidden).float(), mask
+        return self.emission(_gather_words(hidden, word_starts, word_mask)).float(), word_mask.bool()
+
+    def _crf_targets(self, tags, word_starts, word_mask, mask) -> torch.Tensor:
+        """Word tags spread over the pieces (crf_over="pieces"): [CLS] first, a word's tag on its
+        first piece, X on the pieces after it, [SEP] last, [PAD] beyond."""
+        x, cls, sep, pad = (len(self.config.tags) + i for i in range(4))
+        lengths = mask.sum(1)
+        positions = torch.arange(mask.shape[1], device=mask.device)[None]
+        out = torch.where(mask, x, pad).to(tags.dtype)
+        out = torch.where(positions == (lengths - 1)[:, None], sep, out)
+        out[:, 0] = cls
+        starts = word_starts.clamp(min=0).masked_fill(~word_mask.bool(), 0)
+        return out.scatter(1, starts, torch.where(word_mask.bool(), tags, out.gather(1, starts)))
+
+    def _decode(self, emissions, crf_mask, word_starts, word_mask) -> list[list[int]]:
+        """Viterbi tags per word; over pieces, the tag of each word's first piece (a piece state,
+        X, [CLS], [SEP] or [PAD], counts as O)."""
+        paths = self.crf.decode(emissions, mask=crf_mask)
+        if self.config.crf_over == "words":
+            return paths
+        outside = self.config.tags.index("O") if "O" in self.config.tags else 0
+        real = len(self.config.tags)
+        starts, counts = word_starts.tolist(), word_mask.sum(1).tolist()
+        return [[path[s] if path[s] < real else outside for s in row[:n]] for path, row, n in zip(paths, starts, counts)]
 
     def pairs_for(self, batch: int) -> int:
         """k for a batch of this size: the configured share of the reference batch (paper: 15 of 64)."""
@@ -171,6 +237,23 @@ class MAF(nn.Module):
         if cfg.loss_weighting == "released-code":
             return 0.62 * ner + 0.38 * (ca + cm)
         return cfg.alpha * ca + cfg.beta * cm + (1 - cfg.alpha - cfg.beta) * ner
+
+
+def _gather_words(x: torch.Tensor, word_starts: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+    # shape: x (B, L, n) -> (B, W, n), the first piece of each word
+    index = word_starts.clamp(min=0).masked_fill(~word_mask.bool(), 0)
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def _bert_init(module: nn.Module) -> None:
+    """BERT's initialisation (the released code's init_bert_weights): N(0, 0.02), zero biases."""
+    if isinstance(module, (nn.Linear, nn.Bilinear)):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 def count_parameters(model: MAF) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """`maf train`: fit MAF on tokenized text + a feature store; evaluate every epoch; resumable.
 
-Run directory (DESIGN.md): config.json, metrics.jsonl, best/ (config.json + model.pt),
+Run directory (docs/design.md): config.json, metrics.jsonl, best/ (config.json + model.pt),
 last.pt (full state for --resume), report.json, predictions/<split>.{conll,jsonl}.
 """
 from __future__ import annotations
@@ -36,6 +36,10 @@ FEATURE_KEYS = ("regions", "pooled", "image_ok")
 MODEL_KEYS = ("input_ids", "attention_mask", "word_starts", "word_mask", *FEATURE_KEYS)
 
 
+OPTIMIZERS = ("adamw", "bertadam")
+BATCHINGS = ("length", "random")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 24
@@ -45,10 +49,28 @@ class TrainConfig:
     head_lr: float | None = None  # learning rate of everything but BERT (CA, CI, CM, CF, emissions, CRF); None = lr
     weight_decay: float = 0.01
     warmup: float = 0.1          # fraction of all steps, linear warm-up, then linear decay to 0
-    clip: float = 1.0            # global gradient norm
+    clip: float = 1.0            # gradient norm: global (adamw), or of each tensor (bertadam)
     seed: int = 1
     device: str = "auto"
     amp: bool | None = None      # bf16 autocast; None = on for CUDA, off for CPU
+    # adamw: AdamW with linear_schedule; bertadam: the released code's optimizer and schedule
+    # (maf_core/optim.py)
+    optimizer: str = "adamw"
+    # length: batches of tweets of similar length, rows in random order inside (less padding);
+    # random: random batches (the released code's RandomSampler)
+    batching: str = "length"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise DataError(f"optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.batching not in BATCHINGS:
+            raise DataError(f"batching {self.batching!r}: expected one of {', '.join(BATCHINGS)}")
+
+    @classmethod
+    def for_preset(cls, name: str, **values) -> "TrainConfig":
+        """The preset's optimizer and batching (released-code: BertAdam, random batches); `values` win."""
+        preset = {"optimizer": "bertadam", "batching": "random"} if name == "released-code" else {}
+        return cls(**{**preset, **{k: v for k, v in values.items() if v is not None}})
 
 
 def autocast(device: torch.device, amp: bool | None):
@@ -64,7 +86,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and LayerNorm weights; `head_lr` for the parts after BERT."""
+    """AdamW or BertAdam; no weight decay on biases and LayerNorm weights; `head_lr` for the parts after BERT."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -74,6 +96,12 @@ def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Op
         groups.setdefault((head, no_decay), []).append(param)
     head_lr = config.lr if config.head_lr is None else config.head_lr
     cuda = all(p.is_cuda for params in groups.values() for p in params)
+    if config.optimizer == "bertadam":
+        from maf_core.optim import BertAdam
+
+        return BertAdam([{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
+                          "lr": head_lr if head else config.lr} for (head, no_decay), params in sorted(groups.items())],
+                        lr=config.lr, max_grad_norm=config.clip)
     return torch.optim.AdamW([{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
                                "lr": head_lr if head else config.lr}
                               for (head, no_decay), params in sorted(groups.items())], lr=config.lr,
@@ -91,6 +119,16 @@ def linear_schedule(total: int, warmup: float) -> Callable[[int], float]:
     return factor
 
 
+def schedule_for(config: TrainConfig, tweets: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning-rate multiplier per step: linear_schedule, or BertAdam's warmup_linear over
+    the released code's step count."""
+    if config.optimizer == "bertadam":
+        from maf_core.optim import released_schedule, released_total_steps
+
+        return released_schedule(released_total_steps(tweets, config.batch_size, config.epochs), config.warmup)
+    return linear_schedule(steps_per_epoch * config.epochs, config.warmup)
+
+
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device,
                amp: bool | None = None, clip: float = 1.0, **forward) -> MAFOutput:
     """One optimisation step on a collated batch already on `device`: forward (bf16 autocast
@@ -100,7 +138,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
         out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"], **forward)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if not getattr(optimizer, "clips_each_tensor", False):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     return out
 
@@ -261,11 +300,12 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
     lengths, word_counts = padded["lengths"], padded["words"]
 
     def epoch_batches(epoch: int) -> list[list[int]]:
-        batches = bucketed_batches(lengths.tolist(), config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch)
+        batches = bucketed_batches(lengths.tolist(), config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch,
+                                   by_length=config.batching == "length")
         return [b for b in batches if len(b) >= world]  # a last batch smaller than the processes is left out
 
     steps_per_epoch = len(epoch_batches(1))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(steps_per_epoch * config.epochs, config.warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(config, len(train_split), steps_per_epoch))
     start_epoch, best_f1, best_epoch, step = 1, -1.0, 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -441,7 +481,7 @@ def _check_resume(out_dir: Path, run: dict, model_config: MAFConfig) -> tuple[di
     if saved["tokenizer"]["vocab_sha256"] != run["tokenizer"]["vocab_sha256"]:
         raise DataError(f"{run['text_dir']}: tokenized with another vocabulary (sha256 "
                         f"{run['tokenizer']['vocab_sha256'][:12]}) than {out_dir} ({saved['tokenizer']['vocab_sha256'][:12]})")
-    if saved["train"] != run["train"]:
+    if {**asdict(TrainConfig()), **saved["train"]} != run["train"]:  # settings added later: their defaults
         raise DataError(f"{out_dir}: was started with other training settings {saved['train']}; resume with the same ones")
     config = MAFConfig.from_dict(saved["model"])
     return torch.load(last, map_location="cpu", weights_only=True), config

@@ -201,11 +201,27 @@ def test_matching_marks_exactly_the_swapped_rows(mode):
     assert not negative[~ok].any()
     if mode == "tail":
         assert negative.nonzero().flatten().tolist() == [5, 6, 8, 9]  # the last 4 rows with an image
-    # small batches: k shrinks so that one positive remains; under 3 usable rows, no negatives
-    _, negative = choose_negatives(torch.ones(4, dtype=torch.bool), 15, mode)
-    assert int(negative.sum()) == 2
     _, negative = choose_negatives(torch.tensor([True, True, False]), 15, mode)
     assert not negative.any()
+
+
+def test_pairs_shrink_to_fit_a_small_batch():
+    # k shrinks so that one positive remains; under 3 usable rows, no negatives
+    _, negative = choose_negatives(torch.ones(4, dtype=torch.bool), 15, "pairs")
+    assert int(negative.sum()) == 2
+
+
+@pytest.mark.parametrize("batch, swapped", [(8, 0), (16, 0), (17, 16), (32, 16), (64, 16)])
+def test_tail_swaps_the_last_16_rows_of_a_batch_of_more_than_16(batch, swapped):
+    """The released code: `negative_rate` 16 rows swap halves when the batch has more than 16,
+    whatever its size (gate_cl_modeling.py, MTCCMBertForMMTokenClassificationCRF.forward)."""
+    cfg = MAFConfig.from_preset("released-code", bert_size="tiny")
+    permutation, negative = choose_negatives(torch.ones(batch, dtype=torch.bool), tiny_model(**{
+        "matching_pairs": cfg.matching_pairs, "matching_batch": cfg.matching_batch}).pairs_for(batch), cfg.negatives)
+    assert int(negative.sum()) == swapped
+    if swapped:
+        assert negative[-16:].all()
+        assert permutation[batch - 16:].tolist() == list(range(batch - 8, batch)) + list(range(batch - 16, batch - 8))
 
 
 def test_ablations_switch_modules_off_on_the_same_code_path():
@@ -231,7 +247,7 @@ def test_presets_hold_the_design_values():
     assert (paper.temperature, paper.alignment_direction, paper.matching_pairs, paper.negatives) == (0.102, 0.7, 15, "pairs")
     assert (paper.alpha, paper.beta, paper.loss_weighting, paper.scheme) == (0.2, 0.2, "paper", "bioes")
     released = MAFConfig.from_preset("released-code")
-    assert (released.temperature, released.alignment_direction, released.negatives, released.matching_pairs) == (0.179, 0.7, "tail", 8)
+    assert (released.temperature, released.alignment_direction, released.negatives, released.matching_pairs) == (0.179, 0.3, "tail", 8)
     assert (released.loss_weighting, released.scheme) == ("released-code", "bio")
     for cfg in (paper, released):
         assert (cfg.heads, cfg.max_length, cfg.hidden_size, cfg.image_dim, cfg.num_regions) == (12, 128, 768, 2048, 49)
@@ -312,19 +328,27 @@ def test_ner_on_true_pairs_leaves_the_tags_independent_of_the_swaps():
         MAFConfig.tiny(ner_pairs="both")
 
 
-def test_linear_matching_cannot_separate_swapped_c():
+@pytest.mark.parametrize("positions", ["real", "all"])
+def test_linear_matching_cannot_separate_swapped_c(positions):
     """Why `swap = "c"` cannot train CM: for any weights, the logits of the two negatives of a
-    swap sum to those of the two positives. `swap = "image"` breaks the identity."""
+    swap sum to those of the two positives, here with tweets of 6 and 3 pieces. This holds
+    only when each half of [T; C] is masked by its own tweet (or neither is): masked by T's
+    tweet, C^b would lose or keep positions by a's length, which a linear head learns as
+    "the lengths differ". `swap = "image"` breaks the identity."""
     torch.manual_seed(0)
-    cfg = MAFConfig.tiny()
+    cfg = MAFConfig.tiny(matching_positions=positions, matching_outputs=2 if positions == "all" else 1)
     matching = CrossModalMatching(cfg)
+    torch.nn.init.normal_(matching.classifier.weight)
     interaction = CrossModalInteraction(cfg)
     text, regions = torch.randn(2, 6, cfg.hidden_size), torch.randn(2, cfg.num_regions, cfg.image_dim)
-    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
     image, _ = interaction(text, regions)
     with torch.no_grad():
         positives = matching.logits(text, image, mask).sum()
-        swapped_c = matching.logits(text, image[[1, 0]], mask).sum()
+        swapped_c = matching.logits(text, image[[1, 0]], mask, image_mask=mask[[1, 0]]).sum()
         swapped_image = matching.logits(text, interaction(text, regions[[1, 0]])[0], mask).sum()
-    assert torch.allclose(positives, swapped_c, atol=1e-5)
+        masked_by_t = matching.logits(text, image[[1, 0]], mask).sum()  # the old rule: C^b cut at a's length
+    assert torch.allclose(positives, swapped_c, atol=1e-4)
     assert not torch.allclose(positives, swapped_image, atol=1e-3)
+    if positions == "real":
+        assert not torch.allclose(positives, masked_by_t, atol=1e-3)

@@ -321,3 +321,31 @@ def test_report_draws_every_figure(corpus, tmp_path):
     assert done.exit_code == 1 and "not a run directory" in done.output
     done = CliRunner().invoke(maf, ["report", str(maf_run), "--out", str(out), "--ids", "no-such-id"])
     assert done.exit_code == 1 and "no tweets with ids no-such-id" in done.output
+
+
+def test_released_code_preset_trains_and_evaluates_from_the_cli(corpus, tmp_path, sample_dir, tokenizer_dir):
+    """BIO text, BertAdam, random batches, CM over all 128 padded positions, a CRF over pieces."""
+    text = tmp_path / "text-bio"
+    tokenize_corpus(sample_dir, str(tokenizer_dir), text, max_length=64, scheme="bio")
+    run = tmp_path / "released"
+    result = CliRunner().invoke(maf, ["train", "--features", str(corpus["store"]), "--text", str(text), "--out", str(run),
+                                      "--preset", "released-code", "--bert-config", "tiny", "--epochs", "2",
+                                      "--batch-size", "24", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["train"]["optimizer"], saved["train"]["batching"]) == ("bertadam", "random")
+    assert (saved["model"]["crf_over"], saved["model"]["matching_positions"], saved["model"]["negatives"]) == \
+        ("pieces", "all", "tail")
+    report = json.loads((run / "report.json").read_text())
+    result = CliRunner().invoke(maf, ["evaluate", str(run), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert f"{report['test']['overall']['f1']:8.2f}" in result.output
+
+
+def test_a_shortcut_combination_is_refused_in_one_line(corpus, tmp_path):
+    result = CliRunner().invoke(maf, ["train", "--features", str(corpus["store"]), "--text", str(corpus["text"]),
+                                      "--out", str(tmp_path / "run"), "--preset", "recommended", "--swap", "c",
+                                      "--bert-config", "tiny", "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "--preset recommended --swap c" in result.output and "compare text with text" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
