@@ -91,7 +91,7 @@ class ExtractConfig:
 
 
 def fingerprint(config: ExtractConfig, weights_identity: dict) -> dict:
-    """What the features depend on (DESIGN.md): training refuses stores whose fingerprints differ."""
+    """What the features depend on (docs/design.md): training refuses stores whose fingerprints differ."""
     bn = {"mode": config.bn_stats}
     if config.bn_stats == "dataset":
         bn.update(samples=config.bn_samples, seed=config.seed, transform=config.transform)

@@ -1,6 +1,6 @@
 """The feature store: `store.h5` written whole or not at all, read by memory map.
 
-Layout (DESIGN.md): `image_ids` (N,) UTF-8 sorted; `regions` (N, 49, C) float16; `pooled`
+Layout (docs/design.md): `image_ids` (N,) UTF-8 sorted; `regions` (N, 49, C) float16; `pooled`
 (N, C) float32; `status` (N,) uint8; attributes `fingerprint` (JSON), `status_codes` (JSON),
 `format_version`. The three numeric datasets are contiguous and uncompressed, so a reader
 maps them straight from the file and a random batch is a numpy gather, not an h5py fancy

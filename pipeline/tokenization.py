@@ -1,6 +1,6 @@
 """Tokenize the CoNLL corpus to Arrow: `TEXT_DIR/<split>.arrow` + `TEXT_DIR/meta.json`.
 
-One row per tweet (DESIGN.md, "Tokenized text"):
+One row per tweet (docs/design.md, "Tokenized text"):
 
 - `image_id` (string), `words` and `labels` (list<string>, as in the source; OTHER read as MISC);
 - `input_ids` (list<int32>): [CLS] pieces [SEP], at most `max_length` of them;
