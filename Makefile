@@ -9,7 +9,7 @@ STAMP := $(VENV)/.maf-installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO := demo
 
-.PHONY: install test test-fast demo demo-run clean-demo
+.PHONY: install lint test test-fast demo demo-run clean-demo
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e '.[test]' $(TORCH_PINS)
 	touch $(STAMP)
+
+# ruff: pyflakes, import order, bugbear, 120 columns (settings in pyproject.toml)
+lint: install
+	$(BIN)/ruff check .
 
 # all tests, the slower marked ones included (pytest exits non-zero when it collects none)
 test: install

@@ -59,8 +59,8 @@ def main() -> None:
     from maf_core.config import MAFConfig
     from maf_core.data import bucketed_batches, collate, load_split
     from maf_core.model import MAF
-    from maf_core.train import TrainConfig, optimizer_for, train_step
     from maf_core.online import OnlineFeatures
+    from maf_core.train import TrainConfig, optimizer_for, train_step
     from pipeline.extract import ExtractConfig
     from pipeline.store import FeatureStore
     from pipeline.tokenization import read_meta
@@ -120,15 +120,28 @@ def main() -> None:
     orig = epoch(original)
     print(f"original design {orig:.1f} s", file=sys.stderr)
     memory_mean = (memory + memory_again) / 2
-    print(json.dumps({
-        "benchmark": "epoch", "bert": args.bert, "train_tweets": len(split), "steps": len(grouped),
-        "batch_size": args.batch_size, "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-        "store_s": round(stored, 2), "memory_s": round(memory_mean, 2), "memory_runs_s": [round(memory, 2), round(memory_again, 2)],
-        "original_s": round(orig, 2), "overhead_ratio": round(stored / memory_mean, 3),
-        "speedup_vs_original": round(orig / stored, 2),
-        "random_batches_s": round(unsorted, 2), "grouping_speedup": round(unsorted / stored, 3),
-        "mean_pieces": round(float(np.mean([len(x) for x in split.input_ids])), 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "epoch",
+                "bert": args.bert,
+                "train_tweets": len(split),
+                "steps": len(grouped),
+                "batch_size": args.batch_size,
+                "cpus": os.cpu_count(),
+                "threads": torch.get_num_threads(),
+                "store_s": round(stored, 2),
+                "memory_s": round(memory_mean, 2),
+                "memory_runs_s": [round(memory, 2), round(memory_again, 2)],
+                "original_s": round(orig, 2),
+                "overhead_ratio": round(stored / memory_mean, 3),
+                "speedup_vs_original": round(orig / stored, 2),
+                "random_batches_s": round(unsorted, 2),
+                "grouping_speedup": round(unsorted / stored, 3),
+                "mean_pieces": round(float(np.mean([len(x) for x in split.input_ids])), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -143,9 +143,12 @@ def main() -> None:
         events = prof.key_averages()
         kernel_us = sum(e.self_device_time_total for e in events)
         gpu_busy = kernel_us / 1e6 / wall
-        Path(args.profile).write_text(f"wall {wall:.3f} s for {len(chosen) - 4} steps, kernels {kernel_us / 1e6:.3f} s\n"
-                                      + events.table(sort_by="self_device_time_total", row_limit=25) + "\n"
-                                      + events.table(sort_by="self_cpu_time_total", row_limit=25))
+        Path(args.profile).write_text(
+            f"wall {wall:.3f} s for {len(chosen) - 4} steps, kernels {kernel_us / 1e6:.3f} s\n"
+            + events.table(sort_by="self_device_time_total", row_limit=25)
+            + "\n"
+            + events.table(sort_by="self_cpu_time_total", row_limit=25)
+        )
 
     steady = epochs[1:] or epochs
     train_s = float(np.mean([e["train_seconds"] for e in steady]))

@@ -63,7 +63,9 @@ def main(verbose: bool) -> None:
 @click.option("--weights", default="imagenet", show_default=True, help="With --images: imagenet, a .pth, or none.")
 @click.option("--transform", type=click.Choice(["resize", "maf-crop"]), default="resize", show_default=True,
               help="With --images.")
-@click.option("--text", "text_dir", required=True, type=click.Path(file_okay=False), help="TEXT_DIR from maf-pipe tokenize.")
+@click.option(
+    "--text", "text_dir", required=True, type=click.Path(file_okay=False), help="TEXT_DIR from maf-pipe tokenize."
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The run directory to write.")
 @click.option("--bert", default=None, help="A pretrained BERT: Hub name (bert-base-cased) or local directory.")
 @click.option("--bert-config", type=click.Choice(["tiny", "small", "base"]), default="base", show_default=True,
@@ -127,7 +129,9 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
     from pipeline.errors import DataError
 
     if (features is None) == (images_dir is None):
-        raise DataError("give exactly one of --features store.h5 (cached features) and --images DIR (the ResNet in every step)")
+        raise DataError(
+            "give exactly one of --features store.h5 (cached features) and --images DIR (the ResNet in every step)"
+        )
     if images_dir is not None:
         from maf_core.online import OnlineFeatures
         from maf_core.train import resolve_device

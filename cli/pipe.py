@@ -50,7 +50,12 @@ def make_sample(out_dir: str, tweets: int, seed: int, overwrite: bool) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write the tokenizer to (vocab.txt, tokenizer.json, ...).")
 @click.option("--vocab-size", default=8000, show_default=True, help="Largest vocabulary size, special tokens included.")
-@click.option("--lowercase/--cased", default=False, show_default=True, help="Lower-case text (like bert-base-uncased) or keep case.")
+@click.option(
+    "--lowercase/--cased",
+    default=False,
+    show_default=True,
+    help="Lower-case text (like bert-base-uncased) or keep case.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
 def build_vocab(data_dir: str, out_dir: str, vocab_size: int, lowercase: bool, overwrite: bool) -> None:
     """Train a WordPiece vocabulary on the words of DATA_DIR (all splits, labels unused).
@@ -67,11 +72,17 @@ def build_vocab(data_dir: str, out_dir: str, vocab_size: int, lowercase: bool, o
 
 @main.command("tokenize")
 @click.argument("data_dir", type=click.Path(file_okay=False))
-@click.option("--tokenizer", "tokenizer_name", required=True,
-              help="A local tokenizer directory (from build-vocab, or a downloaded BERT) or a Hub name such as bert-base-cased.")
+@click.option(
+    "--tokenizer",
+    "tokenizer_name",
+    required=True,
+    help="A local tokenizer directory (from build-vocab, or a downloaded BERT) or a Hub name such as bert-base-cased.",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for {train,valid,test}.arrow and meta.json.")
-@click.option("--max-length", default=128, show_default=True, help="Most word pieces per tweet, [CLS] and [SEP] included.")
+@click.option(
+    "--max-length", default=128, show_default=True, help="Most word pieces per tweet, [CLS] and [SEP] included."
+)
 @click.option("--scheme", type=click.Choice(SCHEMES), default="bioes", show_default=True,
               help="Tag scheme of the training tags (tag_ids); source labels are kept as they are.")
 def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, scheme: str) -> None:
@@ -90,20 +101,29 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
     if meta["truncated"]:
         click.echo(f"  {len(meta['truncated'])} tweets were cut at {max_length} pieces; see meta.json 'truncated'")
     if meta["no_piece_words"]:
-        click.echo(f"  {len(meta['no_piece_words'])} words had no word piece and became [UNK]; see meta.json 'no_piece_words'")
+        click.echo(
+            f"  {len(meta['no_piece_words'])} words had no word piece and became [UNK]; see meta.json 'no_piece_words'"
+        )
 
 
 @main.command("extract-images")
 @click.argument("images_dir", type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The feature store to write, e.g. store.h5.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="The feature store to write, e.g. store.h5."
+)
 @click.option("--ids-from", "ids_from", type=click.Path(file_okay=False),
               help="A CoNLL corpus directory: extract the IMGIDs of all its splits (each once). "
                    "Default: every image file in IMAGES_DIR.")
 @click.option("--backbone", type=click.Choice(list(extract.BACKBONES)), default="resnet152", show_default=True,
               help="torchvision ResNet; 18/34 give 512 channels, 50/101/152 give 2048.")
-@click.option("--weights", default="imagenet", show_default=True,
-              help="imagenet (torchvision weights; needs the network or torch's cache), a .pth state dict "
-                   "(e.g. resnet152-b121ed2d.pth), or none (random init from --seed, each residual block starting as the identity: demo and tests only).")
+@click.option(
+    "--weights",
+    default="imagenet",
+    show_default=True,
+    help="imagenet (torchvision weights; needs the network or torch's cache), a .pth state dict "
+    "(e.g. resnet152-b121ed2d.pth), or none (random init from --seed, each residual block starting as the "
+    "identity: demo and tests only).",
+)
 @click.option("--transform", type=click.Choice(extract.TRANSFORMS), default="resize", show_default=True,
               help="resize: 224x224 resize, as the paper. maf-crop: the released code's random 224 crop "
                    "and flip, seeded per image id.")
@@ -123,7 +143,12 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
               help="Local Dask worker processes, one model each [default: 1 per 4 CPU cores; 1 on GPU]; "
                    "0 runs in this process without Dask.")
 @click.option("--threads", type=int, default=None, help="torch threads per worker [default: cores / workers].")
-@click.option("--decode-threads", type=int, default=None, help="Image decoding threads per worker [default: 1 on CPU, up to 16 on GPU].")
+@click.option(
+    "--decode-threads",
+    type=int,
+    default=None,
+    help="Image decoding threads per worker [default: 1 on CPU, up to 16 on GPU].",
+)
 @click.option("--scheduler", default=None,
               help="Address of a running Dask scheduler (tcp://host:8786): extract on its workers instead of a "
                    "local cluster. Workers need maf installed, no shared file system.")

@@ -196,7 +196,9 @@ class MAFConfig:
         values.update(overrides)
         return cls(**values)
 
-    def with_ablation(self, no_alignment: bool = False, no_matching: bool = False, text_only: bool = False) -> "MAFConfig":
+    def with_ablation(
+        self, no_alignment: bool = False, no_matching: bool = False, text_only: bool = False
+    ) -> "MAFConfig":
         return replace(self, use_alignment=self.use_alignment and not no_alignment and not text_only,
                        use_matching=self.use_matching and not no_matching and not text_only,
                        text_only=self.text_only or text_only)

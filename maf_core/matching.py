@@ -78,8 +78,9 @@ class CrossModalMatching(nn.Module):
         if self.all_positions:
             pair = torch.cat([text, image], dim=-1)
         else:  # padding rows -> 0, each half by its own tweet
-            pair = torch.cat([text * mask.unsqueeze(-1).to(text.dtype), image * image_mask.unsqueeze(-1).to(image.dtype)],
-                             dim=-1)
+            pair = torch.cat(
+                [text * mask.unsqueeze(-1).to(text.dtype), image * image_mask.unsqueeze(-1).to(image.dtype)], dim=-1
+            )
         length = pair.shape[1]
         if length > self.max_length:  # allowed while only padding lies beyond max_length
             if mask[:, self.max_length:].any():

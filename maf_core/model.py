@@ -219,7 +219,9 @@ class MAF(nn.Module):
         outside = self.config.tags.index("O") if "O" in self.config.tags else 0
         real = len(self.config.tags)
         starts, counts = word_starts.tolist(), word_mask.sum(1).tolist()
-        return [[path[s] if path[s] < real else outside for s in row[:n]] for path, row, n in zip(paths, starts, counts)]
+        return [
+            [path[s] if path[s] < real else outside for s in row[:n]] for path, row, n in zip(paths, starts, counts)
+        ]
 
     def pairs_for(self, batch: int) -> int:
         """k for a batch of this size: the configured share of the reference batch (paper: 15 of 64)."""

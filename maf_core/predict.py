@@ -45,7 +45,9 @@ class MAFPredictor:
         run = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         tokenizer = load_tokenizer(run["tokenizer"]["name_or_path"])
         if vocab_sha256(tokenizer) != run["tokenizer"]["vocab_sha256"]:
-            raise DataError(f"{run['tokenizer']['name_or_path']}: its vocabulary is not the one {run_dir} was trained with")
+            raise DataError(
+                f"{run['tokenizer']['name_or_path']}: its vocabulary is not the one {run_dir} was trained with"
+            )
         dev = resolve_device(device)
         return cls(load_model(run_dir / "best", dev), run, run_dir, tokenizer, dev)
 

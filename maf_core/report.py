@@ -58,12 +58,22 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
             name = f"{path.name}/{directory.name}" if seeds else path.name
             report = directory / "report.json"
             predictions = directory / "predictions" / "test.jsonl"
-            runs.append(Run(
-                directory, name, json.loads((directory / "config.json").read_text(encoding="utf-8")),
-                [json.loads(x) for x in (directory / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()],
-                json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None,
-                [json.loads(x) for x in predictions.read_text(encoding="utf-8").splitlines() if x.strip()]
-                if predictions.is_file() else []))
+            runs.append(
+                Run(
+                    directory,
+                    name,
+                    json.loads((directory / "config.json").read_text(encoding="utf-8")),
+                    [
+                        json.loads(x)
+                        for x in (directory / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+                        if x.strip()
+                    ],
+                    json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None,
+                    [json.loads(x) for x in predictions.read_text(encoding="utf-8").splitlines() if x.strip()]
+                    if predictions.is_file()
+                    else [],
+                )
+            )
     return runs
 
 
@@ -206,17 +216,26 @@ def image_decided_scores(run: Run, annotations: dict[str, dict]) -> dict:
 
 def comparison_table(runs: list[Run], annotations: dict[str, dict]) -> str:
     """One line per run: test F1, image-decided F1, other F1, mean p matched / unrelated, AUC."""
-    head = f"{'run':<28}{'test F1':>9}{'img-decided F1':>16}{'other F1':>10}{'p matched':>11}{'p unrelated':>13}{'AUC':>7}"
+    head = (
+        f"{'run':<28}{'test F1':>9}{'img-decided F1':>16}{'other F1':>10}{'p matched':>11}{'p unrelated':>13}{'AUC':>7}"
+    )
     lines = [head]
     for run in runs:
         scores = image_decided_scores(run, annotations)
 
-        def cell(key: str, width: int, digits: int) -> str:
+        def cell(key: str, width: int, digits: int, scores: dict = scores) -> str:
             value = scores[key]
             return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
 
-        lines.append(f"{run.name[:27]:<28}" + cell("f1", 9, 2) + cell("image_decided_f1", 16, 2) + cell("other_f1", 10, 2)
-                     + cell("p_matched", 11, 2) + cell("p_unrelated", 13, 2) + cell("p_auc", 7, 2))
+        lines.append(
+            f"{run.name[:27]:<28}"
+            + cell("f1", 9, 2)
+            + cell("image_decided_f1", 16, 2)
+            + cell("other_f1", 10, 2)
+            + cell("p_matched", 11, 2)
+            + cell("p_unrelated", 13, 2)
+            + cell("p_auc", 7, 2)
+        )
     return "\n".join(lines)
 
 
@@ -357,8 +376,10 @@ def write_report(run_dirs: list[str | Path], out: str | Path, case_run: str | Pa
         written["comparison"] = out / "comparison.txt"
         written["comparison"].write_text(comparison_table(runs, notes) + "\n", encoding="utf-8")
     visual = [r for r in runs if not r.text_only]
-    target = next((r for r in visual if case_run and Path(case_run).resolve() in (r.path.resolve(), r.path.parent.resolve())),
-                  visual[0] if visual else None)
+    target = next(
+        (r for r in visual if case_run and Path(case_run).resolve() in (r.path.resolve(), r.path.parent.resolve())),
+        visual[0] if visual else None,
+    )
     if target is not None:
         written["cases"] = case_study(target, out, ids, count, Path(images_dir) if images_dir else None, notes)
     return {k: v for k, v in written.items() if v is not None}

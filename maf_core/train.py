@@ -20,8 +20,8 @@ import torch
 from maf_core import distributed
 from maf_core.config import MAFConfig
 from maf_core.data import Split, bucketed_batches, check_store, collate, load_split
-from maf_core.metrics import score, table
 from maf_core.matching import choose_negatives
+from maf_core.metrics import score, table
 from maf_core.model import MAF, MAFOutput
 from pipeline.conll import Tweet, write_conll
 from pipeline.errors import DataError
@@ -152,8 +152,16 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def predict_split(model: MAF, split: Split, store: FeatureStore | None, tags: list[str], scheme: str,
-                  batch_size: int, device: torch.device, amp: bool | None = None) -> tuple[list[list[str]], list[float]]:
+def predict_split(
+    model: MAF,
+    split: Split,
+    store: FeatureStore | None,
+    tags: list[str],
+    scheme: str,
+    batch_size: int,
+    device: torch.device,
+    amp: bool | None = None,
+) -> tuple[list[list[str]], list[float]]:
     """BIO tags per word (words cut by truncation get O) and p per tweet, in split order.
 
     In a distributed run each process predicts every world-th tweet and all get the merged
@@ -311,12 +319,21 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_f1, best_epoch, step = state["epoch"] + 1, state["best_f1"], state["best_epoch"], state["step"]
+        start_epoch, best_f1, best_epoch, step = (
+            state["epoch"] + 1,
+            state["best_f1"],
+            state["best_epoch"],
+            state["step"],
+        )
         rngs = state["rng"]
         if len(rngs) != world:
-            raise DataError(f"{out_dir}: was trained on {len(rngs)} processes; resume it on the same number, not {world}")
+            raise DataError(
+                f"{out_dir}: was trained on {len(rngs)} processes; resume it on the same number, not {world}"
+            )
         _set_rng_state(rngs[rank])
-        logger.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", out_dir, state["epoch"], best_f1, best_epoch)
+        logger.info(
+            "resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", out_dir, state["epoch"], best_f1, best_epoch
+        )
     logger.info("training %s on %s%s: %d train / %d dev tweets, %d epochs of %d steps, %s",
                 "text-only" if model_config.text_only else "MAF", device, f" x {world} processes" if world > 1 else "",
                 len(train_split), len(splits["valid"]), config.epochs, steps_per_epoch, json.dumps(asdict(config)))
@@ -328,7 +345,9 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         sizes = distributed.split_sizes(len(indices), world)
         shard = distributed.BatchShard(rank, sizes) if world > 1 else None
         mine = indices[shard.rows] if shard is not None else indices
-        batch = collate(train_split, mine, store, length=int(lengths[rows].max()), words=max(1, int(word_counts[rows].max())))
+        batch = collate(
+            train_split, mine, store, length=int(lengths[rows].max()), words=max(1, int(word_counts[rows].max()))
+        )
         batch["shard"] = shard
         return batch
 
@@ -360,10 +379,17 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
             best_f1, best_epoch = dev["overall"]["f1"], epoch
             if lead:
                 save_model(model, out_dir / "best")
-        line = {"epoch": epoch, **{f"loss_{k}" if k != "loss" else k: round(v, 5) for k, v in losses.items()},
-                "dev_precision": round(dev["overall"]["precision"], 4), "dev_recall": round(dev["overall"]["recall"], 4),
-                "dev_f1": round(dev["overall"]["f1"], 4), "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2),
-                "train_seconds": round(train_seconds, 2), "eval_seconds": round(seconds - train_seconds, 2)}
+        line = {
+            "epoch": epoch,
+            **{f"loss_{k}" if k != "loss" else k: round(v, 5) for k, v in losses.items()},
+            "dev_precision": round(dev["overall"]["precision"], 4),
+            "dev_recall": round(dev["overall"]["recall"], 4),
+            "dev_f1": round(dev["overall"]["f1"], 4),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(seconds, 2),
+            "train_seconds": round(train_seconds, 2),
+            "eval_seconds": round(seconds - train_seconds, 2),
+        }
         logger.info("epoch %d/%d  loss %.3f (ner %.3f ca %.3f cm %.3f)  dev F1 %.2f%s  %.0f s", epoch, config.epochs,
                     losses["loss"], losses["ner"], losses["ca"], losses["cm"], dev["overall"]["f1"],
                     " (best)" if improved else "", seconds)
@@ -450,9 +476,16 @@ def train_seeds(features: str | Path, text_dir: str | Path, out_dir: str | Path,
             continue
         rows = {"overall": [r[split]["overall"] for r in reports.values()]}
         for name in sorted({t for r in reports.values() for t in r[split]["types"]}):
-            rows[name] = [r[split]["types"].get(name, {"precision": 0.0, "recall": 0.0, "f1": 0.0}) for r in reports.values()]
-        summary[split] = {name: {metric: {"mean": mean(v[metric] for v in values), "std": pstdev(v[metric] for v in values)}
-                                 for metric in ("precision", "recall", "f1")} for name, values in rows.items()}
+            rows[name] = [
+                r[split]["types"].get(name, {"precision": 0.0, "recall": 0.0, "f1": 0.0}) for r in reports.values()
+            ]
+        summary[split] = {
+            name: {
+                metric: {"mean": mean(v[metric] for v in values), "std": pstdev(v[metric] for v in values)}
+                for metric in ("precision", "recall", "f1")
+            }
+            for name, values in rows.items()
+        }
     if distributed.rank_and_world()[0] == 0:
         with atomic_output(out_dir / "summary.json") as handle:
             json.dump(summary, handle, indent=2, sort_keys=True)
@@ -479,9 +512,13 @@ def _check_resume(out_dir: Path, run: dict, model_config: MAFConfig) -> tuple[di
         raise DataError(f"{run['features']}: its fingerprint differs from the store {out_dir} was trained with "
                         f"({saved['features']}: {changed}, 'there' = this store); resume with that store")
     if saved["tokenizer"]["vocab_sha256"] != run["tokenizer"]["vocab_sha256"]:
-        raise DataError(f"{run['text_dir']}: tokenized with another vocabulary (sha256 "
-                        f"{run['tokenizer']['vocab_sha256'][:12]}) than {out_dir} ({saved['tokenizer']['vocab_sha256'][:12]})")
+        raise DataError(
+            f"{run['text_dir']}: tokenized with another vocabulary (sha256 "
+            f"{run['tokenizer']['vocab_sha256'][:12]}) than {out_dir} ({saved['tokenizer']['vocab_sha256'][:12]})"
+        )
     if {**asdict(TrainConfig()), **saved["train"]} != run["train"]:  # settings added later: their defaults
-        raise DataError(f"{out_dir}: was started with other training settings {saved['train']}; resume with the same ones")
+        raise DataError(
+            f"{out_dir}: was started with other training settings {saved['train']}; resume with the same ones"
+        )
     config = MAFConfig.from_dict(saved["model"])
     return torch.load(last, map_location="cpu", weights_only=True), config

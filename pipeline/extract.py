@@ -34,7 +34,15 @@ from pipeline.conll import find_splits, iter_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.images import (
-    MAX_PIXELS, STATUS, STATUS_NAMES, TRANSFORMS, ImageIndex, Transform, load_tensor, locate, normalise,
+    MAX_PIXELS,
+    STATUS,
+    STATUS_NAMES,
+    TRANSFORMS,
+    ImageIndex,
+    Transform,
+    load_tensor,
+    locate,
+    normalise,
     read_image_bytes,
 )
 from pipeline.store import FORMAT_VERSION, Shard, assemble, differences, read_shard_index, write_shard
@@ -42,7 +50,15 @@ from pipeline.store import FORMAT_VERSION, Shard, assemble, differences, read_sh
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "tf32", "bf16")
-__all__ = ["BACKBONES", "PRECISIONS", "TRANSFORMS", "ExtractConfig", "extract_images", "ids_from_corpus", "summary_text"]
+__all__ = [
+    "BACKBONES",
+    "PRECISIONS",
+    "TRANSFORMS",
+    "ExtractConfig",
+    "extract_images",
+    "ids_from_corpus",
+    "summary_text",
+]
 JOB_FILE = "job.json"
 BN_FILE = "bn_stats.pt"
 
@@ -184,7 +200,7 @@ def _decoded_batches(items, job: dict):
             yield start, [decode(item) for item in chunk]
         return
     pending = [pool.submit(decode, item) for item in chunks[0]] if chunks else []
-    for n, chunk in enumerate(chunks):
+    for n in range(len(chunks)):
         ahead = [pool.submit(decode, item) for item in chunks[n + 1]] if n + 1 < len(chunks) else []
         yield n * size, [f.result() for f in pending]
         pending = ahead
@@ -353,7 +369,9 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
             return _summary(out, existing.image_ids, existing.status, reused_store=True)
         settings = _spec(existing.fingerprint) != _spec(print_)
         other_ids = existing.image_ids != ids
-        reason = " and ".join(r for r, bad in (("with other settings", settings), ("for other image ids", other_ids)) if bad)
+        reason = " and ".join(
+            r for r, bad in (("with other settings", settings), ("for other image ids", other_ids)) if bad
+        )
         raise DataError(f"{out}: exists and was made {reason}; pass --overwrite to replace it "
                         "(it stays until the new store is complete)")
 
@@ -451,7 +469,9 @@ def _missing_message(bad: list[tuple[str, int]], total: int) -> str:
     by_status: dict[str, list[str]] = {}
     for image_id, code in bad:
         by_status.setdefault(STATUS_NAMES[code], []).append(image_id)
-    parts = [f"{name} {len(found)} (e.g. {', '.join(map(repr, found[:5]))})" for name, found in sorted(by_status.items())]
+    parts = [
+        f"{name} {len(found)} (e.g. {', '.join(map(repr, found[:5]))})" for name, found in sorted(by_status.items())
+    ]
     return (f"--missing fail: {len(bad)} of {total} images have no features: " + "; ".join(parts)
             + ". Fix the files, or use --missing record to store them as such")
 

@@ -182,7 +182,9 @@ class Transform:
         image in numpy, and the uint8 batch is a quarter of the bytes to move.
         """
         if self.name == "resize":
-            return np.ascontiguousarray(np.asarray(img.resize((self.size, self.size), Image.BILINEAR)).transpose(2, 0, 1))
+            return np.ascontiguousarray(
+                np.asarray(img.resize((self.size, self.size), Image.BILINEAR)).transpose(2, 0, 1)
+            )
         rng = random.Random(int.from_bytes(hashlib.sha256(f"{self.seed}:{image_id}".encode()).digest()[:8], "big"))
         w, h = img.size
         left = rng.randint(0, max(w - self.size, 0))

@@ -232,7 +232,9 @@ def draw_image(image_class: str, rng: random.Random):
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(245, 245, 245))
         for _ in range(rng.randint(3, 7)):
             bx, by, br = cx + rng.uniform(-r, r) * 0.5, cy + rng.uniform(-r, r) * 0.5, rng.uniform(4, 10)
-            draw.ellipse([bx - br, by - br, bx + br, by + br], fill=_jitter(rng, rng.choice([(120, 70, 30), (230, 130, 30)])))
+            draw.ellipse(
+                [bx - br, by - br, bx + br, by + br], fill=_jitter(rng, rng.choice([(120, 70, 30), (230, 130, 30)]))
+            )
     elif image_class == "screenshot":  # lines of grey "text"
         for y in range(6, h - 6, 8):
             draw.rectangle([6, y, 6 + rng.uniform(0.3, 0.9) * (w - 12), y + 3], fill=(60, 60, 60))
@@ -308,11 +310,50 @@ def make_sample(out_dir: str | os.PathLike, tweets: int = 1200, seed: int = 0,
 # (ZWJ sequences, flags, skin tones), hashtags, mentions, HTML entities, zero-width and
 # other format characters, soft hyphens, control characters, odd spaces, other scripts.
 HARD_WORDS = [
-    "https://t.co/Xy7Qz0AbCd", "http://www.example.com/2017/05/12/a-very-long-path/with-many-parts?utm_source=twitter&utm_medium=social&id=1234567890",
-    "😂😂😂", "👨\u200d👩\u200d👧\u200d👦", "🇺🇸", "👍🏽", "❤️", "#MakeAmericaGreatAgain", "#NBAFinals2017", "@realDonaldTrump",
-    "@_user_123", "&amp;", "&lt;3", "\u200b", "\u200c", "\u200d", "\ufeff", "\xad", "co\xadop", "zero\u200bwidth",
-    "\x7f", "\x01", "\xa0", "\ufe0f", "☀", "💜", "\u3000", "\u2028", "\u200f", "caf\u00e9", "cafe\u0301", "東京", "مرحبا", "Привет",
-    "loooooool", "2017-05-12", "$AAPL", "...", "—", "''", "RT", ":", "\ufffd", "ｆｕｌｌｗｉｄｔｈ",
+    "https://t.co/Xy7Qz0AbCd",
+    "http://www.example.com/2017/05/12/a-very-long-path/with-many-parts?utm_source=twitter&utm_medium=social&id=1234567890",
+    "😂😂😂",
+    "👨\u200d👩\u200d👧\u200d👦",
+    "🇺🇸",
+    "👍🏽",
+    "❤️",
+    "#MakeAmericaGreatAgain",
+    "#NBAFinals2017",
+    "@realDonaldTrump",
+    "@_user_123",
+    "&amp;",
+    "&lt;3",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\ufeff",
+    "\xad",
+    "co\xadop",
+    "zero\u200bwidth",
+    "\x7f",
+    "\x01",
+    "\xa0",
+    "\ufe0f",
+    "☀",
+    "💜",
+    "\u3000",
+    "\u2028",
+    "\u200f",
+    "caf\u00e9",
+    "cafe\u0301",
+    "東京",
+    "مرحبا",
+    "Привет",
+    "loooooool",
+    "2017-05-12",
+    "$AAPL",
+    "...",
+    "—",
+    "''",
+    "RT",
+    ":",
+    "\ufffd",
+    "ｆｕｌｌｗｉｄｔｈ",
 ]
 
 

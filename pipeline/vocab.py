@@ -27,7 +27,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def _corpus_lines(data_dir: Path) -> Iterator[str]:
     # All splits' words, labels unused: a stand-in for the much larger text a real BERT
     # vocabulary was trained on, so that test words are not all [UNK].
-    for split, path in find_splits(data_dir).items():
+    for path in find_splits(data_dir).values():
         for tweet in iter_conll(path):
             yield " ".join(tweet.words)
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_text
 
 from cli import maf, pipe
-
-from conftest import write_text
 
 BIN = Path(sys.executable).parent
 

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.pipe import main as pipe
+from pipeline.backbone import resolve_weights
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
-from pipeline.backbone import resolve_weights
 from pipeline.images import STATUS, Transform, normalise
 from pipeline.store import FeatureStore
 
@@ -117,7 +117,9 @@ def test_sample_corpus_statuses_follow_the_annotations(sample_dir, tmp_path):
 
 
 def test_missing_fail_lists_the_images_and_writes_nothing(images, tmp_path):
-    with pytest.raises(DataError, match=r"--missing fail: 2 of 14 images have no features: missing 2 \(e.g. 'gone1', 'gone2'\)"):
+    with pytest.raises(
+        DataError, match=r"--missing fail: 2 of 14 images have no features: missing 2 \(e.g. 'gone1', 'gone2'\)"
+    ):
         extract_images(images, tmp_path / "s.h5", ExtractConfig(**TINY, missing="fail"),
                        ids=["img000", "gone1", "gone2"] + [f"img{i:03d}" for i in range(1, 12)])
     assert not (tmp_path / "s.h5").exists()

@@ -11,7 +11,15 @@ import pytest
 from PIL import Image
 
 from pipeline.images import (
-    MEAN_RGB, STATUS, ImageIndex, Transform, decode, load_tensor, normalise, read_image_bytes, safe_id,
+    MEAN_RGB,
+    STATUS,
+    ImageIndex,
+    Transform,
+    decode,
+    load_tensor,
+    normalise,
+    read_image_bytes,
+    safe_id,
 )
 
 
@@ -156,7 +164,9 @@ def test_small_images_are_upscaled_or_padded_never_replaced():
     mean = np.array(MEAN_RGB, np.uint8)[:, None, None]
     padding = (arr == mean).all(axis=0)
     assert padding[20:, :].all() and padding[:, 50:].all() and padding[:20, :50].mean() < 0.1
-    assert np.array_equal(np.sort(arr[:, :20, :50].reshape(3, -1)), np.sort(np.asarray(small).transpose(2, 0, 1).reshape(3, -1)))
+    assert np.array_equal(
+        np.sort(arr[:, :20, :50].reshape(3, -1)), np.sort(np.asarray(small).transpose(2, 0, 1).reshape(3, -1))
+    )
 
 
 def test_maf_crop_is_seeded_per_image_id():

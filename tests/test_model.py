@@ -25,7 +25,9 @@ def make_batch(config: MAFConfig, batch: int = 8, seed: int = 0, pad_to: int | N
         ids, first = [2], []
         for _ in range(words):
             first.append(len(ids))
-            ids += torch.randint(5, config.vocab_size, (int(torch.randint(1, 3, (1,), generator=g)),), generator=g).tolist()
+            ids += torch.randint(
+                5, config.vocab_size, (int(torch.randint(1, 3, (1,), generator=g)),), generator=g
+            ).tolist()
         ids.append(3)
         rows.append(ids)
         starts.append(first)
@@ -69,7 +71,9 @@ def test_module_shapes():
     p, loss = CrossModalMatching(cfg)(text, image, mask, negative=torch.zeros(b, dtype=torch.bool))
     assert p.shape == (b,) and loss.shape == () and ((p > 0) & (p < 1)).all()
     assert CrossModalFusion(cfg)(text, image).shape == (b, length, 2 * cfg.hidden_size)
-    ca = CrossModalAlignment(cfg)(torch.randn(b, cfg.hidden_size), torch.randn(b, cfg.image_dim), torch.ones(b, dtype=torch.bool))
+    ca = CrossModalAlignment(cfg)(
+        torch.randn(b, cfg.hidden_size), torch.randn(b, cfg.image_dim), torch.ones(b, dtype=torch.bool)
+    )
     assert ca.shape == () and ca > 0
 
     model = tiny_model()
@@ -101,8 +105,12 @@ def test_alignment_loss_equals_the_per_example_formula():
 
     total = 0.0
     for i in range(n):
-        v2t = -math.log(math.exp(sim(image[i], text[i]) / tau) / sum(math.exp(sim(image[i], text[j]) / tau) for j in range(n)))
-        t2v = -math.log(math.exp(sim(text[i], image[i]) / tau) / sum(math.exp(sim(text[i], image[j]) / tau) for j in range(n)))
+        v2t = -math.log(
+            math.exp(sim(image[i], text[i]) / tau) / sum(math.exp(sim(image[i], text[j]) / tau) for j in range(n))
+        )
+        t2v = -math.log(
+            math.exp(sim(text[i], image[i]) / tau) / sum(math.exp(sim(text[i], image[j]) / tau) for j in range(n))
+        )
         total += lam * v2t + (1 - lam) * t2v
     assert abs(float(contrastive_loss(image, text, tau, lam)) - total / n) < 1e-5
 
@@ -244,10 +252,20 @@ def test_ablations_switch_modules_off_on_the_same_code_path():
 
 def test_presets_hold_the_design_values():
     paper = MAFConfig.from_preset("paper")
-    assert (paper.temperature, paper.alignment_direction, paper.matching_pairs, paper.negatives) == (0.102, 0.7, 15, "pairs")
+    assert (paper.temperature, paper.alignment_direction, paper.matching_pairs, paper.negatives) == (
+        0.102,
+        0.7,
+        15,
+        "pairs",
+    )
     assert (paper.alpha, paper.beta, paper.loss_weighting, paper.scheme) == (0.2, 0.2, "paper", "bioes")
     released = MAFConfig.from_preset("released-code")
-    assert (released.temperature, released.alignment_direction, released.negatives, released.matching_pairs) == (0.179, 0.3, "tail", 8)
+    assert (released.temperature, released.alignment_direction, released.negatives, released.matching_pairs) == (
+        0.179,
+        0.3,
+        "tail",
+        8,
+    )
     assert (released.loss_weighting, released.scheme) == ("released-code", "bio")
     for cfg in (paper, released):
         assert (cfg.heads, cfg.max_length, cfg.hidden_size, cfg.image_dim, cfg.num_regions) == (12, 128, 768, 2048, 49)
@@ -292,7 +310,9 @@ def test_sequences_longer_than_the_matching_length_are_refused():
 @pytest.mark.slow
 def test_parameter_count_of_the_paper_size():
     torch.manual_seed(0)
-    model = MAF(MAFConfig.from_preset("paper", tags=["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC") for p in "BIES"]))
+    model = MAF(
+        MAFConfig.from_preset("paper", tags=["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC") for p in "BIES"])
+    )
     counts = count_parameters(model)
     print(counts)
     assert abs(counts["bert"] - 108.31e6) < 0.05e6

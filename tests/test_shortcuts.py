@@ -110,7 +110,7 @@ def train_matching(config: MAFConfig, data: Tweets, steps: int, seed: int = 0) -
     model = MAF(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed)
-    for step in range(steps):
+    for _ in range(steps):
         index = torch.randint(0, len(data.classes), (16,), generator=g)
         out = model(**data.rows(index), generator=g)
         optimizer.zero_grad()
@@ -135,7 +135,9 @@ def held_out_auc(model: MAF, data: Tweets, other_class_only: bool) -> float:
         if other_class_only:  # the nearest following row with another class
             classes = data.classes[index]
             for i in range(len(index)):
-                j = next((j % len(index) for j in range(i + 1, i + len(index)) if classes[j % len(index)] != classes[i]), i)
+                j = next(
+                    (j % len(index) for j in range(i + 1, i + len(index)) if classes[j % len(index)] != classes[i]), i
+                )
                 permutation[i] = j
         swapped, swapped_mask = model.swapped_image(text, image, batch["regions"], mask, permutation)
         keep = permutation != torch.arange(len(index))

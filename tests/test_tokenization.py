@@ -4,17 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import write_text
 
-from pipeline.conll import read_conll, write_conll
+from pipeline import tokenization
+from pipeline.conll import Tweet, read_conll, write_conll
 from pipeline.errors import DataError
 from pipeline.sample import twitter_style_tweets
-from pipeline import tokenization
-from pipeline.tokenization import load_tokenizer, read_meta, read_split, tokenize_corpus, tokenize_tweets
-from pipeline.conll import Tweet
 from pipeline.schemes import bio_to_bioes, tag_list
+from pipeline.tokenization import load_tokenizer, read_meta, read_split, tokenize_corpus, tokenize_tweets
 from pipeline.vocab import build_vocab
-
-from conftest import write_text
 
 
 def assert_lossless(data_dir, text_dir, scheme="bioes"):

@@ -147,7 +147,9 @@ def test_resume_and_evaluate_refuse_mismatched_inputs(corpus, tmp_path, sample_d
     done = runner.invoke(maf, ["evaluate", str(run), "--text", str(tmp_path / "othertext")])
     assert done.exit_code == 1 and "not with the run's tokenizer" in done.output, done.output
     done = runner.invoke(maf, ["evaluate", str(run), "--features", str(other)])
-    assert done.exit_code == 1 and "extracted with other settings" in done.output and "weights." in done.output, done.output
+    assert done.exit_code == 1 and "extracted with other settings" in done.output and "weights." in done.output, (
+        done.output
+    )
     tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "again", max_length=64)
     done = runner.invoke(maf, ["evaluate", str(run), "--text", str(tmp_path / "again"), "--split", "valid"])
     assert done.exit_code == 0, done.output
@@ -191,7 +193,10 @@ def test_several_seeds_give_a_summary(corpus, tmp_path):
                                       "--batch-size", "32", "--seeds", "1,2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
-    f1 = [json.loads((tmp_path / "runs" / f"seed-{s}" / "report.json").read_text())["test"]["overall"]["f1"] for s in (1, 2)]
+    f1 = [
+        json.loads((tmp_path / "runs" / f"seed-{s}" / "report.json").read_text())["test"]["overall"]["f1"]
+        for s in (1, 2)
+    ]
     assert summary["seeds"] == [1, 2]
     assert abs(summary["test"]["overall"]["f1"]["mean"] - sum(f1) / 2) < 1e-9
     assert abs(summary["test"]["overall"]["f1"]["std"] - abs(f1[0] - f1[1]) / 2) < 1e-9
@@ -247,8 +252,19 @@ def test_predict_new_tweets_from_images_and_from_a_store(corpus, tmp_path, sampl
             items, images_dir=sample_dir / "images")
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text("\n".join(json.dumps({"id": r["id"], "text": " ".join(r["words"])}) for r in expected) + "\n")
-    result = CliRunner().invoke(maf, ["predict", str(run), "--input", str(jsonl), "--images", str(sample_dir / "images"),
-                                      "--out", str(tmp_path / "preds.jsonl")])
+    result = CliRunner().invoke(
+        maf,
+        [
+            "predict",
+            str(run),
+            "--input",
+            str(jsonl),
+            "--images",
+            str(sample_dir / "images"),
+            "--out",
+            str(tmp_path / "preds.jsonl"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]
     assert [r["tags"] for r in rows] == [r["predicted"] for r in expected]
@@ -289,10 +305,38 @@ def test_torchrun_launch_writes_one_run(corpus, tmp_path):
 
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cli.maf",
-                           "train", "--features", str(corpus["store"]), "--text", str(corpus["text"]), "--out", str(out),
-                           "--bert-config", "tiny", "--epochs", "2", "--batch-size", "16", "--device", "cpu"],
-                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "cli.maf",
+            "train",
+            "--features",
+            str(corpus["store"]),
+            "--text",
+            str(corpus["text"]),
+            "--out",
+            str(out),
+            "--bert-config",
+            "tiny",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x 2 processes" in done.stderr
     assert done.stdout.count("best epoch") == 1  # tables from the first process only
@@ -315,7 +359,10 @@ def test_report_draws_every_figure(corpus, tmp_path):
             pixels = np.asarray(image.convert("L"), dtype=float)
         assert image.size[0] > 400 and pixels.std() > 10, name  # drawn, not blank
     table = (out / "comparison.txt").read_text().splitlines()
-    assert table[0].split()[:3] == ["run", "test", "F1"] and [line.split()[0] for line in table[1:]] == ["maf", "text-only"]
+    assert table[0].split()[:3] == ["run", "test", "F1"] and [line.split()[0] for line in table[1:]] == [
+        "maf",
+        "text-only",
+    ]
     assert "img-decided F1" in done.output
     done = CliRunner().invoke(maf, ["report", str(tmp_path / "nothing"), "--out", str(out)])
     assert done.exit_code == 1 and "not a run directory" in done.output
@@ -328,9 +375,28 @@ def test_released_code_preset_trains_and_evaluates_from_the_cli(corpus, tmp_path
     text = tmp_path / "text-bio"
     tokenize_corpus(sample_dir, str(tokenizer_dir), text, max_length=64, scheme="bio")
     run = tmp_path / "released"
-    result = CliRunner().invoke(maf, ["train", "--features", str(corpus["store"]), "--text", str(text), "--out", str(run),
-                                      "--preset", "released-code", "--bert-config", "tiny", "--epochs", "2",
-                                      "--batch-size", "24", "--device", "cpu"])
+    result = CliRunner().invoke(
+        maf,
+        [
+            "train",
+            "--features",
+            str(corpus["store"]),
+            "--text",
+            str(text),
+            "--out",
+            str(run),
+            "--preset",
+            "released-code",
+            "--bert-config",
+            "tiny",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "24",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "config.json").read_text())
     assert (saved["train"]["optimizer"], saved["train"]["batching"]) == ("bertadam", "random")
