@@ -1,7 +1,9 @@
-"""The MAF model (and, in later stages, its trainer): BERT + precomputed ResNet features +
+"""The MAF model, its trainer, prediction and reports: BERT + precomputed ResNet features +
 cross-modal alignment (CA), interaction (CI), matching (CM) and fusion (CF) + CRF.
 
-Never loads the ResNet: image features come from the feature store.
+Training reads image features from the feature store; the ResNet is loaded only to extract
+new images at prediction time (`maf predict --images`) and by the online baseline
+(`maf train --images`), both through `pipeline`.
 """
 from maf_core.config import MAFConfig
 from maf_core.model import MAF, MAFOutput, count_parameters

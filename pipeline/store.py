@@ -128,15 +128,6 @@ def _difference(found: dict, wanted: dict, key: str) -> str:
     return f"{key}: {a!r} there, {b!r} now"
 
 
-def read_fingerprint(path: str | os.PathLike) -> dict:
-    """The fingerprint of a complete store (DataError if `path` is not one)."""
-    try:
-        with h5py.File(path, "r") as f:
-            return json.loads(f.attrs["fingerprint"])
-    except (OSError, KeyError, ValueError) as err:
-        raise DataError(f"{path}: not a maf feature store ({err})") from None
-
-
 @dataclass
 class Features:
     """A gathered batch: numpy arrays in the order of the ids asked for."""
