@@ -7,6 +7,7 @@ import os
 import click
 
 from cli.common import Group, setup_logging
+from maf_core.config import BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -68,9 +69,9 @@ def main(verbose: bool) -> None:
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The run directory to write.")
 @click.option("--bert", default=None, help="A pretrained BERT: Hub name (bert-base-cased) or local directory.")
-@click.option("--bert-config", type=click.Choice(["tiny", "small", "base"]), default="base", show_default=True,
+@click.option("--bert-config", type=click.Choice(list(BERT_SIZES)), default="base", show_default=True,
               help="Without --bert: a random-init BERT of this size with the tokenizer's vocabulary.")
-@click.option("--preset", type=click.Choice(["paper", "released-code", "recommended"]), default="paper",
+@click.option("--preset", type=click.Choice(PRESETS), default="paper",
               show_default=True,
               help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
                    "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "
@@ -82,23 +83,23 @@ def main(verbose: bool) -> None:
 @click.option("--lr", default=5e-5, show_default=True, help="AdamW learning rate (10% warm-up, linear decay to 0).")
 @click.option("--head-lr", type=float, default=None,
               help="Learning rate of everything after BERT (CA, CI, CM, CF, CRF) [default: --lr].")
-@click.option("--optimizer", type=click.Choice(["adamw", "bertadam"]), default=None,
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
               help="adamw (10% warm-up, linear decay to 0, global clipping) or bertadam (the released "
                    "code's: no bias correction, each tensor clipped, warmup_linear) [default: the preset's].")
-@click.option("--batching", type=click.Choice(["length", "random"]), default=None,
+@click.option("--batching", type=click.Choice(BATCHINGS), default=None,
               help="Batches of similar-length tweets (less padding; rows in random order inside) or "
                    "random batches [default: the preset's; released-code: random, others: length].")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--seeds", default=None, help="Comma-separated seeds (1,2,3): one run per seed in OUT/seed-N, "
                                              "and OUT/summary.json with mean and std.")
-@click.option("--swap", type=click.Choice(["c", "image"]), default=None,
+@click.option("--swap", type=click.Choice(CHOICES["swap"]), default=None,
               help="CM negatives: the other tweet's C (c, the paper's wording, which a linear CM cannot "
                    "separate, see README) or C recomputed from this text and the other tweet's image "
                    "[default: the preset's: c, recommended: image].")
-@click.option("--matching-head", type=click.Choice(["linear", "bilinear"]), default=None,
+@click.option("--matching-head", type=click.Choice(CHOICES["matching_head"]), default=None,
               help="CM classifier: linear on flatten([T; C]) (the paper) or bilinear on mean T and mean C, "
                    "which needs --swap image [default: the preset's: linear, recommended: bilinear].")
-@click.option("--ner-pairs", type=click.Choice(["swapped", "true"]), default=None,
+@click.option("--ner-pairs", type=click.Choice(CHOICES["ner_pairs"]), default=None,
               help="In training, a tweet whose C was swapped learns its tags from p times the swapped C "
                    "(swapped) or from its own image (true) [default: the preset's: swapped, recommended: true].")
 @click.option("--no-alignment", is_flag=True, help="Ablation: without CA.")

@@ -20,6 +20,9 @@ CHOICES = {  # setting -> the values it accepts
     "interaction_activation": ("relu", "gelu"), "init": ("default", "bert"), "dropout_on": ("emissions", "text"),
     "crf_over": ("words", "pieces"),
 }
+# training settings of TrainConfig (maf_core/train.py) that the presets set
+OPTIMIZERS = ("adamw", "bertadam")
+BATCHINGS = ("length", "random")
 # the extra CRF states of crf_over="pieces" (the released code's label list): continuation
 # pieces, [CLS], [SEP], and the padding label 0 that it also gives the CRF
 PIECE_TAGS = ("X", "[CLS]", "[SEP]", "[PAD]")

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.conll import ENTITY_TYPES
 from pipeline.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-TYPES = ("PER", "LOC", "ORG", "MISC")
 
 
 @dataclass
@@ -122,7 +122,7 @@ def type_bars(runs: list[Run], out: Path, split: str = "test") -> Path | None:
     if not scored:
         return None
     plt = _pyplot()
-    groups = [t for t in TYPES if any(t in r.report[split]["types"] for r in scored)] + ["overall"]
+    groups = [t for t in ENTITY_TYPES if any(t in r.report[split]["types"] for r in scored)] + ["overall"]
     width = 0.8 / len(scored)
     fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 2, 4))
     for n, run in enumerate(scored):

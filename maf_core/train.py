@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from maf_core import distributed
-from maf_core.config import MAFConfig
+from maf_core.config import BATCHINGS, OPTIMIZERS, MAFConfig
 from maf_core.data import Split, bucketed_batches, check_store, collate, load_split
 from maf_core.matching import choose_negatives
 from maf_core.metrics import score, table
 from maf_core.model import MAF, MAFOutput
-from pipeline.conll import Tweet, write_conll
+from pipeline.conll import ENTITY_TYPES, Tweet, write_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.schemes import bioes_to_bio, get_entities
@@ -34,10 +34,6 @@ logger = logging.getLogger(__name__)
 
 FEATURE_KEYS = ("regions", "pooled", "image_ok")
 MODEL_KEYS = ("input_ids", "attention_mask", "word_starts", "word_mask", *FEATURE_KEYS)
-
-
-OPTIMIZERS = ("adamw", "bertadam")
-BATCHINGS = ("length", "random")
 
 
 @dataclass
@@ -495,7 +491,7 @@ def train_seeds(features: str | Path, text_dir: str | Path, out_dir: str | Path,
 def summary_table(summary: dict, split: str = "test") -> str:
     """Mean ± std over seeds: F1 per type, overall P, R, F1."""
     scores = summary[split]
-    types = [t for t in ("PER", "LOC", "ORG", "MISC") if t in scores]
+    types = [t for t in ENTITY_TYPES if t in scores]
     head = f"{split + ' (' + str(len(summary['seeds'])) + ' seeds)':<16}" + "".join(f"{t:>14}" for t in types) + \
         "".join(f"{m:>14}" for m in ("P", "R", "F1"))
     cells = [scores[t]["f1"] for t in types] + [scores["overall"][m] for m in ("precision", "recall", "f1")]

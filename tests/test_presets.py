@@ -110,6 +110,7 @@ def test_interaction_is_a_bert_cross_attention_layer():
     assert isinstance(paper.interaction.ffn[1], nn.ReLU) and paper.interaction.attention_norm.eps == 1e-5
 
 
+@torch.no_grad()
 def test_new_layers_start_as_bert_initialises_them():
     torch.manual_seed(0)
     model = MAF(released(hidden_size=32, interaction_ffn=400))
