@@ -161,6 +161,7 @@ def test_matching_sees_all_max_length_positions_unmasked():
     assert not torch.allclose(model(**batch).match_prob, real(**batch).match_prob, atol=1e-4)
 
 
+@torch.no_grad()
 def test_crf_runs_over_every_piece_with_x_cls_and_sep():
     model = MAF(released())
     assert model.config.crf_tags == TAGS + list(PIECE_TAGS) and model.crf.num_tags == len(TAGS) + 4
