@@ -10,7 +10,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -234,13 +234,97 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
+@dataclass
+class Inputs:
+    """What a run reads: the text, its splits, the store, and the record config.json keeps of them."""
+
+    text_dir: Path
+    meta: dict
+    store: FeatureStore
+    splits: dict[str, Split]
+    record: dict  # text_dir, features, tokenizer, max_length, store_fingerprint, train
+
+
+@dataclass
+class Progress:
+    """Where training stands: the next epoch, the best dev F1 so far and its epoch, the step count."""
+
+    epoch: int = 1
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    step: int = 0
+
+
 def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
           config: TrainConfig, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train, evaluate on dev every epoch, keep the best, test it; returns the report.
 
     `features`: a store.h5 path, or `maf_core.online.OnlineFeatures` (the backbone in every step).
+    The caller's `model_config` is not changed: the run's own is fitted to the text and store.
     """
-    out_dir, text_dir = Path(out_dir), Path(text_dir)
+    out_dir = Path(out_dir)
+    inputs = read_inputs(features, text_dir, model_config, config)
+    model_config = fit_to_inputs(model_config, inputs)
+    state = None
+    if resume:
+        state, model_config = _check_resume(out_dir, inputs.record, model_config)
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise DataError(f"{out_dir}: exists and is not empty; pass --resume to continue that run, or another --out")
+
+    device = distributed.setup(config.device) if distributed.launched() else resolve_device(config.device)
+    rank, world = distributed.rank_and_world()
+    distributed.barrier()  # every process has checked the run directory before the first one writes to it
+    if rank == 0:          # the one process that writes files
+        start_run_directory(out_dir, model_config, inputs)
+
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    model = MAF(model_config).to(device)
+    torch.manual_seed(config.seed + 7919 * rank)  # each process its own dropout masks
+    trained = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = optimizer_for(model, config)
+    train_split = inputs.splits["train"]
+    steps_per_epoch = len(epoch_batches(train_split, config, 1, world))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(config, len(train_split), steps_per_epoch))
+    progress = Progress()
+    if state is not None:
+        progress = _restore(state, model, optimizer, scheduler, out_dir, rank, world)
+    logger.info("training %s on %s%s: %d train / %d dev tweets, %d epochs of %d steps, %s",
+                "text-only" if model.config.text_only else "MAF", device, f" x {world} processes" if world > 1 else "",
+                len(train_split), len(inputs.splits["valid"]), config.epochs, steps_per_epoch,
+                json.dumps(asdict(config)))
+
+    for epoch in range(progress.epoch, config.epochs + 1):
+        started = time.perf_counter()
+        losses = train_one_epoch(trained, model, optimizer, scheduler, inputs, config, epoch, progress, device)
+        train_seconds = time.perf_counter() - started
+        dev, _, _ = evaluate_split(model, inputs.splits["valid"], inputs.store, model.config.tags,
+                                   model.config.scheme, config.eval_batch_size, device)
+        seconds = time.perf_counter() - started
+        improved = dev["overall"]["f1"] > progress.best_f1
+        if improved:
+            progress.best_f1, progress.best_epoch = dev["overall"]["f1"], epoch
+            if rank == 0:
+                save_model(model, out_dir / "best")
+        logger.info("epoch %d/%d  loss %.3f (ner %.3f ca %.3f cm %.3f)  dev F1 %.2f%s  %.0f s", epoch, config.epochs,
+                    losses["loss"], losses["ner"], losses["ca"], losses["cm"], dev["overall"]["f1"],
+                    " (best)" if improved else "", seconds)
+        line = metrics_line(epoch, losses, dev, scheduler.get_last_lr()[0], seconds, train_seconds)
+        end_epoch(out_dir, line, model, optimizer, scheduler, epoch, progress, rank)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+
+    return finish(out_dir, inputs.splits, inputs.store, device, config.eval_batch_size, progress.best_epoch)
+
+
+def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config: TrainConfig) -> Inputs:
+    """The tokenized text and the store, checked against each other and against the model's
+    scheme and vocabulary (DataError naming what differs)."""
+    text_dir = Path(text_dir)
     meta = read_meta(text_dir)
     store = features if hasattr(features, "gather") else FeatureStore(features)  # a store, or OnlineFeatures
     features = getattr(features, "path", features)
@@ -256,152 +340,119 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
             raise DataError(f"{text_dir}: tokenized with {meta['tokenizer']['name_or_path']} (vocab sha256 "
                             f"{meta['tokenizer']['vocab_sha256'][:12]}), but --bert {model_config.bert} has vocab "
                             f"sha256 {found[:12]}; tokenize again with --tokenizer {model_config.bert}")
-    model_config.tags = list(meta["tags"])
-    model_config.vocab_size = int(meta["tokenizer"]["vocab_size"])
-    model_config.image_dim, model_config.num_regions = int(store.channels), int(store.num_regions)
-    model_config.max_length = max(model_config.max_length, int(meta["max_length"]))
-    run = {"text_dir": str(text_dir), "features": str(features), "tokenizer": meta["tokenizer"],
-           "max_length": int(meta["max_length"]), "store_fingerprint": store.fingerprint, "train": asdict(config)}
-
+    record = {"text_dir": str(text_dir), "features": str(features), "tokenizer": meta["tokenizer"],
+              "max_length": int(meta["max_length"]), "store_fingerprint": store.fingerprint, "train": asdict(config)}
     splits = {name: load_split(text_dir, name) for name in ("train", "valid", "test") if name in meta["splits"]}
     if "train" not in splits or "valid" not in splits:
         raise DataError(f"{text_dir}: needs train and valid splits, found {sorted(splits)}")
     for split in splits.values():
         check_store(split, store, text_dir)
+    return Inputs(text_dir, meta, store, splits, record)
 
-    state = None
-    if resume:
-        state, model_config = _check_resume(out_dir, run, model_config)
-    elif out_dir.exists() and any(out_dir.iterdir()):
-        raise DataError(f"{out_dir}: exists and is not empty; pass --resume to continue that run, or another --out")
 
-    device = distributed.setup(config.device) if distributed.launched() else resolve_device(config.device)
+def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
+    """A copy of the model config with the text's tags, vocabulary and length and the store's sizes."""
+    meta, store = inputs.meta, inputs.store
+    return replace(model_config, tags=list(meta["tags"]), vocab_size=int(meta["tokenizer"]["vocab_size"]),
+                   image_dim=int(store.channels), num_regions=int(store.num_regions),
+                   max_length=max(model_config.max_length, int(meta["max_length"])))
+
+
+def start_run_directory(out_dir: Path, model_config: MAFConfig, inputs: Inputs) -> None:
+    """config.json, and the store's re-estimated BatchNorm statistics (so that `maf predict
+    --images` extracts new images with the same backbone)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_dir / "config.json") as handle:
+        json.dump({"model": model_config.to_dict(), **inputs.record}, handle, indent=2, sort_keys=True)
+    bn = inputs.store.bn_stats()
+    if bn is not None:
+        with atomic_output(out_dir / "backbone_bn.npz", "wb") as handle:
+            np.savez(handle, **bn)
+
+
+def _restore(state: dict, model, optimizer, scheduler, out_dir: Path, rank: int, world: int) -> Progress:
+    """Model, optimizer, schedule and RNG as last.pt left them; the progress to continue from."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rngs = state["rng"]
+    if len(rngs) != world:
+        raise DataError(f"{out_dir}: was trained on {len(rngs)} processes; resume it on the same number, not {world}")
+    _set_rng_state(rngs[rank])
+    logger.info("resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", out_dir, state["epoch"],
+                state["best_f1"], state["best_epoch"])
+    return Progress(state["epoch"] + 1, state["best_f1"], state["best_epoch"], state["step"])
+
+
+def epoch_batches(split: Split, config: TrainConfig, epoch: int, world: int = 1) -> list[list[int]]:
+    """The global batches of one epoch, seeded by the run's seed and the epoch."""
+    lengths = split.padded()["lengths"].tolist()
+    batches = bucketed_batches(lengths, config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch,
+                               by_length=config.batching == "length")
+    return [b for b in batches if len(b) >= world]  # a last batch smaller than the processes is left out
+
+
+def shard_batch(split: Split, indices: list[int], store, rank: int, world: int) -> dict:
+    """This process's rows of a global batch, padded to the global batch's longest."""
+    padded = split.padded()
+    rows = np.asarray(indices)
+    shard = distributed.BatchShard(rank, distributed.split_sizes(len(indices), world)) if world > 1 else None
+    mine = indices[shard.rows] if shard is not None else indices
+    batch = collate(split, mine, store, length=int(padded["lengths"][rows].max()),
+                    words=max(1, int(padded["words"][rows].max())))
+    batch["shard"] = shard
+    return batch
+
+
+def train_one_epoch(trained, model: MAF, optimizer, scheduler, inputs: Inputs, config: TrainConfig, epoch: int,
+                    progress: Progress, device: torch.device) -> dict[str, float]:
+    """One pass over the training split (progress.step advances); the mean of each loss part."""
     rank, world = distributed.rank_and_world()
-    distributed.barrier()  # every process has checked the run directory before the first one writes to it
-    lead = rank == 0       # the one process that writes files
-    if lead:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_output(out_dir / "config.json") as handle:
-            json.dump({"model": model_config.to_dict(), **run}, handle, indent=2, sort_keys=True)
-        bn = store.bn_stats()
-        if bn is not None:  # so that `maf predict --images` extracts new images with the same backbone
-            with atomic_output(out_dir / "backbone_bn.npz", "wb") as handle:
-                np.savez(handle, **bn)
+    split = inputs.splits["train"]
+    batches = epoch_batches(split, config, epoch, world)
+    matching = model.config.visual and model.config.use_matching
+    trained.train()
+    sums = torch.zeros(4, device=device)  # loss, ner, ca, cm: summed on the device, read once per epoch
+    prepared = (shard_batch(split, indices, inputs.store, rank, world) for indices in batches)
+    for batch in _prefetched(prepared, device):
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + progress.step)
+        shard = batch.pop("shard")
+        negatives = None
+        if matching and shard is None:  # drawn here from the CPU copy of image_ok: no device sync
+            negatives = choose_negatives(batch["image_ok_cpu"], model.pairs_for(len(batch["image_ok_cpu"])),
+                                         model.config.negatives, generator)
+        out = train_step(trained, optimizer, batch, device, config.amp, config.clip, generator=generator,
+                         negatives=negatives, shard=shard)
+        scheduler.step()
+        progress.step += 1
+        sums += torch.stack([v.detach().float() if v is not None else sums.new_zeros(())
+                             for v in (out.loss, out.loss_ner, out.loss_ca, out.loss_cm)])
+    sums = distributed.mean_over_processes(sums)
+    return dict(zip(("loss", "ner", "ca", "cm"), (sums / len(batches)).tolist()))
 
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    model = MAF(model_config).to(device)
-    model_config = model.config
-    torch.manual_seed(config.seed + 7919 * rank)  # each process its own dropout masks
-    trained = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = optimizer_for(model, config)
-    train_split = splits["train"]
-    padded = train_split.padded()
-    lengths, word_counts = padded["lengths"], padded["words"]
+def metrics_line(epoch: int, losses: dict, dev: dict, lr: float, seconds: float, train_seconds: float) -> dict:
+    """One line of metrics.jsonl."""
+    overall = dev["overall"]
+    return {"epoch": epoch, **{f"loss_{k}" if k != "loss" else k: round(v, 5) for k, v in losses.items()},
+            "dev_precision": round(overall["precision"], 4), "dev_recall": round(overall["recall"], 4),
+            "dev_f1": round(overall["f1"], 4), "lr": lr, "seconds": round(seconds, 2),
+            "train_seconds": round(train_seconds, 2), "eval_seconds": round(seconds - train_seconds, 2)}
 
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        batches = bucketed_batches(lengths.tolist(), config.batch_size, shuffle=True, seed=config.seed * 100003 + epoch,
-                                   by_length=config.batching == "length")
-        return [b for b in batches if len(b) >= world]  # a last batch smaller than the processes is left out
 
-    steps_per_epoch = len(epoch_batches(1))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(config, len(train_split), steps_per_epoch))
-    start_epoch, best_f1, best_epoch, step = 1, -1.0, 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_f1, best_epoch, step = (
-            state["epoch"] + 1,
-            state["best_f1"],
-            state["best_epoch"],
-            state["step"],
-        )
-        rngs = state["rng"]
-        if len(rngs) != world:
-            raise DataError(
-                f"{out_dir}: was trained on {len(rngs)} processes; resume it on the same number, not {world}"
-            )
-        _set_rng_state(rngs[rank])
-        logger.info(
-            "resuming %s after epoch %d (best dev F1 %.2f at epoch %d)", out_dir, state["epoch"], best_f1, best_epoch
-        )
-    logger.info("training %s on %s%s: %d train / %d dev tweets, %d epochs of %d steps, %s",
-                "text-only" if model_config.text_only else "MAF", device, f" x {world} processes" if world > 1 else "",
-                len(train_split), len(splits["valid"]), config.epochs, steps_per_epoch, json.dumps(asdict(config)))
-    matching = model_config.visual and model_config.use_matching
-
-    def prepare(indices: list[int]) -> tuple[dict, tuple | None]:
-        """This process's rows of a global batch, padded to the global batch's longest, on the device."""
-        rows = np.asarray(indices)
-        sizes = distributed.split_sizes(len(indices), world)
-        shard = distributed.BatchShard(rank, sizes) if world > 1 else None
-        mine = indices[shard.rows] if shard is not None else indices
-        batch = collate(
-            train_split, mine, store, length=int(lengths[rows].max()), words=max(1, int(word_counts[rows].max()))
-        )
-        batch["shard"] = shard
-        return batch
-
-    for epoch in range(start_epoch, config.epochs + 1):
-        started = time.perf_counter()
-        trained.train()
-        sums = torch.zeros(4, device=device)  # loss, ner, ca, cm: summed on the device, read once per epoch
-        for batch in _prefetched(map(prepare, epoch_batches(epoch)), device):
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-            shard = batch.pop("shard")
-            negatives = None
-            if matching and shard is None:  # drawn here from the CPU copy of image_ok: no device sync
-                negatives = choose_negatives(batch["image_ok_cpu"], model.pairs_for(len(batch["image_ok_cpu"])),
-                                             model_config.negatives, generator)
-            out = train_step(trained, optimizer, batch, device, config.amp, config.clip, generator=generator,
-                             negatives=negatives, shard=shard)
-            scheduler.step()
-            step += 1
-            sums += torch.stack([v.detach().float() if v is not None else sums.new_zeros(())
-                                 for v in (out.loss, out.loss_ner, out.loss_ca, out.loss_cm)])
-        sums = distributed.mean_over_processes(sums)
-        train_seconds = time.perf_counter() - started
-        dev, _, _ = evaluate_split(model, splits["valid"], store, model_config.tags, model_config.scheme,
-                                   config.eval_batch_size, device)
-        seconds = time.perf_counter() - started
-        losses = dict(zip(("loss", "ner", "ca", "cm"), (sums / steps_per_epoch).tolist()))
-        improved = dev["overall"]["f1"] > best_f1
-        if improved:
-            best_f1, best_epoch = dev["overall"]["f1"], epoch
-            if lead:
-                save_model(model, out_dir / "best")
-        line = {
-            "epoch": epoch,
-            **{f"loss_{k}" if k != "loss" else k: round(v, 5) for k, v in losses.items()},
-            "dev_precision": round(dev["overall"]["precision"], 4),
-            "dev_recall": round(dev["overall"]["recall"], 4),
-            "dev_f1": round(dev["overall"]["f1"], 4),
-            "lr": scheduler.get_last_lr()[0],
-            "seconds": round(seconds, 2),
-            "train_seconds": round(train_seconds, 2),
-            "eval_seconds": round(seconds - train_seconds, 2),
-        }
-        logger.info("epoch %d/%d  loss %.3f (ner %.3f ca %.3f cm %.3f)  dev F1 %.2f%s  %.0f s", epoch, config.epochs,
-                    losses["loss"], losses["ner"], losses["ca"], losses["cm"], dev["overall"]["f1"],
-                    " (best)" if improved else "", seconds)
-        rngs = distributed.all_gather_objects(_rng_state())
-        if lead:
-            with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(line) + "\n")
-            with atomic_output(out_dir / "last.pt", "wb") as handle:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": best_f1,
-                            "best_epoch": best_epoch, "step": step, "rng": rngs}, handle)
-        distributed.barrier()  # best/ and last.pt are written before any process goes on
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
-
-    return finish(out_dir, splits, store, device, config.eval_batch_size, best_epoch)
+def end_epoch(out_dir: Path, line: dict, model: MAF, optimizer, scheduler, epoch: int, progress: Progress,
+              rank: int) -> None:
+    """metrics.jsonl gets the line and last.pt the whole state (the first process), then every
+    process waits until they are written."""
+    rngs = distributed.all_gather_objects(_rng_state())
+    if rank == 0:
+        with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+        with atomic_output(out_dir / "last.pt", "wb") as handle:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": progress.best_f1,
+                        "best_epoch": progress.best_epoch, "step": progress.step, "rng": rngs}, handle)
+    distributed.barrier()
 
 
 def _prefetched(batches: Iterator[dict], device: torch.device) -> Iterator[dict]:
@@ -453,7 +504,6 @@ def finish(out_dir: Path, splits: dict[str, Split], store: FeatureStore, device:
 def train_seeds(features: str | Path, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
                 config: TrainConfig, seeds: list[int], resume: bool = False) -> dict:
     """One run per seed under OUT/seed-N, then summary.json: mean and std over seeds of each score."""
-    from dataclasses import replace as dc_replace
     from statistics import mean, pstdev
 
     out_dir = Path(out_dir)
@@ -464,7 +514,7 @@ def train_seeds(features: str | Path, text_dir: str | Path, out_dir: str | Path,
             reports[seed] = json.loads(run.joinpath("report.json").read_text(encoding="utf-8"))
             logger.info("seed %d: already finished in %s", seed, run)
             continue
-        reports[seed] = train(features, text_dir, run, dc_replace(model_config), dc_replace(config, seed=seed),
+        reports[seed] = train(features, text_dir, run, model_config, replace(config, seed=seed),
                               resume=resume and run.joinpath("last.pt").is_file())
     summary: dict = {"seeds": seeds}
     for split in ("valid", "test"):
