@@ -90,6 +90,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, target: Path, dpi: int = 110) -> Path:
+    """Lay the figure out, write it to `target` and free it."""
+    fig.tight_layout()
+    fig.savefig(target, dpi=dpi)
+    plt.close(fig)
+    return target
+
+
 def curves(runs: list[Run], out: Path) -> Path:
     plt = _pyplot()
     panels = [("loss", "loss (weighted total)"), ("loss_ner", "NER (CRF NLL)"), ("loss_ca", "CA (InfoNCE)"),
@@ -110,11 +118,7 @@ def curves(runs: list[Run], out: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    target = out / "curves.png"
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return target
+    return _save(plt, fig, out / "curves.png")
 
 
 def type_bars(runs: list[Run], out: Path, split: str = "test") -> Path | None:
@@ -135,11 +139,7 @@ def type_bars(runs: list[Run], out: Path, split: str = "test") -> Path | None:
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"F1 per entity type ({split})")
-    fig.tight_layout()
-    target = out / "types.png"
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return target
+    return _save(plt, fig, out / "types.png")
 
 
 def read_annotations(path: Path | None) -> dict[str, dict]:
@@ -256,11 +256,7 @@ def match_histogram(runs: list[Run], out: Path, annotations: dict[str, dict]) ->
         ax.set_title(run.name + (f"  (AUC {score:.2f})" if score is not None else ""), fontsize=9)
         ax.set_xlabel("p, match probability (test)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    target = out / "match.png"
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return target
+    return _save(plt, fig, out / "match.png")
 
 
 def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4,
@@ -270,8 +266,7 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
 
     from maf_core.data import collate, load_split
     from maf_core.train import MODEL_KEYS, load_model
-    from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, read_image_bytes
-    from pipeline.schemes import bioes_to_bio, get_entities
+    from pipeline.images import STATUS
     from pipeline.store import FeatureStore
     from pipeline.tokenization import read_meta
 
@@ -302,6 +297,15 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
     batch = collate(split, chosen, store)
     with torch.no_grad():
         output = model(**{k: batch[k] for k in MODEL_KEYS}, decode=True)
+    return _draw_cases(run, model, split, chosen, batch, output, store, images_dir, annotations, out)
+
+
+def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, store, images_dir: Path,
+                annotations: dict[str, dict] | None, out: Path) -> Path:
+    """One row per chosen tweet: its image under each predicted entity's attention, then its tags."""
+    from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, read_image_bytes
+    from pipeline.schemes import bioes_to_bio, get_entities
+
     fingerprint = store.fingerprint
     transform = Transform(fingerprint["transform"]["name"], fingerprint["transform"].get("seed", 0))
     index = ImageIndex(images_dir)
@@ -351,11 +355,7 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
             lines.append(f"{word:<16} {predicted}{mark}")
         ax.text(0, 1, "\n".join(lines[:22]), va="top", family="monospace", fontsize=8, transform=ax.transAxes)
     fig.suptitle(f"{run.name}: CI attention of each predicted entity's first word over the 7×7 regions", fontsize=11)
-    fig.tight_layout()
-    target = out / "cases.png"
-    fig.savefig(target, dpi=100)
-    plt.close(fig)
-    return target
+    return _save(plt, fig, out / "cases.png", dpi=100)
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path, case_run: str | Path | None = None,
