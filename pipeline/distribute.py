@@ -61,7 +61,8 @@ class DaskRunner:
     """
 
     def __init__(self, workers: int = 1, threads_per_worker: int = 1, scheduler: str | None = None,
-                 torch_threads: int | None = None) -> None:
+                 torch_threads: int | None = None, preload: tuple[str, ...] = ()) -> None:
+        """`preload`: modules every worker imports at once, while the driver prepares the work."""
         import dask
         from distributed import Client, LocalCluster
 
@@ -97,8 +98,7 @@ class DaskRunner:
             self.client.wait_for_workers(1, timeout=60)
             info = self.client.scheduler_info()["workers"]
         self.slots = sum(w["nthreads"] for w in info.values())
-        # each worker imports the extraction code (torch, torchvision) now, while the driver prepares
-        self._warming = [self.client.submit(_warm_up, address, pure=False, workers=[address])
+        self._warming = [self.client.submit(_warm_up, address, preload, pure=False, workers=[address])
                          for address in info]
 
     def share(self, obj: Any) -> Any:
@@ -145,20 +145,24 @@ class DaskRunner:
             self.cluster.close()
 
 
-def _warm_up(address: str) -> str:
-    import pipeline.extract  # noqa: F401
+def _warm_up(address: str, modules: tuple[str, ...]) -> str:
+    import importlib
 
+    for name in modules:
+        importlib.import_module(name)
     return address
 
 
 def make_runner(workers: int, threads_per_worker: int = 1, scheduler: str | None = None,
-                torch_threads: int | None = None):
-    """`--workers 0` → in-process; otherwise Dask (a local cluster, or `scheduler` when given)."""
+                torch_threads: int | None = None, preload: tuple[str, ...] = ()):
+    """`--workers 0` → in-process; otherwise Dask (a local cluster, or `scheduler` when given)
+    whose workers import `preload` first."""
     if scheduler:
-        return DaskRunner(scheduler=scheduler)
+        return DaskRunner(scheduler=scheduler, preload=preload)
     if workers == 0:
         return LocalRunner(threads_per_worker)
-    return DaskRunner(workers=workers, threads_per_worker=threads_per_worker, torch_threads=torch_threads)
+    return DaskRunner(workers=workers, threads_per_worker=threads_per_worker, torch_threads=torch_threads,
+                      preload=preload)
 
 
 def worker_threads() -> int:

@@ -410,7 +410,8 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
     started = time.perf_counter()
     extracted = 0
     if todo:
-        runner = distribute.make_runner(workers, threads_per_worker, config.scheduler, config.threads)
+        runner = distribute.make_runner(workers, threads_per_worker, config.scheduler, config.threads,
+                                        preload=(__name__,))  # workers load torch and the backbone code at once
         logger.info("extracting %d images with %s (%s, weights %s) on %s", len(ids) - done_images,
                     config.backbone, config.transform, weights_identity["identity"], runner.description)
         try:
