@@ -17,7 +17,7 @@ import torch
 
 from maf_core.config import MAFConfig
 from maf_core.data import bucketed_batches
-from maf_core.matching import choose_negatives
+from maf_core.matching import CrossModalMatching, choose_negatives
 from maf_core.model import MAF
 from maf_core.report import auc
 
@@ -203,3 +203,20 @@ def test_matching_learns_agreement_from_informative_images(name):
     model = train_matching(config, make_tweets(512, config, informative=True, seed=1), steps=600)
     value = held_out_auc(model, make_tweets(512, config, informative=True, seed=2), other_class_only=True)
     assert value >= 0.9, f"{name}: p does not tell matching images from others (AUC {value:.3f})"
+
+
+@pytest.mark.slow
+def test_the_detector_finds_the_shortcuts_it_was_built_for(monkeypatch):
+    """The detector can fail: with C^b masked by T^a's pieces (the old rule) a linear head
+    learns "the lengths differ", and a bilinear head on swapped C compares text with text."""
+    config = tiny(negatives="pairs")
+    original = CrossModalMatching.logits
+    monkeypatch.setattr(CrossModalMatching, "logits",
+                        lambda self, text, image, mask, image_mask=None: original(self, text, image, mask, None))
+    model = train_matching(config, make_tweets(512, config, informative=False, seed=1), steps=600)
+    assert held_out_auc(model, make_tweets(1024, config, informative=False, seed=2), other_class_only=False) > 0.7
+    monkeypatch.undo()
+    monkeypatch.setattr(MAFConfig, "validate", lambda self: None)  # a combination validate() refuses
+    config = tiny(matching_head="bilinear", swap="c")
+    model = train_matching(config, make_tweets(512, config, informative=False, seed=1), steps=600)
+    assert held_out_auc(model, make_tweets(1024, config, informative=False, seed=2), other_class_only=False) > 0.6
