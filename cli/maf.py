@@ -71,8 +71,7 @@ def main(verbose: bool) -> None:
 @click.option("--bert", default=None, help="A pretrained BERT: Hub name (bert-base-cased) or local directory.")
 @click.option("--bert-config", type=click.Choice(list(BERT_SIZES)), default="base", show_default=True,
               help="Without --bert: a random-init BERT of this size with the tokenizer's vocabulary.")
-@click.option("--preset", type=click.Choice(PRESETS), default="paper",
-              show_default=True,
+@click.option("--preset", type=click.Choice(PRESETS), default="paper", show_default=True,
               help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
                    "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "
                    "negatives made from another tweet's image, a bilinear CM and tags learned on each "

@@ -183,9 +183,10 @@ class MAF(nn.Module):
 
     def _padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """With `matching_positions = "all"` every batch runs BERT over max_length positions, as
-        the released code pads to 128 (CM then sees BERT's states at the padding)."""
+        the released code pads to 128 (CM then sees BERT's states at the padding). Only CM
+        reads those positions, so a model without CM is not padded."""
         missing = self.config.max_length - input_ids.shape[1]
-        if self.config.matching_positions != "all" or not self.config.visual or missing <= 0:
+        if self.config.matching_positions != "all" or self.matching is None or missing <= 0:
             return input_ids, attention_mask
         return F.pad(input_ids, (0, missing)), F.pad(attention_mask, (0, missing))
 
