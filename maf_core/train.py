@@ -91,16 +91,14 @@ def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Op
         head = not name.startswith("bert.")
         groups.setdefault((head, no_decay), []).append(param)
     head_lr = config.lr if config.head_lr is None else config.head_lr
-    cuda = all(p.is_cuda for params in groups.values() for p in params)
+    param_groups = [{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
+                     "lr": head_lr if head else config.lr} for (head, no_decay), params in sorted(groups.items())]
     if config.optimizer == "bertadam":
         from maf_core.optim import BertAdam
 
-        return BertAdam([{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
-                          "lr": head_lr if head else config.lr} for (head, no_decay), params in sorted(groups.items())],
-                        lr=config.lr, max_grad_norm=config.clip)
-    return torch.optim.AdamW([{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
-                               "lr": head_lr if head else config.lr}
-                              for (head, no_decay), params in sorted(groups.items())], lr=config.lr,
+        return BertAdam(param_groups, lr=config.lr, max_grad_norm=config.clip)
+    cuda = all(p.is_cuda for params in groups.values() for p in params)
+    return torch.optim.AdamW(param_groups, lr=config.lr,
                              fused=True if cuda else None)  # one kernel for all parameters on a GPU
 
 
@@ -236,9 +234,8 @@ def _set_rng_state(state: dict) -> None:
 
 @dataclass
 class Inputs:
-    """What a run reads: the text, its splits, the store, and the record config.json keeps of them."""
+    """What a run reads: the text's meta.json and splits, the store, and the record config.json keeps of them."""
 
-    text_dir: Path
     meta: dict
     store: FeatureStore
     splits: dict[str, Split]
@@ -347,7 +344,7 @@ def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config:
         raise DataError(f"{text_dir}: needs train and valid splits, found {sorted(splits)}")
     for split in splits.values():
         check_store(split, store, text_dir)
-    return Inputs(text_dir, meta, store, splits, record)
+    return Inputs(meta, store, splits, record)
 
 
 def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
