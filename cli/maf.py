@@ -203,39 +203,27 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
 
     from maf_core.data import check_store, load_split
     from maf_core.metrics import table
-    from maf_core.train import evaluate_split, load_model, resolve_device, write_predictions
+    from maf_core.run import RunDirectory
+    from maf_core.train import evaluate_split, resolve_device, write_predictions
     from pipeline.errors import DataError
-    from pipeline.store import FeatureStore, store_differences
+    from pipeline.store import FeatureStore
     from pipeline.tokenization import read_meta
 
-    run = Path(run_dir)
-    if not (run / "config.json").is_file() or not (run / "best" / "model.pt").is_file():
-        raise DataError(f"{run}: not a finished run directory (config.json and best/model.pt expected)")
-    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    store = FeatureStore(features or saved["features"])
-    changed = store_differences(store.fingerprint, saved["store_fingerprint"], str(store.path))
-    if changed:
-        raise DataError(f"{store.path}: extracted with other settings than the store {run} was trained with "
-                        f"({changed}, 'there' = this store); "
-                        "extract with the run's settings, or use `maf predict --images`, which extracts with "
-                        "the run's exact backbone")
-    text = Path(text_dir or saved["text_dir"])
+    run = RunDirectory.open(run_dir)
+    store = FeatureStore(features or run.record["features"])
+    run.check_store(store, hint="; extract with the run's settings, or use `maf predict --images`, which extracts "
+                                "with the run's exact backbone")
+    text = Path(text_dir or run.record["text_dir"])
     meta = read_meta(text)
-    if meta["tokenizer"]["vocab_sha256"] != saved["tokenizer"]["vocab_sha256"]:
-        raise DataError(f"{text}: tokenized with {meta['tokenizer']['name_or_path']} (vocab sha256 "
-                        f"{meta['tokenizer']['vocab_sha256'][:12]}), not with the run's tokenizer "
-                        f"{saved['tokenizer']['name_or_path']} ({saved['tokenizer']['vocab_sha256'][:12]}); "
-                        "tokenize it again with --tokenizer set to that")
+    run.check_text(meta, text)
     if split not in meta["splits"]:
         raise DataError(f"{text}: has no split {split!r} (it has {', '.join(meta['splits'])})")
     data = load_split(text, split)
     check_store(data, store, text)
     device = resolve_device("auto")
-    model = load_model(run / "best", device)
-    if meta["scheme"] != model.config.scheme:
-        raise DataError(f"{text}: tokenized with tag scheme {meta['scheme']!r}, the run uses {model.config.scheme!r}")
+    model = run.load_best(device)
     scores, predicted, probs = evaluate_split(model, data, store, model.config.tags, model.config.scheme, 64, device)
-    target = Path(out_dir) if out_dir else run / ("predictions" if text_dir is None else f"predictions-{text.name}")
+    target = Path(out_dir) if out_dir else run.predictions(text_dir)
     write_predictions(target, data, predicted, probs)
     click.echo(table(scores, split))
     click.echo(f"predictions written to {target}/{split}.conll and .jsonl")

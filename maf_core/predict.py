@@ -15,11 +15,11 @@ import logging
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from maf_core.data import Split
-from maf_core.train import load_model, predict_split, resolve_device
+from maf_core.run import RunDirectory, check_vocabulary
+from maf_core.train import predict_split, resolve_device
 from pipeline.backbone import random_seed
 from pipeline.conll import Tweet
 from pipeline.errors import DataError
@@ -28,38 +28,30 @@ from pipeline.store import FeatureStore, store_differences
 from pipeline.tokenization import load_tokenizer, tokenize_tweets, vocab_sha256
 
 logger = logging.getLogger(__name__)
-BN_FILE = "backbone_bn.npz"
 
 
 class MAFPredictor:
-    def __init__(self, model, run: dict, run_dir: Path, tokenizer, device: torch.device) -> None:
-        self.model, self.run, self.run_dir, self.tokenizer, self.device = model, run, run_dir, tokenizer, device
+    def __init__(self, model, run: RunDirectory, tokenizer, device: torch.device) -> None:
+        self.model, self.run, self.tokenizer, self.device = model, run, tokenizer, device
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "auto") -> "MAFPredictor":
         """A run directory (its best/ is used) or its best/ directory."""
-        path = Path(path)
-        run_dir = path.parent if (path / "model.pt").is_file() and not (path / "best").is_dir() else path
-        if not (run_dir / "config.json").is_file() or not (run_dir / "best" / "model.pt").is_file():
-            raise DataError(f"{path}: not a trained run (expected config.json and best/model.pt)")
-        run = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        tokenizer = load_tokenizer(run["tokenizer"]["name_or_path"])
-        if vocab_sha256(tokenizer) != run["tokenizer"]["vocab_sha256"]:
-            raise DataError(
-                f"{run['tokenizer']['name_or_path']}: its vocabulary is not the one {run_dir} was trained with"
-            )
+        run = RunDirectory.open(path)
+        saved = run.record["tokenizer"]
+        tokenizer = load_tokenizer(saved["name_or_path"])
+        found = {"name_or_path": saved["name_or_path"], "vocab_sha256": vocab_sha256(tokenizer)}
+        check_vocabulary(found, saved, saved["name_or_path"], f"the run {run.path}",
+                         "the tokenizer has changed since the run was trained")
         dev = resolve_device(device)
-        return cls(load_model(run_dir / "best", dev), run, run_dir, tokenizer, dev)
+        return cls(run.load_best(dev), run, tokenizer, dev)
 
     def _store_for(self, image_ids: list[str], features: str | Path | None, images_dir: str | Path | None,
                    weights: str | None, workdir: Path) -> FeatureStore | None:
-        wanted = self.run["store_fingerprint"]
+        wanted = self.run.record["store_fingerprint"]
         if features is not None:
             store = FeatureStore(features)
-            changed = store_differences(store.fingerprint, wanted, str(features))
-            if changed:
-                raise DataError(f"{features}: made with other extraction settings than the store {self.run_dir} "
-                                f"was trained with ({self.run['features']}: {changed}, 'there' = this store)")
+            self.run.check_store(store)
             return store
         if images_dir is None:
             return None
@@ -69,25 +61,21 @@ class MAFPredictor:
         if identity["kind"] == "random":
             weights_arg, seed = "none", random_seed(identity["identity"])
             if seed is None:
-                raise DataError(f"{self.run_dir} was trained on random backbone weights of an older init "
+                raise DataError(f"{self.run.path} was trained on random backbone weights of an older init "
                                 f"({identity['identity']}); `--weights none` no longer makes them: re-extract the "
                                 "store and retrain, or pass --features with the run's store")
         elif identity["kind"] == "imagenet":
             weights_arg, seed = "imagenet", 0
         else:
             if weights is None:
-                raise DataError(f"{self.run_dir} was trained on features from {identity.get('file')}; pass it with "
+                raise DataError(f"{self.run.path} was trained on features from {identity.get('file')}; pass it with "
                                 "--weights so that new images get the same backbone")
             weights_arg, seed = weights, 0
         transform = wanted["transform"]
         seed = int(transform.get("seed", seed)) if identity["kind"] != "random" else seed
         extra = {}
         if wanted["bn_stats"]["mode"] == "dataset":
-            bn_path = self.run_dir / BN_FILE
-            if not bn_path.is_file():
-                raise DataError(f"{bn_path}: missing; the run's BatchNorm statistics are needed to extract new images")
-            with np.load(bn_path) as data:
-                extra["bn_buffers"] = {k: data[k] for k in data.files}
+            extra["bn_buffers"] = self.run.bn_buffers()
         config = ExtractConfig(backbone=wanted["backbone"], weights=weights_arg, transform=transform["name"],
                                bn_stats=wanted["bn_stats"]["mode"], bn_samples=wanted["bn_stats"].get("samples", 256),
                                seed=seed, workers=0, extra=extra)
@@ -96,7 +84,7 @@ class MAFPredictor:
         store = FeatureStore(out)
         changed = store_differences(store.fingerprint, wanted, "new images")
         if changed:
-            raise DataError(f"new images were extracted with another fingerprint than {self.run_dir}'s store "
+            raise DataError(f"new images were extracted with another fingerprint than {self.run.path}'s store "
                             f"({changed}, 'there' = the new images)")
         return store
 
@@ -114,7 +102,7 @@ class MAFPredictor:
                 raise DataError(f"item {n}: needs an 'id' and non-empty 'text' or 'words', got {item!r}")
             tweets.append(Tweet(str(item.get("image", item["id"])), list(words), ["O"] * len(words), n))
         meta_scheme = self.model.config.scheme
-        result = tokenize_tweets(tweets, self.tokenizer, max_length=self.run.get("max_length", 128),
+        result = tokenize_tweets(tweets, self.tokenizer, max_length=self.run.record.get("max_length", 128),
                                  scheme=meta_scheme, split="predict")
         table = result.table.to_pydict()
         split = Split("predict", table["image_id"], table["words"], table["labels"], table["input_ids"],

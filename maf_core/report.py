@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maf_core.run import RunDirectory
 from pipeline.conll import ENTITY_TYPES
 from pipeline.errors import DataError
 
@@ -53,27 +54,14 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
         path = Path(given)
         seeds = sorted(path.glob("seed-*/config.json"))
         for directory in [s.parent for s in seeds] if seeds else [path]:
-            if not (directory / "config.json").is_file() or not (directory / "metrics.jsonl").is_file():
+            run = RunDirectory(directory)
+            if not run.file(run.CONFIG).is_file() or not run.file(run.METRICS).is_file():
                 raise DataError(f"{directory}: not a run directory (config.json and metrics.jsonl expected)")
             name = f"{path.name}/{directory.name}" if seeds else path.name
-            report = directory / "report.json"
-            predictions = directory / "predictions" / "test.jsonl"
-            runs.append(
-                Run(
-                    directory,
-                    name,
-                    json.loads((directory / "config.json").read_text(encoding="utf-8")),
-                    [
-                        json.loads(x)
-                        for x in (directory / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-                        if x.strip()
-                    ],
-                    json.loads(report.read_text(encoding="utf-8")) if report.is_file() else None,
-                    [json.loads(x) for x in predictions.read_text(encoding="utf-8").splitlines() if x.strip()]
-                    if predictions.is_file()
-                    else [],
-                )
-            )
+            predictions = run.predictions() / "test.jsonl"
+            rows = predictions.read_text(encoding="utf-8").splitlines() if predictions.is_file() else []
+            runs.append(Run(directory, name, run.record, run.metrics(), run.read_report(),
+                            [json.loads(x) for x in rows if x.strip()]))
     return runs
 
 
@@ -265,7 +253,7 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
     import torch
 
     from maf_core.data import collate, load_split
-    from maf_core.train import MODEL_KEYS, load_model
+    from maf_core.train import MODEL_KEYS
     from pipeline.images import STATUS
     from pipeline.store import FeatureStore
     from pipeline.tokenization import read_meta
@@ -293,7 +281,7 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
         chosen = [position[str(r["id"])] for r in with_entities[:count]]
     if not chosen:
         return None
-    model = load_model(run.path / "best", "cpu")
+    model = RunDirectory(run.path).load_best("cpu")
     batch = collate(split, chosen, store)
     with torch.no_grad():
         output = model(**{k: batch[k] for k in MODEL_KEYS}, decode=True)

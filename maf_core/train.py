@@ -1,7 +1,6 @@
 """`maf train`: fit MAF on tokenized text + a feature store; evaluate every epoch; resumable.
 
-Run directory (docs/design.md): config.json, metrics.jsonl, best/ (config.json + model.pt),
-last.pt (full state for --resume), report.json, predictions/<split>.{conll,jsonl}.
+What a run directory holds, and every check of data against it: maf_core/run.py.
 """
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from maf_core.data import Split, bucketed_batches, check_store, collate, load_sp
 from maf_core.matching import choose_negatives
 from maf_core.metrics import score, table
 from maf_core.model import MAF, MAFOutput
+from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.conll import ENTITY_TYPES, Tweet, write_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
@@ -205,23 +205,6 @@ def write_predictions(out_dir: Path, split: Split, predicted: list[list[str]], p
                                     ensure_ascii=False) + "\n")
 
 
-def save_model(model: MAF, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_output(directory / "model.pt", "wb") as handle:
-        torch.save(model.state_dict(), handle)
-    with atomic_output(directory / "config.json") as handle:
-        json.dump(model.config.to_dict(), handle, indent=2, sort_keys=True)
-
-
-def load_model(directory: str | Path, device: torch.device | str = "cpu") -> MAF:
-    """A trained MAF from RUN_DIR/best (or any directory with config.json + model.pt), offline."""
-    directory = Path(directory)
-    config = MAFConfig.load(directory / "config.json")
-    model = MAF(config)
-    model.load_state_dict(torch.load(directory / "model.pt", map_location=device, weights_only=True))
-    return model.to(device).eval()
-
-
 def _rng_state() -> dict:
     return {"python": random.getstate(), "torch": torch.get_rng_state()}
 
@@ -259,20 +242,20 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
     `features`: a store.h5 path, or `maf_core.online.OnlineFeatures` (the backbone in every step).
     The caller's `model_config` is not changed: the run's own is fitted to the text and store.
     """
-    out_dir = Path(out_dir)
+    run = RunDirectory(out_dir)
     inputs = read_inputs(features, text_dir, model_config, config)
     model_config = fit_to_inputs(model_config, inputs)
     state = None
     if resume:
-        state, model_config = _check_resume(out_dir, inputs.record, model_config)
-    elif out_dir.exists() and any(out_dir.iterdir()):
-        raise DataError(f"{out_dir}: exists and is not empty; pass --resume to continue that run, or another --out")
+        state, model_config = _check_resume(run, inputs.record)
+    elif not run.is_empty():
+        raise DataError(f"{run.path}: exists and is not empty; pass --resume to continue that run, or another --out")
 
     device = distributed.setup(config.device) if distributed.launched() else resolve_device(config.device)
     rank, world = distributed.rank_and_world()
     distributed.barrier()  # every process has checked the run directory before the first one writes to it
     if rank == 0:          # the one process that writes files
-        start_run_directory(out_dir, model_config, inputs)
+        run.start(model_config, inputs.record, inputs.store.bn_stats())
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -289,7 +272,7 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(config, len(train_split), steps_per_epoch))
     progress = Progress()
     if state is not None:
-        progress = _restore(state, model, optimizer, scheduler, out_dir, rank, world)
+        progress = _restore(state, model, optimizer, scheduler, run.path, rank, world)
     logger.info("training %s on %s%s: %d train / %d dev tweets, %d epochs of %d steps, %s",
                 "text-only" if model.config.text_only else "MAF", device, f" x {world} processes" if world > 1 else "",
                 len(train_split), len(inputs.splits["valid"]), config.epochs, steps_per_epoch,
@@ -306,16 +289,16 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         if improved:
             progress.best_f1, progress.best_epoch = dev["overall"]["f1"], epoch
             if rank == 0:
-                save_model(model, out_dir / "best")
+                run.save_best(model)
         logger.info("epoch %d/%d  loss %.3f (ner %.3f ca %.3f cm %.3f)  dev F1 %.2f%s  %.0f s", epoch, config.epochs,
                     losses["loss"], losses["ner"], losses["ca"], losses["cm"], dev["overall"]["f1"],
                     " (best)" if improved else "", seconds)
         line = metrics_line(epoch, losses, dev, scheduler.get_last_lr()[0], seconds, train_seconds)
-        end_epoch(out_dir, line, model, optimizer, scheduler, epoch, progress, rank)
+        end_epoch(run, line, model, optimizer, scheduler, epoch, progress, rank)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
-    return finish(out_dir, inputs.splits, inputs.store, device, config.eval_batch_size, progress.best_epoch)
+    return finish(run, inputs.splits, inputs.store, device, config.eval_batch_size, progress.best_epoch)
 
 
 def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config: TrainConfig) -> Inputs:
@@ -332,11 +315,9 @@ def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config:
     if model_config.bert is not None:  # the BERT's own vocabulary must be the one the text was cut with
         from pipeline.tokenization import load_tokenizer, vocab_sha256
 
-        found = vocab_sha256(load_tokenizer(model_config.bert))
-        if found != meta["tokenizer"]["vocab_sha256"]:
-            raise DataError(f"{text_dir}: tokenized with {meta['tokenizer']['name_or_path']} (vocab sha256 "
-                            f"{meta['tokenizer']['vocab_sha256'][:12]}), but --bert {model_config.bert} has vocab "
-                            f"sha256 {found[:12]}; tokenize again with --tokenizer {model_config.bert}")
+        found = {"name_or_path": model_config.bert, "vocab_sha256": vocab_sha256(load_tokenizer(model_config.bert))}
+        check_vocabulary(meta["tokenizer"], found, str(text_dir), f"--bert {model_config.bert}",
+                         f"tokenize again with --tokenizer {model_config.bert}")
     record = {"text_dir": str(text_dir), "features": str(features), "tokenizer": meta["tokenizer"],
               "max_length": int(meta["max_length"]), "store_fingerprint": store.fingerprint, "train": asdict(config)}
     splits = {name: load_split(text_dir, name) for name in ("train", "valid", "test") if name in meta["splits"]}
@@ -353,18 +334,6 @@ def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
     return replace(model_config, tags=list(meta["tags"]), vocab_size=int(meta["tokenizer"]["vocab_size"]),
                    image_dim=int(store.channels), num_regions=int(store.num_regions),
                    max_length=max(model_config.max_length, int(meta["max_length"])))
-
-
-def start_run_directory(out_dir: Path, model_config: MAFConfig, inputs: Inputs) -> None:
-    """config.json, and the store's re-estimated BatchNorm statistics (so that `maf predict
-    --images` extracts new images with the same backbone)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out_dir / "config.json") as handle:
-        json.dump({"model": model_config.to_dict(), **inputs.record}, handle, indent=2, sort_keys=True)
-    bn = inputs.store.bn_stats()
-    if bn is not None:
-        with atomic_output(out_dir / "backbone_bn.npz", "wb") as handle:
-            np.savez(handle, **bn)
 
 
 def _restore(state: dict, model, optimizer, scheduler, out_dir: Path, rank: int, world: int) -> Progress:
@@ -437,18 +406,16 @@ def metrics_line(epoch: int, losses: dict, dev: dict, lr: float, seconds: float,
             "train_seconds": round(train_seconds, 2), "eval_seconds": round(seconds - train_seconds, 2)}
 
 
-def end_epoch(out_dir: Path, line: dict, model: MAF, optimizer, scheduler, epoch: int, progress: Progress,
+def end_epoch(run: RunDirectory, line: dict, model: MAF, optimizer, scheduler, epoch: int, progress: Progress,
               rank: int) -> None:
     """metrics.jsonl gets the line and last.pt the whole state (the first process), then every
     process waits until they are written."""
     rngs = distributed.all_gather_objects(_rng_state())
     if rank == 0:
-        with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
-        with atomic_output(out_dir / "last.pt", "wb") as handle:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": progress.best_f1,
-                        "best_epoch": progress.best_epoch, "step": progress.step, "rng": rngs}, handle)
+        run.append_metrics(line)
+        run.save_last({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "epoch": epoch, "best_f1": progress.best_f1,
+                       "best_epoch": progress.best_epoch, "step": progress.step, "rng": rngs})
     distributed.barrier()
 
 
@@ -476,10 +443,10 @@ def _prefetched(batches: Iterator[dict], device: torch.device) -> Iterator[dict]
             yield pending.result()
 
 
-def finish(out_dir: Path, splits: dict[str, Split], store: FeatureStore, device: torch.device,
+def finish(run: RunDirectory, splits: dict[str, Split], store: FeatureStore, device: torch.device,
            batch_size: int, best_epoch: int) -> dict:
     """Evaluate best/ on dev and test; write report.json and predictions/ (the first process)."""
-    model = load_model(out_dir / "best", device)
+    model = run.load_best(device)
     lead = distributed.rank_and_world()[0] == 0
     report = {"best_epoch": best_epoch}
     for name in ("valid", "test"):
@@ -489,11 +456,10 @@ def finish(out_dir: Path, splits: dict[str, Split], store: FeatureStore, device:
                                                   batch_size, device)
         report[name] = scores
         if lead:
-            write_predictions(out_dir / "predictions", splits[name], predicted, probs)
+            write_predictions(run.predictions(), splits[name], predicted, probs)
         logger.debug("%s\n%s", name, table(scores, name))
     if lead:
-        with atomic_output(out_dir / "report.json") as handle:
-            json.dump(report, handle, indent=2, sort_keys=True)
+        run.write_report(report)
     distributed.barrier()
     return report
 
@@ -506,13 +472,13 @@ def train_seeds(features: str | Path, text_dir: str | Path, out_dir: str | Path,
     out_dir = Path(out_dir)
     reports = {}
     for seed in seeds:
-        run = out_dir / f"seed-{seed}"
-        if run.joinpath("report.json").is_file() and resume:
-            reports[seed] = json.loads(run.joinpath("report.json").read_text(encoding="utf-8"))
-            logger.info("seed %d: already finished in %s", seed, run)
+        run = RunDirectory(out_dir / f"seed-{seed}")
+        if resume and run.read_report() is not None:
+            reports[seed] = run.read_report()
+            logger.info("seed %d: already finished in %s", seed, run.path)
             continue
-        reports[seed] = train(features, text_dir, run, model_config, replace(config, seed=seed),
-                              resume=resume and run.joinpath("last.pt").is_file())
+        reports[seed] = train(features, text_dir, run.path, model_config, replace(config, seed=seed),
+                              resume=resume and run.last.is_file())
     summary: dict = {"seeds": seeds}
     for split in ("valid", "test"):
         if not all(split in r for r in reports.values()):
@@ -545,23 +511,19 @@ def summary_table(summary: dict, split: str = "test") -> str:
     return head + "\n" + f"{'':<16}" + "".join(f"{c['mean']:8.2f} ±{c['std']:4.2f}" for c in cells)
 
 
-def _check_resume(out_dir: Path, run: dict, model_config: MAFConfig) -> tuple[dict, MAFConfig]:
-    last = out_dir / "last.pt"
-    if not last.is_file():
-        raise DataError(f"{out_dir}: no last.pt to resume from")
-    saved = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
-    changed = store_differences(run["store_fingerprint"], saved["store_fingerprint"], run["features"])
+def _check_resume(run: RunDirectory, record: dict) -> tuple[dict, MAFConfig]:
+    """last.pt and the run's model config, if this text, store and training settings are the run's own."""
+    state = run.load_last()
+    saved = run.record
+    changed = store_differences(record["store_fingerprint"], saved["store_fingerprint"], record["features"])
     if changed:
-        raise DataError(f"{run['features']}: its fingerprint differs from the store {out_dir} was trained with "
+        raise DataError(f"{record['features']}: its fingerprint differs from the store {run.path} was trained with "
                         f"({saved['features']}: {changed}, 'there' = this store); resume with that store")
-    if saved["tokenizer"]["vocab_sha256"] != run["tokenizer"]["vocab_sha256"]:
+    check_vocabulary(record["tokenizer"], saved["tokenizer"], record["text_dir"],
+                     f"the run {run.path} (tokenizer {saved['tokenizer']['name_or_path']})",
+                     "resume with the text the run was started on")
+    if {**asdict(TrainConfig()), **saved["train"]} != record["train"]:  # settings added later: their defaults
         raise DataError(
-            f"{run['text_dir']}: tokenized with another vocabulary (sha256 "
-            f"{run['tokenizer']['vocab_sha256'][:12]}) than {out_dir} ({saved['tokenizer']['vocab_sha256'][:12]})"
+            f"{run.path}: was started with other training settings {saved['train']}; resume with the same ones"
         )
-    if {**asdict(TrainConfig()), **saved["train"]} != run["train"]:  # settings added later: their defaults
-        raise DataError(
-            f"{out_dir}: was started with other training settings {saved['train']}; resume with the same ones"
-        )
-    config = MAFConfig.from_dict(saved["model"])
-    return torch.load(last, map_location="cpu", weights_only=True), config
+    return state, run.model_config

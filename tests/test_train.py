@@ -1,7 +1,6 @@
 """`maf train`, `evaluate`, `score`: runs, resumes to the same result, refuses mismatched inputs."""
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from dataclasses import replace
@@ -16,6 +15,7 @@ from click.testing import CliRunner
 from cli.maf import main as maf
 from maf_core.config import MAFConfig
 from maf_core.data import load_split
+from maf_core.run import RunDirectory
 from maf_core.train import TrainConfig, train
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
@@ -115,7 +115,8 @@ def test_refusals(corpus, tmp_path, sample_dir, tokenizer_dir):
 
     other = tmp_path / "othertok"
     build_vocab(sample_dir, other, vocab_size=300)
-    with pytest.raises(DataError, match=r"but --bert .*othertok has vocab sha256 .*tokenize again with --tokenizer"):
+    with pytest.raises(DataError, match=r"tokenized with .*tok \(vocab sha256 \w+\), but --bert "
+                       r".*othertok has vocab sha256 \w+; tokenize again with --tokenizer"):
         train(corpus["store"], corpus["text"], tmp_path / "d", tiny_config(bert=str(other)), CONFIG)
 
 
@@ -133,7 +134,8 @@ def test_resume_and_evaluate_refuse_mismatched_inputs(corpus, tmp_path, sample_d
 
     build_vocab(sample_dir, tmp_path / "othertok", vocab_size=300)
     tokenize_corpus(sample_dir, str(tmp_path / "othertok"), tmp_path / "othertext", max_length=64)
-    with pytest.raises(DataError, match=r"othertext: tokenized with another vocabulary \(sha256 \w+\) than .*run"):
+    with pytest.raises(DataError, match=r"othertext: tokenized with .*othertok \(vocab sha256 \w+\), but the run .*run "
+                       r"\(tokenizer .*\) has vocab sha256 \w+"):
         train(corpus["store"], tmp_path / "othertext", run, tiny_config(), CONFIG, resume=True)
 
     state = torch.load(run / "last.pt", weights_only=True)
@@ -145,7 +147,7 @@ def test_resume_and_evaluate_refuse_mismatched_inputs(corpus, tmp_path, sample_d
     # maf evaluate on other data: the run's tokenizer and extraction settings, or a clear refusal
     runner = CliRunner()
     done = runner.invoke(maf, ["evaluate", str(run), "--text", str(tmp_path / "othertext")])
-    assert done.exit_code == 1 and "not with the run's tokenizer" in done.output, done.output
+    assert done.exit_code == 1 and "but the run" in done.output and "tokenize it again" in done.output, done.output
     done = runner.invoke(maf, ["evaluate", str(run), "--features", str(other)])
     assert done.exit_code == 1 and "extracted with other settings" in done.output and "weights." in done.output, (
         done.output
@@ -241,14 +243,14 @@ def test_predict_new_tweets_from_images_and_from_a_store(corpus, tmp_path, sampl
     for want, a, b in zip(expected, by_store, by_images):
         assert a["tags"] == want["predicted"] == b["tags"]
         assert abs(a["match_prob"] - want["match_prob"]) < 1e-5 and abs(b["match_prob"] - want["match_prob"]) < 1e-4
-    with pytest.raises(DataError, match="made with other extraction settings"):
+    with pytest.raises(DataError, match="extracted with other settings than the store"):
         predictor.predict(items, features=corpus["store"])
     with pytest.raises(DataError, match="MAF needs image features"):
         predictor.predict(items)
-    older = copy.deepcopy(predictor.run)  # a run on stores made before --weights none's current init
-    older["store_fingerprint"]["weights"]["identity"] = "random:0"
+    older = RunDirectory(run)  # a run on stores made before --weights none's current init
+    older.record["store_fingerprint"]["weights"]["identity"] = "random:0"
     with pytest.raises(DataError, match=r"random backbone weights of an older init \(random:0\)"):
-        MAFPredictor(predictor.model, older, run, predictor.tokenizer, predictor.device).predict(
+        MAFPredictor(predictor.model, older, predictor.tokenizer, predictor.device).predict(
             items, images_dir=sample_dir / "images")
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text("\n".join(json.dumps({"id": r["id"], "text": " ".join(r["words"])}) for r in expected) + "\n")

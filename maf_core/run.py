@@ -1,0 +1,184 @@
+"""A run directory: what `maf train` writes, and what evaluate, predict, report and --resume read.
+
+    RUN/config.json        {"model": the MAFConfig, "text_dir", "features", "tokenizer", "max_length",
+                            "store_fingerprint", "train": the TrainConfig}
+    RUN/metrics.jsonl      one line per epoch (losses, dev P/R/F1, learning rate, seconds)
+    RUN/best/              config.json + model.pt: the best epoch's model
+    RUN/last.pt            model, optimizer, schedule, RNG and progress: what --resume continues from
+    RUN/backbone_bn.npz    the store's re-estimated BatchNorm statistics, when it has them
+    RUN/report.json        best/ scored on dev and test
+    RUN/predictions/       <split>.conll and <split>.jsonl
+
+`RunDirectory` is the one place that knows these names and checks that data, stores and
+tokenizers belong to the run (docs/design.md, "Run directory").
+"""
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from maf_core.config import MAFConfig
+from pipeline.errors import DataError
+from pipeline.files import atomic_output
+
+
+def check_vocabulary(found: dict, expected: dict, found_in: str, expected_in: str, fix: str) -> None:
+    """DataError unless two tokenizer records ({"name_or_path", "vocab_sha256"}) share a vocabulary.
+
+    `found_in` names the text (or tokenizer) checked, `expected_in` what it must match."""
+    if found["vocab_sha256"] != expected["vocab_sha256"]:
+        raise DataError(f"{found_in}: tokenized with {found['name_or_path']} (vocab sha256 "
+                        f"{found['vocab_sha256'][:12]}), but {expected_in} has vocab sha256 "
+                        f"{expected['vocab_sha256'][:12]}; {fix}")
+
+
+def save_model(model, directory: str | Path) -> None:
+    """config.json + model.pt: a model any loader rebuilds offline."""
+    import torch
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_output(directory / "model.pt", "wb") as handle:
+        torch.save(model.state_dict(), handle)
+    with atomic_output(directory / "config.json") as handle:
+        json.dump(model.config.to_dict(), handle, indent=2, sort_keys=True)
+
+
+def load_model(directory: str | Path, device="cpu"):
+    """A trained MAF from RUN_DIR/best (or any directory with config.json + model.pt), offline."""
+    import torch
+
+    from maf_core.model import MAF
+
+    directory = Path(directory)
+    model = MAF(MAFConfig.load(directory / "config.json"))
+    model.load_state_dict(torch.load(directory / "model.pt", map_location=device, weights_only=True))
+    return model.to(device).eval()
+
+
+class RunDirectory:
+    CONFIG, METRICS, BEST, LAST = "config.json", "metrics.jsonl", "best", "last.pt"
+    BN, REPORT, PREDICTIONS = "backbone_bn.npz", "report.json", "predictions"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDirectory":
+        """A finished run: RUN itself, or its best/ (DataError unless config.json and best/ are there)."""
+        path = Path(path)
+        if path.name == cls.BEST and (path / "model.pt").is_file() and (path.parent / cls.CONFIG).is_file():
+            path = path.parent
+        run = cls(path)
+        if not run.file(cls.CONFIG).is_file() or not (run.best / "model.pt").is_file():
+            raise DataError(f"{path}: not a finished run directory (config.json and best/model.pt expected)")
+        return run
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def best(self) -> Path:
+        return self.path / self.BEST
+
+    @property
+    def last(self) -> Path:
+        return self.path / self.LAST
+
+    def predictions(self, text_dir: str | Path | None = None) -> Path:
+        """predictions/ for the run's own data; predictions-<name>/ for other tokenized data."""
+        return self.path / (self.PREDICTIONS if text_dir is None else f"{self.PREDICTIONS}-{Path(text_dir).name}")
+
+    def is_empty(self) -> bool:
+        return not self.path.exists() or not any(self.path.iterdir())
+
+    # -- what config.json records ------------------------------------------------------------
+
+    @cached_property
+    def record(self) -> dict:
+        try:
+            return json.loads(self.file(self.CONFIG).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"{self.file(self.CONFIG)}: unreadable ({err})") from None
+
+    @property
+    def model_config(self) -> MAFConfig:
+        return MAFConfig.from_dict(self.record["model"])
+
+    def start(self, model_config: MAFConfig, record: dict, bn_stats: dict | None) -> None:
+        """config.json, and the store's re-estimated BatchNorm statistics (so that `maf predict
+        --images` extracts new images with the same backbone)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with atomic_output(self.file(self.CONFIG)) as handle:
+            json.dump({"model": model_config.to_dict(), **record}, handle, indent=2, sort_keys=True)
+        self.__dict__.pop("record", None)
+        if bn_stats is not None:
+            with atomic_output(self.file(self.BN), "wb") as handle:
+                np.savez(handle, **bn_stats)
+
+    def bn_buffers(self) -> dict:
+        path = self.file(self.BN)
+        if not path.is_file():
+            raise DataError(f"{path}: missing; the run's BatchNorm statistics are needed to extract new images")
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+
+    # -- checks: does this data belong to the run? -------------------------------------------
+
+    def check_text(self, meta: dict, text_dir: str | Path) -> None:
+        """Text from `maf-pipe tokenize` must share the run's vocabulary and tag scheme."""
+        check_vocabulary(meta["tokenizer"], self.record["tokenizer"], str(text_dir),
+                         f"the run {self.path} (tokenizer {self.record['tokenizer']['name_or_path']})",
+                         "tokenize it again with --tokenizer set to the run's")
+        scheme = self.record["model"]["scheme"]
+        if meta["scheme"] != scheme:
+            raise DataError(f"{text_dir}: tokenized with tag scheme {meta['scheme']!r}, the run uses {scheme!r}")
+
+    def check_store(self, store, hint: str = "") -> None:
+        """A store must have been extracted with the run's store's settings (same fingerprint)."""
+        from pipeline.store import store_differences
+
+        changed = store_differences(store.fingerprint, self.record["store_fingerprint"], str(store.path))
+        if changed:
+            raise DataError(f"{store.path}: extracted with other settings than the store {self.path} was trained "
+                            f"with ({self.record['features']}: {changed}, 'there' = this store){hint}")
+
+    # -- what training writes ----------------------------------------------------------------
+
+    def append_metrics(self, line: dict) -> None:
+        with open(self.file(self.METRICS), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+    def metrics(self) -> list[dict]:
+        text = self.file(self.METRICS).read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def save_last(self, state: dict) -> None:
+        import torch
+
+        with atomic_output(self.last, "wb") as handle:
+            torch.save(state, handle)
+
+    def load_last(self) -> dict:
+        import torch
+
+        if not self.last.is_file():
+            raise DataError(f"{self.path}: no last.pt to resume from")
+        return torch.load(self.last, map_location="cpu", weights_only=True)
+
+    def save_best(self, model) -> None:
+        save_model(model, self.best)
+
+    def load_best(self, device="cpu"):
+        return load_model(self.best, device)
+
+    def write_report(self, report: dict) -> None:
+        with atomic_output(self.file(self.REPORT)) as handle:
+            json.dump(report, handle, indent=2, sort_keys=True)
+
+    def read_report(self) -> dict | None:
+        path = self.file(self.REPORT)
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
