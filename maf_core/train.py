@@ -257,15 +257,7 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
     if rank == 0:          # the one process that writes files
         run.start(model_config, inputs.record, inputs.store.bn_stats())
 
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    model = MAF(model_config).to(device)
-    torch.manual_seed(config.seed + 7919 * rank)  # each process its own dropout masks
-    trained = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    model, trained = build_model(model_config, config.seed, device, rank, world)
     optimizer = optimizer_for(model, config)
     train_split = inputs.splits["train"]
     steps_per_epoch = len(epoch_batches(train_split, config, 1, world))
@@ -299,6 +291,20 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
             on_epoch_end(epoch)
 
     return finish(run, inputs.splits, inputs.store, device, config.eval_batch_size, progress.best_epoch)
+
+
+def build_model(model_config: MAFConfig, seed: int, device: torch.device, rank: int,
+                world: int) -> tuple[MAF, torch.nn.Module]:
+    """The seeded model, and what trains it: the model itself, or DDP around it on several processes."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    model = MAF(model_config).to(device)
+    torch.manual_seed(seed + 7919 * rank)  # each process its own dropout masks
+    if world == 1:
+        return model, model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config: TrainConfig) -> Inputs:

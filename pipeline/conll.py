@@ -119,40 +119,15 @@ def iter_conll(path: str | os.PathLike) -> Iterator[Tweet]:
                 yield finish()
                 count += 1
                 words, labels = [], []
-            image_id = line[len(IMGID_PREFIX):].strip()
-            start = line_no
-            if not image_id:
-                raise DataError(f"{path}:{line_no}: expected 'IMGID:<id>', the id is empty")
-            if image_id in seen:
-                raise DataError(
-                    f"{path}:{line_no}: duplicate IMGID:{image_id} "
-                    f"(first at line {seen[image_id]}); each tweet of a split needs its own id"
-                )
-            seen[image_id] = line_no
+            image_id, start = _image_id(path, line_no, line, seen), line_no
             continue
         if image_id is None:
             raise DataError(
                 f"{path}:{line_no}: expected an 'IMGID:<id>' line to start a record, got {line!r}"
             )
-        columns = line.split("\t")
-        if len(columns) == 1:
-            raise DataError(f"{path}:{line_no}: expected 'token<TAB>label', got {line!r} (no tab)")
-        if len(columns) > 2:
-            raise DataError(
-                f"{path}:{line_no}: expected 2 tab-separated columns 'token<TAB>label', "
-                f"found {len(columns)} in {line!r}"
-            )
-        token, label = columns[0], columns[1].strip()
-        if token == "":
-            raise DataError(f"{path}:{line_no}: empty token before the tab in {line!r}")
-        canonical = normalize_label(label)
-        if canonical is None:
-            raise DataError(
-                f"{path}:{line_no}: unknown label {label!r}; expected O, or B-/I- followed by "
-                f"one of {', '.join(ENTITY_TYPES)} (OTHER is read as MISC)"
-            )
+        token, label = _token_and_label(path, line_no, line)
         words.append(token)
-        labels.append(canonical)
+        labels.append(label)
 
     if image_id is not None:
         yield finish()
@@ -162,6 +137,42 @@ def iter_conll(path: str | os.PathLike) -> Iterator[Tweet]:
             f"{path}: no record found; expected 'IMGID:<id>' lines, each followed by "
             "'token<TAB>label' lines and a blank line"
         )
+
+
+def _image_id(path: Path, line_no: int, line: str, seen: dict[str, int]) -> str:
+    """The id of an 'IMGID:<id>' line, new within the file (`seen`: id -> its line, updated)."""
+    image_id = line[len(IMGID_PREFIX):].strip()
+    if not image_id:
+        raise DataError(f"{path}:{line_no}: expected 'IMGID:<id>', the id is empty")
+    if image_id in seen:
+        raise DataError(
+            f"{path}:{line_no}: duplicate IMGID:{image_id} "
+            f"(first at line {seen[image_id]}); each tweet of a split needs its own id"
+        )
+    seen[image_id] = line_no
+    return image_id
+
+
+def _token_and_label(path: Path, line_no: int, line: str) -> tuple[str, str]:
+    """The token and canonical label of a 'token<TAB>label' line."""
+    columns = line.split("\t")
+    if len(columns) == 1:
+        raise DataError(f"{path}:{line_no}: expected 'token<TAB>label', got {line!r} (no tab)")
+    if len(columns) > 2:
+        raise DataError(
+            f"{path}:{line_no}: expected 2 tab-separated columns 'token<TAB>label', "
+            f"found {len(columns)} in {line!r}"
+        )
+    token, label = columns[0], columns[1].strip()
+    if token == "":
+        raise DataError(f"{path}:{line_no}: empty token before the tab in {line!r}")
+    canonical = normalize_label(label)
+    if canonical is None:
+        raise DataError(
+            f"{path}:{line_no}: unknown label {label!r}; expected O, or B-/I- followed by "
+            f"one of {', '.join(ENTITY_TYPES)} (OTHER is read as MISC)"
+        )
+    return token, canonical
 
 
 def read_conll(path: str | os.PathLike) -> list[Tweet]:

@@ -138,60 +138,32 @@ def tokenize_tweets(
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
     entities: Counter = Counter()
     truncated, no_piece = [], []
-    n_words = n_pieces = longest = 0
+    longest = 0
     for b, tweet in enumerate(tweets):
-        piece_ids = encoding["input_ids"][b]
-        word_ids = encoding.encodings[b].word_ids
-        # word ids are non-decreasing: a word starts where the id changes (+1 for [CLS])
-        starts = [j + 1 for j, w in enumerate(word_ids) if j == 0 or w != word_ids[j - 1]]
-        if len(starts) == len(tweet.words):
-            input_ids = [cls_id, *piece_ids]
-        else:  # some words gave no piece: walk the words, [UNK] for each empty one
-            input_ids, starts, j = [cls_id], [], 0
-            for w in range(len(tweet.words)):
-                starts.append(len(input_ids))
-                while j < len(piece_ids) and word_ids[j] == w:
-                    input_ids.append(piece_ids[j])
-                    j += 1
-                if starts[-1] == len(input_ids):
-                    input_ids.append(unk_id)
-                    no_piece.append(
-                        {"split": split, "image_id": tweet.image_id, "line": tweet.line, "index": w,
-                         "word": tweet.words[w]}
-                    )
-            assert j == len(piece_ids), f"word ids of IMGID:{tweet.image_id} are not in word order"
-        input_ids.append(sep_id)
-        full_length = len(input_ids)
-        longest = max(longest, full_length)
-        if full_length > max_length:
-            input_ids = input_ids[: max_length - 1] + [sep_id]
-            lost = [w for w, start in enumerate(starts) if start >= max_length - 1]
-            for w in lost:
-                starts[w] = -1
-            truncated.append(
-                {"split": split, "image_id": tweet.image_id, "line": tweet.line,
-                 "pieces": full_length, "dropped_words": [tweet.words[w] for w in lost]}
-            )
+        input_ids, starts, empty = _align_pieces(tweet, encoding["input_ids"][b], encoding.encodings[b].word_ids,
+                                                 cls_id, sep_id, unk_id)
+        no_piece += [{"split": split, "image_id": tweet.image_id, "line": tweet.line, "index": w,
+                      "word": tweet.words[w]} for w in empty]
+        longest = max(longest, len(input_ids))
+        if len(input_ids) > max_length:
+            pieces = len(input_ids)
+            input_ids, starts, lost = _truncate(input_ids, starts, max_length, sep_id)
+            truncated.append({"split": split, "image_id": tweet.image_id, "line": tweet.line, "pieces": pieces,
+                              "dropped_words": [tweet.words[w] for w in lost]})
         chunks = get_entities(tweet.labels)
         try:
             tags = [tag_index[tag] for tag in convert(tweet.labels, scheme, chunks)]
         except KeyError as err:
             raise DataError(f"IMGID:{tweet.image_id}: label {err.args[0]!r} is not in the {scheme} tag set") from None
-        columns["image_id"].append(tweet.image_id)
-        columns["words"].append(tweet.words)
-        columns["labels"].append(tweet.labels)
-        columns["input_ids"].append(input_ids)
-        columns["word_starts"].append(starts)
-        columns["tag_ids"].append(tags)
+        for name, value in zip(SCHEMA.names, (tweet.image_id, tweet.words, tweet.labels, input_ids, starts, tags)):
+            columns[name].append(value)
         entities.update(entity_type for entity_type, _, _ in chunks)
-        n_words += len(tweet.words)
-        n_pieces += len(input_ids)
 
     table = pa.Table.from_pydict(columns, schema=SCHEMA)
     stats = {
         "tweets": len(tweets),
-        "words": n_words,
-        "pieces": n_pieces,
+        "words": sum(len(words) for words in columns["words"]),
+        "pieces": sum(len(ids) for ids in columns["input_ids"]),
         "longest_pieces": longest,
         "entities": {entity_type: entities.get(entity_type, 0) for entity_type in ENTITY_TYPES},
         "truncated_tweets": len(truncated),
@@ -199,6 +171,35 @@ def tokenize_tweets(
         "no_piece_words": len(no_piece),
     }
     return SplitResult(table, stats, truncated, no_piece)
+
+
+def _align_pieces(tweet: Tweet, piece_ids: list[int], word_ids: list[int | None], cls_id: int, sep_id: int,
+                  unk_id: int) -> tuple[list[int], list[int], list[int]]:
+    """[CLS] pieces [SEP], each word's first-piece position, and the words that gave no piece
+    (each of those gets one [UNK], so that every word keeps a position)."""
+    # word ids are non-decreasing: a word starts where the id changes (+1 for [CLS])
+    starts = [j + 1 for j, w in enumerate(word_ids) if j == 0 or w != word_ids[j - 1]]
+    if len(starts) == len(tweet.words):
+        return [cls_id, *piece_ids, sep_id], starts, []
+    input_ids, starts, empty, j = [cls_id], [], [], 0
+    for w in range(len(tweet.words)):
+        starts.append(len(input_ids))
+        while j < len(piece_ids) and word_ids[j] == w:
+            input_ids.append(piece_ids[j])
+            j += 1
+        if starts[-1] == len(input_ids):
+            input_ids.append(unk_id)
+            empty.append(w)
+    assert j == len(piece_ids), f"word ids of IMGID:{tweet.image_id} are not in word order"
+    return [*input_ids, sep_id], starts, empty
+
+
+def _truncate(input_ids: list[int], starts: list[int], max_length: int,
+              sep_id: int) -> tuple[list[int], list[int], list[int]]:
+    """The first max_length - 1 pieces and [SEP]; words starting past the cut get start -1 and are listed."""
+    lost = [w for w, start in enumerate(starts) if start >= max_length - 1]
+    starts = [-1 if start >= max_length - 1 else start for start in starts]
+    return input_ids[: max_length - 1] + [sep_id], starts, lost
 
 
 def write_arrow(table: pa.Table, path: str | os.PathLike) -> None:
