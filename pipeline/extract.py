@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,53 +147,80 @@ def ids_sha256(ids: list[str]) -> str:
 
 # ---------------------------------------------------------------- worker side
 
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What every worker task reads besides its images and the weights; picklable, so Dask ships it."""
+
+    key: str                  # the job record's hash: a worker keeps its model while this stays the same
+    backbone: str
+    channels: int
+    transform: str
+    seed: int
+    max_pixels: int
+    precision: str
+    channels_last: bool
+    device: str
+    batch_size: int
+    threads: int | None       # torch threads per task; None: the worker's cores over its task threads
+    decode_threads: int       # > 1: a pool decodes the next batch during the forward
+
+    @classmethod
+    def of(cls, config: ExtractConfig, key: str) -> ShardJob:
+        """The job of a planned config (`plan_workers`: decode_threads resolved)."""
+        assert config.decode_threads is not None, "plan_workers(config) first"
+        return cls(key=key, backbone=config.backbone, channels=BACKBONES[config.backbone],
+                   transform=config.transform, seed=config.seed, max_pixels=config.max_pixels,
+                   precision=config.precision, channels_last=config.channels_last, device=config.device,
+                   batch_size=config.batch_size, threads=config.threads, decode_threads=config.decode_threads)
+
 _MODEL: dict = {}  # one model per worker process, built on its first task and kept
 _MODEL_LOCK = threading.Lock()  # tasks of one worker may start together on its threads
 
 
-def _worker_model(job: dict, state: dict) -> tuple[ResNetFeatures, torch.device]:
+def _worker_model(job: ShardJob, state: dict) -> tuple[ResNetFeatures, torch.device]:
     # every task: Dask runs tasks on pool threads, and a new thread starts from OMP_NUM_THREADS=1
-    torch.set_num_threads(job["threads"] or max(1, (os.cpu_count() or 1) // distribute.worker_threads()))
+    torch.set_num_threads(job.threads or max(1, (os.cpu_count() or 1) // distribute.worker_threads()))
     with _MODEL_LOCK:
         return _build_model(job, state)
 
 
-def _build_model(job: dict, state: dict) -> tuple[ResNetFeatures, torch.device]:
-    if _MODEL.get("key") != job["key"]:
-        if job["device"].startswith("cuda"):
+def _build_model(job: ShardJob, state: dict) -> tuple[ResNetFeatures, torch.device]:
+    if _MODEL.get("key") != job.key:
+        if job.device.startswith("cuda"):
             index = distribute.worker_index() % torch.cuda.device_count()
-            device = torch.device(job["device"] if ":" in job["device"] else f"cuda:{index}")
-            tf32 = job["precision"] == "tf32"
+            device = torch.device(job.device if ":" in job.device else f"cuda:{index}")
+            tf32 = job.precision == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cudnn.benchmark = True
         else:
             device = torch.device("cpu")
         with torch.device("meta"):  # no random init to throw away (seconds for ResNet-152)
-            model = ResNetFeatures(job["backbone"])
+            model = ResNetFeatures(job.backbone)
         model.load_state_dict(state, assign=True)
         model.eval().requires_grad_(False).to(device)
-        if job["channels_last"]:
+        if job.channels_last:
             model = model.to(memory_format=torch.channels_last)
         _MODEL.clear()
-        _MODEL.update(key=job["key"], model=model, device=device,
-                      pool=ThreadPoolExecutor(job["decode_threads"]) if job["decode_threads"] > 1 else None)
+        _MODEL.update(key=job.key, model=model, device=device,
+                      pool=ThreadPoolExecutor(job.decode_threads) if job.decode_threads > 1 else None)
     return _MODEL["model"], _MODEL["device"]
 
 
-def _decoded_batches(items, job: dict):
+def _decoded_batches(items, job: ShardJob):
     """Yield (first position, [(status, uint8 array or None)]) per batch; with a pool, the next
     batch is decoded while the caller runs the current one through the model."""
-    transform = Transform(job["transform"], job["seed"])
+    transform = Transform(job.transform, job.seed)
     pool = _MODEL.get("pool")
 
     def decode(item):
         image_id, status, data = item
         if status != STATUS["ok"]:
             return status, None
-        return load_tensor(data, image_id, transform, job["max_pixels"])
+        return load_tensor(data, image_id, transform, job.max_pixels)
 
-    size = job["batch_size"]
+    size = job.batch_size
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
     if pool is None:
         for start, chunk in zip(range(0, len(items), size), chunks):
@@ -206,28 +233,28 @@ def _decoded_batches(items, job: dict):
         pending = ahead
 
 
-def _model_input(arrays: list[np.ndarray], device: torch.device, job: dict) -> torch.Tensor:
+def _model_input(arrays: list[np.ndarray], device: torch.device, job: ShardJob) -> torch.Tensor:
     """uint8 images → a normalised float batch on `device` (copied as uint8: 4x fewer bytes)."""
     batch = torch.from_numpy(np.stack(arrays))
     if device.type == "cuda":
         batch = batch.pin_memory().to(device, non_blocking=True)
     batch = normalise(batch)
-    if job["channels_last"]:
+    if job.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
 
 
-def _forward(model, device, job, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _forward(model, device, job: ShardJob, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     batch = _model_input(arrays, device, job)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=job["precision"] == "bf16"):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.precision == "bf16"):
         regions, pooled = model(batch)
     return regions.to(torch.float16).cpu().numpy(), pooled.float().cpu().numpy()
 
 
-def extract_shard(items: list[tuple[str, int, bytes | None]], job: dict, state: dict) -> Shard:
+def extract_shard(items: list[tuple[str, int, bytes | None]], job: ShardJob, state: dict) -> Shard:
     """Worker task: (id, driver status, file bytes) per image → a Shard (zeros where not ok)."""
     model, device = _worker_model(job, state)
-    n, channels = len(items), job["channels"]
+    n, channels = len(items), job.channels
     regions = np.zeros((n, GRID * GRID, channels), np.float16)
     pooled = np.zeros((n, channels), np.float32)
     status = np.zeros(n, np.uint8)
@@ -244,7 +271,7 @@ def extract_shard(items: list[tuple[str, int, bytes | None]], job: dict, state: 
     return Shard([item[0] for item in items], regions, pooled, status)
 
 
-def estimate_shard_bn(items: list[tuple[str, int, bytes | None]], job: dict, state: dict) -> dict:
+def estimate_shard_bn(items: list[tuple[str, int, bytes | None]], job: ShardJob, state: dict) -> dict:
     """Worker task: AdaBN statistics from a sample of images (BatchNorm buffers, on the CPU)."""
     _MODEL.clear()  # the model below gets new statistics; build a fresh one afterwards
     model, device = _worker_model(job, state)
@@ -255,13 +282,34 @@ def estimate_shard_bn(items: list[tuple[str, int, bytes | None]], job: dict, sta
             if arrays:
                 yield _model_input(arrays, device, job)
 
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job["precision"] == "bf16"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.precision == "bf16"):
         buffers = estimate_bn_stats(model, batches())
     _MODEL.clear()
     return {k: v.cpu() for k, v in buffers.items()}
 
 
 # ---------------------------------------------------------------- driver side
+
+
+@dataclass(frozen=True)
+class _ShardFiles:
+    """The work directory's shards: number n holds ids[n * size:(n + 1) * size], in shard-NNNNNN.npz."""
+
+    work: Path
+    ids: list[str]
+    size: int
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.ids) / self.size)
+
+    def path(self, number: int) -> Path:
+        return self.work / f"shard-{number:06d}.npz"
+
+    def paths(self) -> list[Path]:
+        return [self.path(n) for n in range(len(self))]
+
+    def ids_of(self, number: int) -> list[str]:
+        return self.ids[number * self.size:(number + 1) * self.size]
 
 
 def _payloads(ids: list[str], index: ImageIndex, shards: list[int], shard_size: int):
@@ -339,6 +387,41 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
     """
     config.validate()
     images_dir, out = Path(images_dir), Path(out)
+    index, ids = _images_to_extract(images_dir, out, ids)
+    state, weights_identity = resolve_weights(config.backbone, config.weights, config.seed)
+    print_ = fingerprint(config, weights_identity)
+    job_record = {"fingerprint": print_, "ids_sha256": ids_sha256(ids), "images": len(ids),
+                  "shard_size": config.shard_size}
+    if out.exists() and not overwrite:
+        return _reuse_or_refuse(out, print_, ids)
+
+    shards = _ShardFiles(out.with_name(f"{out.name}.work"), ids, config.shard_size)
+    _prepare_work_dir(shards.work, job_record, overwrite)
+    if config.missing == "fail":  # what the driver can see without decoding, before any work
+        _refuse_missing(index, ids)
+    planned = plan_workers(config)
+    job = ShardJob.of(planned, key=hashlib.sha256(json.dumps(job_record, sort_keys=True).encode()).hexdigest())
+    todo = _unfinished(shards)
+    done_images = len(ids) - sum(len(shards.ids_of(n)) for n in todo)
+
+    started = time.perf_counter()
+    extracted = _run_shards(planned, job, state, weights_identity, index, shards, todo) if todo else 0
+    seconds = time.perf_counter() - started
+
+    all_ids, status = _statuses(shards, config.missing)
+    assembling = time.perf_counter()
+    _assemble(out, shards, config, print_, job_record["ids_sha256"])
+    shutil.rmtree(shards.work, ignore_errors=True)
+    summary = _summary(out, all_ids, status, reused_store=False)
+    summary.update(extracted=extracted, seconds=round(seconds, 2),
+                   assemble_seconds=round(time.perf_counter() - assembling, 2),
+                   images_per_s=round(extracted / seconds, 2) if extracted and seconds > 0 else None,
+                   resumed_images=done_images)
+    return summary
+
+
+def _images_to_extract(images_dir: Path, out: Path, ids: list[str] | None) -> tuple[ImageIndex, list[str]]:
+    """The index of `images_dir` and the sorted ids to extract (default: every image file found)."""
     if not images_dir.is_dir():
         raise DataError(f"{images_dir}: no such images directory")
     if out.is_dir():
@@ -350,112 +433,121 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
     if index.shadowed:
         logger.warning("%d files not used because <id>.jpg (or an earlier extension) exists, e.g. %s",
                        len(index.shadowed), index.shadowed[:3])
+    return index, ids
 
-    state, weights_identity = resolve_weights(config.backbone, config.weights, config.seed)
-    print_ = fingerprint(config, weights_identity)
-    job_record = {"fingerprint": print_, "ids_sha256": ids_sha256(ids), "images": len(ids),
-                  "shard_size": config.shard_size}
 
-    if out.exists() and not overwrite:
-        from pipeline.store import FeatureStore
+def _reuse_or_refuse(out: Path, print_: dict, ids: list[str]) -> dict:
+    """`out` exists (no --overwrite): the summary of that store when it is this very extraction, else refuse."""
+    from pipeline.store import FeatureStore
 
-        try:
-            existing = FeatureStore(out)
-        except DataError as err:
-            raise DataError(f"{err}; pass --overwrite to replace it") from None
-        same = _spec(existing.fingerprint) == _spec(print_) and existing.image_ids == ids
-        if same:
-            logger.info("%s: already complete with this fingerprint and these ids; nothing to do", out)
-            return _summary(out, existing.image_ids, existing.status, reused_store=True)
-        settings = _spec(existing.fingerprint) != _spec(print_)
-        other_ids = existing.image_ids != ids
-        reason = " and ".join(
-            r for r, bad in (("with other settings", settings), ("for other image ids", other_ids)) if bad
-        )
-        raise DataError(f"{out}: exists and was made {reason}; pass --overwrite to replace it "
-                        "(it stays until the new store is complete)")
+    try:
+        existing = FeatureStore(out)
+    except DataError as err:
+        raise DataError(f"{err}; pass --overwrite to replace it") from None
+    same = _spec(existing.fingerprint) == _spec(print_) and existing.image_ids == ids
+    if same:
+        logger.info("%s: already complete with this fingerprint and these ids; nothing to do", out)
+        return _summary(out, existing.image_ids, existing.status, reused_store=True)
+    settings = _spec(existing.fingerprint) != _spec(print_)
+    other_ids = existing.image_ids != ids
+    reason = " and ".join(
+        r for r, bad in (("with other settings", settings), ("for other image ids", other_ids)) if bad
+    )
+    raise DataError(f"{out}: exists and was made {reason}; pass --overwrite to replace it "
+                    "(it stays until the new store is complete)")
 
-    work = out.with_name(f"{out.name}.work")
-    _prepare_work_dir(work, job_record, overwrite)
-    shard_size = config.shard_size
-    num_shards = math.ceil(len(ids) / shard_size)
-    shard_paths = [work / f"shard-{n:06d}.npz" for n in range(num_shards)]
 
-    if config.missing == "fail":  # what the driver can see without decoding, before any work
-        bad = [(i, code) for i in ids if (code := locate(index, i)[0]) != STATUS["ok"]]
-        if bad:
-            raise DataError(_missing_message(bad, len(ids)))
+def plan_workers(config: ExtractConfig) -> ExtractConfig:
+    """`config` with how the work is spread resolved, as a new config (the one passed stays as it is).
 
+    workers: on one GPU in this process (no result transfer), on CPU local Dask workers;
+    threads: on a local CPU cluster, the cores shared out between the workers;
+    decode_threads: on GPU up to 16, so that decoding keeps up with the forward; on CPU 1.
+    """
     cuda = config.device.startswith("cuda")
-    if config.workers is None:  # one GPU: in this process, no result transfer; CPU: local Dask workers
-        config.workers = 0 if cuda else distribute.default_workers()
     workers = config.workers
-    threads_per_worker = 2 if cuda else 1  # on GPU, one shard decodes while the other runs
-    if config.threads is None and not cuda and workers > 0 and not config.scheduler:
-        config.threads = max(1, (os.cpu_count() or 1) // workers)
+    if workers is None:
+        workers = 0 if cuda else distribute.default_workers()
+    threads = config.threads
+    if threads is None and not cuda and workers > 0 and not config.scheduler:
+        threads = max(1, (os.cpu_count() or 1) // workers)
     decode_threads = config.decode_threads or (min(16, os.cpu_count() or 1) if cuda else 1)
-    job = {
-        "key": hashlib.sha256(json.dumps(job_record, sort_keys=True).encode()).hexdigest(),
-        "backbone": config.backbone, "channels": BACKBONES[config.backbone], "transform": config.transform,
-        "seed": config.seed, "max_pixels": config.max_pixels, "precision": config.precision,
-        "channels_last": config.channels_last, "device": config.device, "batch_size": config.batch_size,
-        "threads": config.threads, "decode_threads": decode_threads,
-    }
-    todo = [n for n in range(num_shards) if not _finished(shard_paths[n], ids[n * shard_size:(n + 1) * shard_size])]
-    remaining = set(todo)
-    done_images = sum(min(shard_size, len(ids) - n * shard_size) for n in range(num_shards) if n not in remaining)
-    if done_images:
-        logger.info("resuming: %d of %d shards already done in %s", num_shards - len(todo), num_shards, work)
+    return replace(config, workers=workers, threads=threads, decode_threads=decode_threads)
 
-    started = time.perf_counter()
+
+def _refuse_missing(index: ImageIndex, ids: list[str]) -> None:
+    """--missing fail: refuse before any work when some files are missing or unreadable as seen from here."""
+    bad = [(i, code) for i in ids if (code := locate(index, i)[0]) != STATUS["ok"]]
+    if bad:
+        raise DataError(_missing_message(bad, len(ids)))
+
+
+def _unfinished(shards: _ShardFiles) -> list[int]:
+    """The numbers of the shards that an earlier run in the work directory has not finished."""
+    todo = [n for n in range(len(shards)) if not _finished(shards.path(n), shards.ids_of(n))]
+    if len(todo) < len(shards):
+        logger.info("resuming: %d of %d shards already done in %s", len(shards) - len(todo), len(shards), shards.work)
+    return todo
+
+
+def _run_shards(config: ExtractConfig, job: ShardJob, state: dict, weights_identity: dict, index: ImageIndex,
+                shards: _ShardFiles, todo: list[int]) -> int:
+    """Extract the shards `todo` on a runner (this process or Dask), writing each as it comes back.
+
+    `config` is planned (`plan_workers`). Returns the number of images extracted.
+    """
+    cuda = config.device.startswith("cuda")
+    threads_per_worker = 2 if cuda else 1  # on GPU, one shard decodes while the other runs
+    runner = distribute.make_runner(config.workers, threads_per_worker, config.scheduler, config.threads,
+                                    preload=(__name__,))  # workers load torch and the backbone code at once
+    ids = shards.ids
+    to_extract = sum(len(shards.ids_of(n)) for n in todo)
+    logger.info("extracting %d images with %s (%s, weights %s) on %s", to_extract,
+                config.backbone, config.transform, weights_identity["identity"], runner.description)
     extracted = 0
-    if todo:
-        runner = distribute.make_runner(workers, threads_per_worker, config.scheduler, config.threads,
-                                        preload=(__name__,))  # workers load torch and the backbone code at once
-        logger.info("extracting %d images with %s (%s, weights %s) on %s", len(ids) - done_images,
-                    config.backbone, config.transform, weights_identity["identity"], runner.description)
+    try:
+        state = _with_bn_stats(state, config, job, index, ids, shards.work, runner)
+        shared_state = runner.share(state)
+        bar = _Progress(len(ids), len(ids) - to_extract)
         try:
-            state = _with_bn_stats(state, config, job, index, ids, work, runner)
-            shared_state = runner.share(state)
-            bar = _Progress(len(ids), done_images)
-            try:
-                for number, shard in runner.map(extract_shard, _payloads(ids, index, todo, shard_size),
-                                                job, shared_state):
-                    write_shard(shard_paths[number], shard)
-                    extracted += len(shard.image_ids)
-                    bar.update(len(shard.image_ids))
-            finally:
-                bar.close()
+            for number, shard in runner.map(extract_shard, _payloads(ids, index, todo, shards.size),
+                                            job, shared_state):
+                write_shard(shards.path(number), shard)
+                extracted += len(shard.image_ids)
+                bar.update(len(shard.image_ids))
         finally:
-            runner.close()
-    seconds = time.perf_counter() - started
+            bar.close()
+    finally:
+        runner.close()
+    return extracted
 
+
+def _statuses(shards: _ShardFiles, missing: str) -> tuple[list[str], np.ndarray]:
+    """The ids and statuses of every shard (assemble() reads the features once, later); with
+    --missing fail, refuse when some image has no features."""
     all_ids, statuses = [], []
-    for path in shard_paths:  # assemble() reads the features once, below
+    for path in shards.paths():
         shard_ids, shard_status = read_shard_index(path)
         all_ids.extend(shard_ids)
         statuses.append(shard_status)
     status = np.concatenate(statuses)
-    if config.missing == "fail" and (status != STATUS["ok"]).any():
+    if missing == "fail" and (status != STATUS["ok"]).any():
         bad = [(i, int(c)) for i, c in zip(all_ids, status) if c != STATUS["ok"]]
-        raise DataError(_missing_message(bad, len(ids)) + f" (the shards stay in {work}; "
+        raise DataError(_missing_message(bad, len(shards.ids)) + f" (the shards stay in {shards.work}; "
                         "rerun with --missing record to build the store from them)")
+    return all_ids, status
+
+
+def _assemble(out: Path, shards: _ShardFiles, config: ExtractConfig, print_: dict, ids_sha: str) -> None:
+    """Write the store from the shards; with --bn-stats dataset, add the statistics and their hash."""
     final_print, buffers = dict(print_), None
     if config.bn_stats == "dataset":
-        buffers = torch.load(work / BN_FILE, weights_only=True)
+        buffers = torch.load(shards.work / BN_FILE, weights_only=True)
         final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(buffers))
         buffers = {k: v.numpy() for k, v in buffers.items()}
-    assembling = time.perf_counter()
-    assemble(out, shard_paths, len(ids), BACKBONES[config.backbone], GRID * GRID, final_print,
+    assemble(out, shards.paths(), len(shards.ids), BACKBONES[config.backbone], GRID * GRID, final_print,
              extra_attrs={"extraction": {"device": config.device, "batch_size": config.batch_size,
-                                         "ids_sha256": job_record["ids_sha256"]}}, bn_stats=buffers)
-    shutil.rmtree(work, ignore_errors=True)
-    summary = _summary(out, all_ids, status, reused_store=False)
-    summary.update(extracted=extracted, seconds=round(seconds, 2),
-                   assemble_seconds=round(time.perf_counter() - assembling, 2),
-                   images_per_s=round(extracted / seconds, 2) if extracted and seconds > 0 else None,
-                   resumed_images=done_images)
-    return summary
+                                         "ids_sha256": ids_sha}}, bn_stats=buffers)
 
 
 def _spec(print_: dict) -> dict:
@@ -477,7 +569,7 @@ def _missing_message(bad: list[tuple[str, int]], total: int) -> str:
             + ". Fix the files, or use --missing record to store them as such")
 
 
-def _with_bn_stats(state: dict, config: ExtractConfig, job: dict, index: ImageIndex, ids: list[str],
+def _with_bn_stats(state: dict, config: ExtractConfig, job: ShardJob, index: ImageIndex, ids: list[str],
                    work: Path, runner) -> dict:
     """--bn-stats dataset: AdaBN statistics, estimated once per work directory (kept for resuming)."""
     if config.bn_stats != "dataset":
