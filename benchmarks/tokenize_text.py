@@ -51,9 +51,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.conll import write_conll
-    from pipeline.sample import twitter_style_tweets
     from pipeline.tokenization import load_tokenizer, tokenize_tweets
     from pipeline.vocab import build_vocab
+    from tests.helpers import twitter_style_tweets
 
     tweets = twitter_style_tweets(args.tweets, seed=0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -77,8 +77,9 @@ def main(verbose: bool) -> None:
                    "negatives made from another tweet's image, a bilinear CM and tags learned on each "
                    "tweet's own image, the setting whose p tells related images from unrelated ones. "
                    "Every value: README, The model.")
-@click.option("--epochs", default=24, show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--epochs", default=24, show_default=True, help="Passes over the training split (the paper: 24).")
+@click.option("--batch-size", default=64, show_default=True,
+              help="Tweets per optimisation step, over all processes under torchrun (the paper: 64).")
 @click.option("--lr", default=5e-5, show_default=True, help="AdamW learning rate (10% warm-up, linear decay to 0).")
 @click.option("--head-lr", type=float, default=None,
               help="Learning rate of everything after BERT (CA, CI, CM, CF, CRF) [default: --lr].")
@@ -88,7 +89,8 @@ def main(verbose: bool) -> None:
 @click.option("--batching", type=click.Choice(BATCHINGS), default=None,
               help="Batches of similar-length tweets (less padding; rows in random order inside) or "
                    "random batches [default: the preset's; released-code: random, others: length].")
-@click.option("--seed", default=1, show_default=True)
+@click.option("--seed", default=1, show_default=True,
+              help="Seeds the model's initialisation, batch order, dropout and CM negatives: same seed, same run.")
 @click.option("--seeds", default=None, help="Comma-separated seeds (1,2,3): one run per seed in OUT/seed-N, "
                                              "and OUT/summary.json with mean and std.")
 @click.option("--swap", type=click.Choice(CHOICES["swap"]), default=None,
@@ -198,7 +200,10 @@ def _train(features, text_dir, out_dir, model_config, config, seeds, resume, lea
                    "with --text].")
 def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | None, out_dir: str | None) -> None:
     """Score RUN_DIR/best on a split, of the run's own data or of other tokenized data, and
-    write its predictions (CoNLL and JSONL)."""
+    write its predictions (CoNLL and JSONL).
+
+    The store and the text must belong to the run: same store fingerprint, same vocabulary
+    and tag scheme."""
     from pathlib import Path
 
     from maf_core.data import check_store, load_split
@@ -239,7 +244,11 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
 @click.option("--weights", default=None, help="The backbone weights file, when the run's store was made with one.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictions, JSONL.")
 def predict(run_dir, input_path, images_dir, features, weights, out_path) -> None:
-    """Tag new tweets with RUN_DIR/best: entities with type, span and words, and p per tweet."""
+    """Tag new tweets with RUN_DIR/best: entities with type, span and words, and p per tweet.
+
+    Images come from a store made with the run's fingerprint (--features), or are extracted
+    now from --images with the run's own backbone, transform and BatchNorm statistics, so
+    new features match the ones the model was trained on."""
     from maf_core.predict import MAFPredictor, read_items
     from pipeline.files import atomic_output
 

@@ -179,7 +179,10 @@ def extract_images(images_dir: str, out: str, ids_from: str | None, overwrite: b
 @click.argument("store", type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True, help="Read every row and verify it (finite values, zeros exactly where not ok).")
 def inspect(store: str, check: bool) -> None:
-    """Show a feature store: fingerprint, shapes, dtypes, counts by status, size."""
+    """Show a feature store: fingerprint, shapes, dtypes, counts by status, size.
+
+    The fingerprint says how the features were made (backbone, weights, transform, BatchNorm
+    statistics); with --check every row is read and verified."""
     from pipeline.store import FeatureStore
 
     features = FeatureStore(store)

@@ -81,11 +81,6 @@ def tags_from_entities(entities: list[tuple[str, int, int]], length: int, scheme
     return tags
 
 
-def bio_to_bioes(tags: Sequence[str]) -> list[str]:
-    """BIO (ill-formed I- tags included) to BIOES with the same conlleval chunks."""
-    return tags_from_entities(get_entities(tags), len(tags), "bioes")
-
-
 def bioes_to_bio(tags: Sequence[str]) -> list[str]:
     """BIOES (or BIO) to well-formed BIO with the same conlleval chunks."""
     return tags_from_entities(get_entities(tags), len(tags), "bio")

@@ -1,9 +1,12 @@
-"""Shared fixtures: a small sample corpus and a WordPiece tokenizer trained on it, built once."""
+"""Shared fixtures, each built once a session: a small sample corpus and WordPiece tokenizers
+trained on it. Tests read them and never write into them; a test that changes a corpus or a
+tokenizer builds its own in `tmp_path`. Helper functions live in `helpers.py`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from helpers import write_text  # noqa: F401  (tests once imported it from here)
 
 from pipeline.sample import make_sample
 from pipeline.vocab import build_vocab
@@ -11,6 +14,7 @@ from pipeline.vocab import build_vocab
 
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
+    """The sample corpus: 150 tweets (90/30/30), seed 3, with images and annotations.jsonl."""
     out = tmp_path_factory.mktemp("corpus") / "sample"
     make_sample(out, tweets=150, seed=3)
     return out
@@ -18,12 +22,23 @@ def sample_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(sample_dir, tmp_path_factory) -> Path:
+    """A cased WordPiece vocabulary of 600 trained on `sample_dir`."""
     out = tmp_path_factory.mktemp("tokenizer") / "tok"
     build_vocab(sample_dir, out, vocab_size=600)
     return out
 
 
-def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode(encoding))
-    return path
+@pytest.fixture(scope="session")
+def lowercase_tokenizer_dir(sample_dir, tmp_path_factory) -> Path:
+    """An uncased WordPiece vocabulary of 400 trained on `sample_dir`."""
+    out = tmp_path_factory.mktemp("tokenizer") / "lower"
+    build_vocab(sample_dir, out, vocab_size=400, lowercase=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def other_tokenizer_dir(sample_dir, tmp_path_factory) -> Path:
+    """A second cased vocabulary (300) of `sample_dir`: same corpus, other vocab sha256 than `tokenizer_dir`."""
+    out = tmp_path_factory.mktemp("tokenizer") / "othertok"
+    build_vocab(sample_dir, out, vocab_size=300)
+    return out

@@ -5,29 +5,42 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
-from click.testing import CliRunner
-from conftest import write_text
+from click.testing import CliRunner, Result
+from helpers import write_text
 
 from cli import maf, pipe
 
 BIN = Path(sys.executable).parent
+# Both command-line programs by their console-script names, and every command of each, read
+# from the click groups: a new command is covered without editing this list.
+GROUPS = {"maf-pipe": pipe.main, "maf": maf.main}
+COMMANDS = [(program, name) for program, group in GROUPS.items() for name in group.commands]
 
 
-def run(group, *args):
+def run(group, *args) -> Result:
     return CliRunner().invoke(group.main, [str(a) for a in args], catch_exceptions=False)
 
 
-@pytest.mark.parametrize("command", [None, "make-sample", "build-vocab", "tokenize"])
-def test_every_pipe_command_has_help(command):
-    result = run(pipe, *([command] if command else []), "--help")
+@pytest.mark.parametrize("words", [[program] for program in GROUPS] + [list(command) for command in COMMANDS],
+                         ids=" ".join)
+def test_every_command_answers_help(words):
+    program, *command = words
+    result = CliRunner().invoke(GROUPS[program], [*command, "--help"], catch_exceptions=False)
     assert result.exit_code == 0
     assert "Usage:" in result.output
-    if command:  # the docstring says what it does, and the options are explained
-        assert len(pipe.main.commands[command].help) > 150
-        for param in pipe.main.commands[command].params:
-            if isinstance(param, __import__("click").Option) and param.name != "help":
-                assert param.help, f"{command} --{param.name} has no help"
+
+
+@pytest.mark.parametrize("program, name", COMMANDS, ids=" ".join)
+def test_every_command_says_what_it_does(program, name):
+    assert len(GROUPS[program].commands[name].help) > 150
+
+
+@pytest.mark.parametrize("program, name", COMMANDS, ids=" ".join)
+def test_every_option_is_explained(program, name):
+    options = [p for p in GROUPS[program].commands[name].params if isinstance(p, click.Option) and p.name != "help"]
+    assert [p.opts[0] for p in options if not p.help] == []
 
 
 def test_maf_group_has_help():
@@ -35,19 +48,51 @@ def test_maf_group_has_help():
     assert result.exit_code == 0 and "Train, evaluate and apply MAF" in result.output
 
 
-def test_pipeline_end_to_end_through_the_cli(tmp_path):
-    data, tok, text = tmp_path / "data", tmp_path / "tok", tmp_path / "text"
-    result = run(pipe, "make-sample", data, "--tweets", 60, "--seed", 2)
-    assert result.exit_code == 0 and "wrote 60 tweets" in result.output and "image-decided" in result.output
-    result = run(pipe, "build-vocab", data, "--out", tok, "--vocab-size", 300)
-    assert result.exit_code == 0 and "cased WordPiece vocabulary" in result.output
-    result = run(pipe, "tokenize", data, "--tokenizer", tok, "--out", text, "--max-length", 32, "--scheme", "bio")
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert lines[0].split() == ["split", "tweets", "words", "PER", "LOC", "ORG", "MISC", "truncated", "no-piece"]
-    assert [line.split()[0] for line in lines[2:5]] == ["train", "valid", "test"]
-    assert lines[2].split()[1] == "36"
-    meta = json.loads((text / "meta.json").read_text(encoding="utf-8"))
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory) -> dict:
+    """make-sample -> build-vocab -> tokenize through the CLI, once: each step's result and the text dir."""
+    root = tmp_path_factory.mktemp("cli")
+    data, tok, text = root / "data", root / "tok", root / "text"
+    return {
+        "make-sample": run(pipe, "make-sample", data, "--tweets", 60, "--seed", 2),
+        "build-vocab": run(pipe, "build-vocab", data, "--out", tok, "--vocab-size", 300),
+        "tokenize": run(pipe, "tokenize", data, "--tokenizer", tok, "--out", text, "--max-length", 32,
+                        "--scheme", "bio"),
+        "text": text,
+    }
+
+
+@pytest.mark.parametrize("step", ["make-sample", "build-vocab", "tokenize"])
+def test_each_pipeline_step_succeeds(pipeline_run, step):
+    assert pipeline_run[step].exit_code == 0, pipeline_run[step].output
+
+
+def test_make_sample_reports_tweets_and_image_decided_entities(pipeline_run):
+    output = pipeline_run["make-sample"].output
+    assert "wrote 60 tweets" in output and "image-decided" in output
+
+
+def test_build_vocab_reports_a_cased_wordpiece_vocabulary(pipeline_run):
+    assert "cased WordPiece vocabulary" in pipeline_run["build-vocab"].output
+
+
+def test_tokenize_table_has_a_column_per_count(pipeline_run):
+    header = pipeline_run["tokenize"].output.splitlines()[0]
+    assert header.split() == ["split", "tweets", "words", "PER", "LOC", "ORG", "MISC", "truncated", "no-piece"]
+
+
+def test_tokenize_table_has_a_row_per_split(pipeline_run):
+    rows = pipeline_run["tokenize"].output.splitlines()[2:5]
+    assert [line.split()[0] for line in rows] == ["train", "valid", "test"]
+
+
+def test_tokenize_table_counts_the_tweets_of_a_split(pipeline_run):
+    train_row = pipeline_run["tokenize"].output.splitlines()[2]
+    assert train_row.split()[1] == "36"  # 60% of 60
+
+
+def test_tokenize_options_are_recorded_in_meta(pipeline_run):
+    meta = json.loads((pipeline_run["text"] / "meta.json").read_text(encoding="utf-8"))
     assert meta["scheme"] == "bio" and meta["max_length"] == 32
 
 
@@ -75,15 +120,20 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, tokenizer_dir, conten
     assert not (tmp_path / "text").exists() and not (tmp_path / "tok").exists()
 
 
-def test_other_user_mistakes_are_clear(tmp_path, sample_dir, tokenizer_dir):
-    result = CliRunner().invoke(pipe.main, ["tokenize", str(tmp_path / "nowhere"), "--tokenizer", str(tokenizer_dir),
-                                            "--out", str(tmp_path / "t")])
-    assert result.exit_code == 1 and "no such directory" in result.output
-    result = CliRunner().invoke(pipe.main, ["tokenize", str(sample_dir), "--tokenizer", str(tmp_path / "nope"),
-                                            "--out", str(tmp_path / "t")])
-    assert result.exit_code == 1 and "nope: no such tokenizer directory" in result.output
-    result = CliRunner().invoke(pipe.main, ["make-sample", str(sample_dir)])
-    assert result.exit_code == 1 and "pass --overwrite" in result.output
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["tokenize", "{tmp}/nowhere", "--tokenizer", "{tokenizer}", "--out", "{tmp}/t"], "no such directory"),
+        (["tokenize", "{sample}", "--tokenizer", "{tmp}/nope", "--out", "{tmp}/t"],
+         "nope: no such tokenizer directory"),
+        (["make-sample", "{sample}"], "pass --overwrite"),
+    ],
+    ids=["missing-data-dir", "missing-tokenizer", "non-empty-output"],
+)
+def test_other_user_mistakes_are_clear(tmp_path, sample_dir, tokenizer_dir, args, message):
+    paths = {"tmp": tmp_path, "sample": sample_dir, "tokenizer": tokenizer_dir}
+    result = CliRunner().invoke(pipe.main, [arg.format(**paths) for arg in args])
+    assert result.exit_code == 1 and message in result.output
 
 
 def test_installed_console_script_prints_no_traceback(tmp_path, tokenizer_dir):
@@ -96,6 +146,9 @@ def test_installed_console_script_prints_no_traceback(tmp_path, tokenizer_dir):
     assert proc.returncode == 1
     assert "test.txt:2: unknown label 'B-PERSON'" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_installed_maf_script_answers_help():
     proc = subprocess.run([str(BIN / "maf"), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "Usage: maf" in proc.stdout
 

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import write_text
+from helpers import twitter_style_tweets, write_text
 
 from pipeline.conll import Tweet, find_splits, format_tweet, iter_conll, read_conll, write_conll
 from pipeline.errors import DataError
-from pipeline.sample import twitter_style_tweets
 
 CANONICAL = (
     "IMGID:1015799\nRT\tO\n@user\tO\n:\tO\nHandsome\tO\nRob\tB-MISC\nafter\tO\n\n"

@@ -112,36 +112,72 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
-def test_two_processes_take_the_step_of_one_with_the_whole_batch(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> dict:
+    """One run of `_worker` on 2 gloo processes: each rank's results and rank 0's weights after the step."""
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+    return {"ranks": [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)],
+            "weights": torch.load(out / "weights.pt", weights_only=True)}
 
+
+@pytest.fixture(scope="module")
+def one_process() -> dict:
+    """The same step on 1 process with the whole batch: the weights after it."""
     torch.manual_seed(0)
     single = MAF(_config()).train()
     _one_step(single, single, _batch(), slice(0, BATCH), None)
-    two = torch.load(tmp_path / "weights.pt", weights_only=True)
-    reference = single.state_dict()
-    worst = max(float((two[k].float() - reference[k].float()).abs().max()) for k in reference)
-    assert worst < 1e-5, worst
-    torch.manual_seed(0)  # the step moved the weights: the comparison is not between untouched copies
-    start = MAF(_config()).state_dict()
-    assert max(float((start[k].float() - reference[k].float()).abs().max()) for k in reference) > 1e-4
+    return single.state_dict()
 
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    # gather: rows of process 0 (value 1) then process 1 (value 2); the gradient of each row is
-    # summed over both processes' losses
-    assert ranks[0]["gathered"] == [[1.0, 1.0]] * 5 + [[2.0, 2.0]] * 4
+
+@pytest.mark.slow
+def test_two_processes_take_the_step_of_one_with_the_whole_batch(two_processes, one_process):
+    two = two_processes["weights"]
+    worst = max(float((two[k].float() - one_process[k].float()).abs().max()) for k in one_process)
+    assert worst < 1e-5, worst
+
+
+@pytest.mark.slow
+def test_the_step_moves_the_weights(one_process):
+    """So the comparison above is not between untouched copies."""
+    torch.manual_seed(0)
+    start = MAF(_config()).state_dict()
+    assert max(float((start[k].float() - one_process[k].float()).abs().max()) for k in one_process) > 1e-4
+
+
+@pytest.mark.slow
+def test_gathered_rows_keep_the_process_order(two_processes):
+    # rows of process 0 (value 1), then of process 1 (value 2)
+    assert two_processes["ranks"][0]["gathered"] == [[1.0, 1.0]] * 5 + [[2.0, 2.0]] * 4
+
+
+@pytest.mark.slow
+def test_the_gradient_of_a_gathered_row_sums_both_processes_losses(two_processes):
+    ranks = two_processes["ranks"]
     assert ranks[0]["x_grad"] == [[2.0 * r] * 2 for r in range(1, 6)]
     assert ranks[1]["x_grad"] == [[2.0 * r] * 2 for r in range(6, 10)]
 
-    # evaluation: every tweet asked for exactly once over both processes, none twice
-    split = _split()
+
+@pytest.mark.slow
+def test_evaluation_asks_for_every_tweet_exactly_once(two_processes):
+    ranks = two_processes["ranks"]
     asked = ranks[0]["asked"] + ranks[1]["asked"]
-    assert sorted(asked) == sorted(split.image_ids) and len(set(asked)) == len(asked)
+    assert sorted(asked) == sorted(_split().image_ids) and len(set(asked)) == len(asked)
+
+
+@pytest.mark.slow
+def test_evaluation_is_shared_by_both_processes(two_processes):
+    ranks = two_processes["ranks"]
     assert ranks[0]["asked"] and ranks[1]["asked"]
+
+
+@pytest.mark.slow
+def test_both_processes_predict_what_one_process_predicts(two_processes):
+    ranks = two_processes["ranks"]
+    split = _split()
     torch.manual_seed(0)
     core = MAF(_config())
-    core.load_state_dict(two)
+    core.load_state_dict(two_processes["weights"])
     expected, probs = predict_split(core, split, _LoggingStore(split.image_ids), TAGS, "bioes", 3, torch.device("cpu"))
     assert ranks[0]["predicted"] == ranks[1]["predicted"] == expected
     assert np.allclose(ranks[0]["probs"], probs, atol=1e-6)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import make_batch
 
 from maf_core.alignment import CrossModalAlignment, contrastive_loss
 from maf_core.config import MAFConfig
@@ -16,74 +17,93 @@ from maf_core.matching import CrossModalMatching, choose_negatives
 from maf_core.model import MAF, count_parameters
 
 
-def make_batch(config: MAFConfig, batch: int = 8, seed: int = 0, pad_to: int | None = None) -> dict:
-    """Tweets of 3..7 words, 1-2 pieces per word, [CLS]/[SEP], padded to the longest (or pad_to)."""
-    g = torch.Generator().manual_seed(seed)
-    rows, starts, tag_rows = [], [], []
-    for _ in range(batch):
-        words = int(torch.randint(3, 8, (1,), generator=g))
-        ids, first = [2], []
-        for _ in range(words):
-            first.append(len(ids))
-            ids += torch.randint(
-                5, config.vocab_size, (int(torch.randint(1, 3, (1,), generator=g)),), generator=g
-            ).tolist()
-        ids.append(3)
-        rows.append(ids)
-        starts.append(first)
-        tag_rows.append(torch.randint(0, config.num_tags, (words,), generator=g).tolist())
-    length = pad_to or max(map(len, rows))
-    max_words = max(map(len, starts))
-    out = {
-        "input_ids": torch.zeros(batch, length, dtype=torch.long),
-        "attention_mask": torch.zeros(batch, length, dtype=torch.long),
-        "word_starts": torch.zeros(batch, max_words, dtype=torch.long),
-        "word_mask": torch.zeros(batch, max_words, dtype=torch.bool),
-        "tags": torch.zeros(batch, max_words, dtype=torch.long),
-    }
-    for i, (ids, first, tags) in enumerate(zip(rows, starts, tag_rows)):
-        out["input_ids"][i, : len(ids)] = torch.tensor(ids)
-        out["attention_mask"][i, : len(ids)] = 1
-        out["word_starts"][i, : len(first)] = torch.tensor(first)
-        out["word_mask"][i, : len(first)] = True
-        out["tags"][i, : len(tags)] = torch.tensor(tags)
-    out["regions"] = torch.rand(batch, config.num_regions, config.image_dim, generator=g)
-    out["pooled"] = out["regions"].mean(1)
-    out["image_ok"] = torch.ones(batch, dtype=torch.bool)
-    return out
-
-
 def tiny_model(seed: int = 0, **overrides) -> MAF:
     torch.manual_seed(seed)
     return MAF(MAFConfig.tiny(**overrides))
 
 
-def test_module_shapes():
-    cfg = MAFConfig.tiny()
-    b, length = 5, 7
-    text = torch.randn(b, length, cfg.hidden_size)
-    regions = torch.randn(b, cfg.num_regions, cfg.image_dim)
-    image, weights = CrossModalInteraction(cfg)(text, regions)
-    assert image.shape == (b, length, cfg.hidden_size)
-    assert weights.shape == (b, cfg.heads, length, cfg.num_regions)
-    assert torch.allclose(weights.sum(-1), torch.ones(b, cfg.heads, length))
-    mask = torch.ones(b, length, dtype=torch.bool)
-    p, loss = CrossModalMatching(cfg)(text, image, mask, negative=torch.zeros(b, dtype=torch.bool))
-    assert p.shape == (b,) and loss.shape == () and ((p > 0) & (p < 1)).all()
-    assert CrossModalFusion(cfg)(text, image).shape == (b, length, 2 * cfg.hidden_size)
+# ---------------------------------------------------------------- shapes, module by module
+
+TWEETS, PIECES = 5, 7  # b, length
+
+
+@pytest.fixture(scope="module")
+def cfg() -> MAFConfig:
+    return MAFConfig.tiny()
+
+
+@pytest.fixture(scope="module")
+def text(cfg) -> torch.Tensor:
+    return torch.randn(TWEETS, PIECES, cfg.hidden_size, generator=torch.Generator().manual_seed(0))  # T
+
+
+@pytest.fixture(scope="module")
+def interaction(cfg, text) -> tuple[torch.Tensor, torch.Tensor]:
+    """CI on random T and regions: (C, attention weights)."""
+    torch.manual_seed(0)
+    regions = torch.randn(TWEETS, cfg.num_regions, cfg.image_dim)
+    return CrossModalInteraction(cfg)(text, regions)
+
+
+def test_interaction_gives_an_image_vector_per_piece(cfg, interaction):
+    assert interaction[0].shape == (TWEETS, PIECES, cfg.hidden_size)
+
+
+def test_interaction_attends_per_head_over_the_regions(cfg, interaction):
+    weights = interaction[1]
+    assert weights.shape == (TWEETS, cfg.heads, PIECES, cfg.num_regions)
+    assert torch.allclose(weights.sum(-1), torch.ones(TWEETS, cfg.heads, PIECES))
+
+
+def test_matching_gives_a_probability_per_tweet_and_a_scalar_loss(cfg, text, interaction):
+    torch.manual_seed(0)
+    mask = torch.ones(TWEETS, PIECES, dtype=torch.bool)
+    p, loss = CrossModalMatching(cfg)(text, interaction[0], mask, negative=torch.zeros(TWEETS, dtype=torch.bool))
+    assert p.shape == (TWEETS,) and loss.shape == () and ((p > 0) & (p < 1)).all()
+
+
+def test_fusion_joins_text_and_image_to_twice_the_hidden_size(cfg, text, interaction):
+    torch.manual_seed(0)
+    assert CrossModalFusion(cfg)(text, interaction[0]).shape == (TWEETS, PIECES, 2 * cfg.hidden_size)
+
+
+def test_alignment_loss_is_a_positive_scalar(cfg):
+    torch.manual_seed(0)
     ca = CrossModalAlignment(cfg)(
-        torch.randn(b, cfg.hidden_size), torch.randn(b, cfg.image_dim), torch.ones(b, dtype=torch.bool)
+        torch.randn(TWEETS, cfg.hidden_size), torch.randn(TWEETS, cfg.image_dim), torch.ones(TWEETS, dtype=torch.bool)
     )
     assert ca.shape == () and ca > 0
 
+
+@pytest.fixture(scope="module")
+def decoded() -> tuple[dict, object]:
+    """The tiny MAF (train mode) on a batch of 8 tweets with tags, decoding: (batch, output)."""
     model = tiny_model()
     batch = make_batch(model.config)
-    out = model(**batch, decode=True)
-    words = batch["word_mask"].shape[1]
-    assert out.emissions.shape == (8, words, cfg.num_tags)
+    return batch, model(**batch, decode=True)
+
+
+def test_model_scores_every_tag_for_every_word(cfg, decoded):
+    batch, out = decoded
+    assert out.emissions.shape == (8, batch["word_mask"].shape[1], cfg.num_tags)
+
+
+def test_model_gives_a_match_probability_and_attention_per_tweet(cfg, decoded):
+    out = decoded[1]
     assert out.match_prob.shape == (8,) and out.attention.shape[:2] == (8, cfg.heads)
+
+
+def test_decoding_gives_one_tag_per_word(decoded):
+    batch, out = decoded
     assert [len(t) for t in out.tags] == batch["word_mask"].sum(1).tolist()
+
+
+def test_training_forward_returns_every_loss(decoded):
+    out = decoded[1]
     assert all(x is not None for x in (out.loss, out.loss_ner, out.loss_ca, out.loss_cm))
+
+
+# ---------------------------------------------------------------- behaviour
 
 
 def test_gradients_reach_every_trainable_parameter():
@@ -250,28 +270,36 @@ def test_ablations_switch_modules_off_on_the_same_code_path():
     assert text.emission.in_features == base.hidden_size
 
 
-def test_presets_hold_the_design_values():
-    paper = MAFConfig.from_preset("paper")
-    assert (paper.temperature, paper.alignment_direction, paper.matching_pairs, paper.negatives) == (
-        0.102,
-        0.7,
-        15,
-        "pairs",
-    )
-    assert (paper.alpha, paper.beta, paper.loss_weighting, paper.scheme) == (0.2, 0.2, "paper", "bioes")
-    released = MAFConfig.from_preset("released-code")
-    assert (released.temperature, released.alignment_direction, released.negatives, released.matching_pairs) == (
-        0.179,
-        0.3,
-        "tail",
-        8,
-    )
-    assert (released.loss_weighting, released.scheme) == ("released-code", "bio")
-    for cfg in (paper, released):
-        assert (cfg.heads, cfg.max_length, cfg.hidden_size, cfg.image_dim, cfg.num_regions) == (12, 128, 768, 2048, 49)
+DESIGN_VALUES = {
+    "paper": {"temperature": 0.102, "alignment_direction": 0.7, "matching_pairs": 15, "negatives": "pairs",
+              "alpha": 0.2, "beta": 0.2, "loss_weighting": "paper", "scheme": "bioes"},
+    "released-code": {"temperature": 0.179, "alignment_direction": 0.3, "negatives": "tail", "matching_pairs": 8,
+                      "loss_weighting": "released-code", "scheme": "bio"},
+}
+
+
+@pytest.mark.parametrize("preset", DESIGN_VALUES)
+def test_preset_holds_its_design_values(preset):
+    config = MAFConfig.from_preset(preset)
+    assert {name: getattr(config, name) for name in DESIGN_VALUES[preset]} == DESIGN_VALUES[preset]
+
+
+@pytest.mark.parametrize("preset", DESIGN_VALUES)
+def test_preset_has_bert_base_sizes(preset):
+    cfg = MAFConfig.from_preset(preset)
+    assert (cfg.heads, cfg.max_length, cfg.hidden_size, cfg.image_dim, cfg.num_regions) == (12, 128, 768, 2048, 49)
+
+
+def test_a_random_init_bert_size_sets_d_and_m():
     small = MAFConfig.from_preset("paper", bert_size="small")  # d and m follow a random-init BERT's size
     assert (small.hidden_size, small.heads) == (256, 4)
+
+
+def test_a_pretrained_bert_keeps_its_own_size():
     assert MAFConfig.from_preset("paper", bert="bert-base-cased", bert_size="small").hidden_size == 768
+
+
+def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="unknown preset 'umt'"):
         MAFConfig.from_preset("umt")
 
@@ -291,10 +319,21 @@ def test_config_round_trip_rebuilds_the_same_model(tmp_path):
     rebuilt.load_state_dict(model.state_dict())
     batch = make_batch(config)
     assert torch.equal(model(**batch).emissions, rebuilt(**batch).emissions)
-    with pytest.raises(ValueError, match="unknown MAFConfig fields"):
-        MAFConfig.from_dict({**config.to_dict(), "lr": 1})
-    with pytest.raises(ValueError, match="hidden_size 30 not divisible by heads 4"):
-        MAFConfig.tiny(hidden_size=30)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: MAFConfig.from_dict({**MAFConfig.tiny().to_dict(), "lr": 1}), "unknown MAFConfig fields"),
+        (lambda: MAFConfig.tiny(hidden_size=30), "hidden_size 30 not divisible by heads 4"),
+        (lambda: MAFConfig.tiny(matching_pairs=15, matching_batch=20), "matching_batch 20"),
+        (lambda: MAFConfig.tiny(ner_pairs="both"), "ner_pairs 'both'"),
+    ],
+    ids=["unknown-field", "hidden-size-not-divisible", "matching-batch-too-small", "unknown-ner-pairs"],
+)
+def test_invalid_config_is_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 def test_sequences_longer_than_the_matching_length_are_refused():
@@ -307,12 +346,14 @@ def test_sequences_longer_than_the_matching_length_are_refused():
     assert torch.allclose(model(**short).emissions, model(**padded).emissions, atol=1e-5)
 
 
-@pytest.mark.slow
 def test_parameter_count_of_the_paper_size():
-    torch.manual_seed(0)
-    model = MAF(
-        MAFConfig.from_preset("paper", tags=["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC") for p in "BIES"])
+    """BERT-base size MAF, built on the meta device: shapes without memory or initialisation."""
+    config = MAFConfig.from_preset(
+        "paper", tags=["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC") for p in "BIES"]
     )
+    with torch.device("meta"):
+        model = MAF(config)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
     counts = count_parameters(model)
     print(counts)
     assert abs(counts["bert"] - 108.31e6) < 0.05e6
@@ -330,8 +371,6 @@ def test_negatives_keep_the_paper_share_at_other_batch_sizes():
     permutation, negative = choose_negatives(batch["image_ok"], model.pairs_for(16), "pairs", torch.Generator())
     assert int(negative.sum()) == 8  # 4 pairs of 16, as 15 pairs of 64 (not 14 of 16)
     assert MAFConfig.from_preset("paper").matching_batch == 64
-    with pytest.raises(ValueError, match="matching_batch 20"):
-        MAFConfig.tiny(matching_pairs=15, matching_batch=20)
 
 
 def test_ner_on_true_pairs_leaves_the_tags_independent_of_the_swaps():
@@ -344,8 +383,6 @@ def test_ner_on_true_pairs_leaves_the_tags_independent_of_the_swaps():
     assert torch.allclose(trained.emissions, model(**batch).emissions, atol=1e-6)
     swapped = tiny_model().train()(**batch, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(swapped.emissions, trained.emissions)  # the default reading differs
-    with pytest.raises(ValueError, match="ner_pairs 'both'"):
-        MAFConfig.tiny(ner_pairs="both")
 
 
 @pytest.mark.parametrize("positions", ["real", "all"])

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import make_batch
 from torch import nn
 
 from maf_core.alignment import contrastive_loss
@@ -12,7 +13,6 @@ from maf_core.config import PIECE_TAGS, MAFConfig
 from maf_core.model import MAF
 from maf_core.optim import BertAdam, released_schedule, released_total_steps
 from maf_core.train import TrainConfig, optimizer_for, schedule_for, train_step
-from tests.test_model import make_batch
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -59,23 +59,55 @@ def test_bertadam_has_no_bias_correction_and_clips_each_tensor():
     assert torch.allclose(a.detach(), expected_a, atol=1e-6) and torch.allclose(b.detach(), expected_b, atol=1e-6)
 
 
-def test_released_training_settings():
-    config = TrainConfig.for_preset("released-code", epochs=24, batch_size=64, lr=5e-5)
+RELEASED_TRAINING = TrainConfig.for_preset("released-code", epochs=24, batch_size=64, lr=5e-5)
+
+
+def test_released_training_is_bertadam_on_random_batches_with_clipping():
+    config = RELEASED_TRAINING
     assert (config.optimizer, config.batching, config.clip) == ("bertadam", "random", 1.0)
+
+
+def test_paper_training_is_adamw():
     assert TrainConfig.for_preset("paper", lr=5e-5).optimizer == "adamw"
-    assert TrainConfig.for_preset("released-code", optimizer="adamw").optimizer == "adamw"  # a flag wins
+
+
+def test_an_optimizer_flag_wins_over_the_preset():
+    assert TrainConfig.for_preset("released-code", optimizer="adamw").optimizer == "adamw"
+
+
+@pytest.fixture()
+def released_training() -> tuple[MAF, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """A fresh tiny released-code model with its optimizer and schedule (Twitter-2015 sizes), per test."""
     torch.manual_seed(0)
     model = MAF(released())
-    optimizer = optimizer_for(model, config)
-    assert isinstance(optimizer, BertAdam)
+    optimizer = optimizer_for(model, RELEASED_TRAINING)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(RELEASED_TRAINING, 4000, 63))
+    return model, optimizer, scheduler
+
+
+def test_released_optimizer_is_bertadam(released_training):
+    assert isinstance(released_training[1], BertAdam)
+
+
+def test_no_weight_decay_on_biases_and_layernorm_weights(released_training):
+    model, optimizer, _ = released_training
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    for name, p in model.named_parameters():  # no decay on biases and LayerNorm weights, as its no_decay list
+    for name, p in model.named_parameters():  # as the released code's no_decay list
         assert (id(p) in decayed) == (not name.endswith("bias") and "norm" not in name.lower()), name
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(config, 4000, 63))
-    batch = make_batch(model.config)
+
+
+def test_the_first_step_leaves_the_weights_unchanged(released_training):
+    model, optimizer, _ = released_training
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    train_step(model.train(), optimizer, batch, torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    train_step(model.train(), optimizer, make_batch(model.config), torch.device("cpu"),
+               generator=torch.Generator().manual_seed(0))
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())  # BertAdam's rate 0 at step 0
+
+
+def test_the_second_step_has_the_first_warm_up_rate(released_training):
+    model, optimizer, scheduler = released_training
+    train_step(model.train(), optimizer, make_batch(model.config), torch.device("cpu"),
+               generator=torch.Generator().manual_seed(0))
     scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-5 / 148.8)
 

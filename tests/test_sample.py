@@ -50,19 +50,36 @@ def test_layout_and_annotations_agree_with_the_corpus(sample_dir):
     assert total == len(notes) == 150
 
 
-def test_proportions_match_the_recipe():
-    samples = generate_tweets(3000, seed=0)
-    relation = Counter(s.relation for s in samples)
-    files = Counter(s.image_file for s in samples)
-    decided = sum(bool(s.image_decided) for s in samples)
+@pytest.fixture(scope="module")
+def generated():
+    """3,000 tweets of the recipe, seed 0 (no files)."""
+    return generate_tweets(3000, seed=0)
+
+
+def test_about_a_third_of_the_images_are_unrelated(generated):
+    relation = Counter(s.relation for s in generated)
     assert 0.28 < relation["unrelated"] / 3000 < 0.39  # about a third, as on real Twitter data
+
+
+def test_about_35_percent_of_tweets_are_image_decided(generated):
+    decided = sum(bool(s.image_decided) for s in generated)
     assert 0.30 < decided / 3000 < 0.40
+
+
+def test_a_few_images_are_missing_or_broken(generated):
+    files = Counter(s.image_file for s in generated)
     assert 0 < files["missing"] < 0.04 * 3000 and 0 < files["broken"] < 0.04 * 3000
-    types = Counter(t for s in samples for t, _, _ in s.image_decided)
+
+
+def test_every_type_is_often_image_decided(generated):
+    decided = sum(bool(s.image_decided) for s in generated)
+    types = Counter(t for s in generated for t, _, _ in s.image_decided)
     assert set(types) == set(CUE_CLASSES) and min(types.values()) > 0.2 * decided
-    # an ambiguous name alone never tells its type: each is seen with several types
-    by_name = {}
-    for s in samples:
+
+
+def test_an_ambiguous_name_alone_never_tells_its_type(generated):
+    by_name = {}  # each ambiguous name is seen with several types
+    for s in generated:
         for t, start, end in s.image_decided:
             by_name.setdefault(" ".join(s.tweet.words[start:end]), set()).add(t)
     assert all(len(kinds) >= 3 for kinds in by_name.values())
@@ -79,11 +96,14 @@ def test_broken_images_do_not_open(sample_dir):
                 image.load()
 
 
-def test_refuses_non_empty_output(sample_dir, tmp_path):
+def test_refuses_non_empty_output(sample_dir):
     before = digest(sample_dir)
     with pytest.raises(DataError, match="exists and is not empty; pass --overwrite"):
         make_sample(sample_dir, tweets=20)
     assert digest(sample_dir) == before
+
+
+def test_refuses_too_few_tweets_for_three_splits(tmp_path):
     with pytest.raises(DataError, match="too few"):
         make_sample(tmp_path / "x", tweets=3)
 

@@ -4,13 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_text
+from helpers import twitter_style_tweets, write_text
 
 from pipeline import tokenization
 from pipeline.conll import Tweet, read_conll, write_conll
 from pipeline.errors import DataError
-from pipeline.sample import twitter_style_tweets
-from pipeline.schemes import bio_to_bioes, tag_list
+from pipeline.schemes import convert, tag_list
 from pipeline.tokenization import load_tokenizer, read_meta, read_split, tokenize_corpus, tokenize_tweets
 from pipeline.vocab import build_vocab
 
@@ -29,26 +28,41 @@ def assert_lossless(data_dir, text_dir, scheme="bioes"):
             assert row["words"] == tweet.words
             assert row["labels"] == tweet.labels
             assert len(row["word_starts"]) == len(row["tag_ids"]) == len(tweet.words)
-            expected = bio_to_bioes(tweet.labels) if scheme == "bioes" else tweet.labels
-            assert [tags[i] for i in row["tag_ids"]] == expected
+            assert [tags[i] for i in row["tag_ids"]] == convert(tweet.labels, scheme)
             assert row["input_ids"][0] == meta["tokenizer"]["cls_id"]
             assert row["input_ids"][-1] == meta["tokenizer"]["sep_id"]
             assert len(row["input_ids"]) <= meta["max_length"]
 
 
-def test_sample_corpus_round_trips(sample_dir, tokenizer_dir, tmp_path):
-    meta = tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "text")
-    assert set(meta["splits"]) == {"train", "valid", "test"}
+@pytest.fixture(scope="module")
+def sample_text(sample_dir, tokenizer_dir, tmp_path_factory) -> tuple[dict, Path]:
+    """The sample corpus tokenized with the default settings: (meta, text_dir). Read only."""
+    text = tmp_path_factory.mktemp("sample-text") / "text"
+    return tokenize_corpus(sample_dir, str(tokenizer_dir), text), text
+
+
+def test_sample_corpus_round_trips(sample_dir, sample_text):
+    assert_lossless(sample_dir, sample_text[1])
+
+
+def test_meta_lists_every_split_of_the_corpus(sample_text):
+    assert set(sample_text[0]["splits"]) == {"train", "valid", "test"}
+
+
+def test_default_scheme_is_bioes(sample_text):
+    meta, _ = sample_text
     assert meta["scheme"] == "bioes" and meta["tags"] == tag_list("bioes")
-    assert meta["tokenizer"]["vocab_sha256"] == tokenization.vocab_sha256(load_tokenizer(str(tokenizer_dir)))
-    assert meta["tokenizer"]["lowercase"] is False
-    assert_lossless(sample_dir, tmp_path / "text")
 
 
-def test_word_starts_point_at_each_words_first_piece(sample_dir, tokenizer_dir, tmp_path):
-    tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "text")
+def test_meta_records_the_tokenizers_vocabulary_and_casing(sample_text, tokenizer_dir):
+    tokenizer = sample_text[0]["tokenizer"]
+    assert tokenizer["vocab_sha256"] == tokenization.vocab_sha256(load_tokenizer(str(tokenizer_dir)))
+    assert tokenizer["lowercase"] is False
+
+
+def test_word_starts_point_at_each_words_first_piece(sample_text, tokenizer_dir):
     tokenizer = load_tokenizer(str(tokenizer_dir))
-    for row in read_split(tmp_path / "text", "valid").to_pylist()[:30]:
+    for row in read_split(sample_text[1], "valid").to_pylist()[:30]:
         for word, start in zip(row["words"], row["word_starts"]):
             first = tokenizer(word, add_special_tokens=False)["input_ids"][0]
             assert row["input_ids"][start] == first
@@ -87,11 +101,10 @@ def test_word_without_any_piece_becomes_unk_and_is_listed(tokenizer_dir, word):
     assert result.stats["no_piece_words"] == 1
 
 
-def test_lowercasing_tokenizer_strips_lone_marks_to_nothing(sample_dir, tmp_path):
+def test_lowercasing_tokenizer_strips_lone_marks_to_nothing(lowercase_tokenizer_dir):
     # Twitter-2017 has a lone variation selector (U+FE0F) as a token after '☀'; an uncased
     # BERT strips marks, so such a word gives no piece at all.
-    build_vocab(sample_dir, tmp_path / "lower", vocab_size=400, lowercase=True)
-    tokenizer = load_tokenizer(str(tmp_path / "lower"))
+    tokenizer = load_tokenizer(str(lowercase_tokenizer_dir))
     tweet = Tweet("16_05_19_911", ["vodka", "☀", "\ufe0f", "\u0301"], ["O"] * 4)
     result = tokenize_tweets([tweet], tokenizer)
     assert [item["index"] for item in result.no_piece_words] == [2, 3]
@@ -99,24 +112,53 @@ def test_lowercasing_tokenizer_strips_lone_marks_to_nothing(sample_dir, tmp_path
     assert [row["input_ids"][s] for s in row["word_starts"][2:]] == [tokenizer.unk_token_id] * 2
 
 
-def test_truncation_is_counted_and_listed(tokenizer_dir):
+LONG_WORDS = [f"w{i}" for i in range(20)] + ["Rob"]
+LONG_LABELS = ["O"] * 20 + ["B-PER"]
+
+
+@pytest.fixture(scope="module")
+def truncated(tokenizer_dir):
+    """A 21-word tweet (id 2, line 7) cut at 12 pieces, tokenized together with a 1-word one."""
     tokenizer = load_tokenizer(str(tokenizer_dir))
-    words = [f"w{i}" for i in range(20)] + ["Rob"]
-    labels = ["O"] * 20 + ["B-PER"]
-    short = Tweet("1", ["hi"], ["O"])
-    result = tokenize_tweets([Tweet("2", words, labels, line=7), short], tokenizer, max_length=12, split="train")
-    long_row, short_row = result.table.to_pylist()
+    tweets = [Tweet("2", LONG_WORDS, LONG_LABELS, line=7), Tweet("1", ["hi"], ["O"])]
+    return tokenizer, tokenize_tweets(tweets, tokenizer, max_length=12, split="train")
+
+
+def test_a_long_tweet_is_cut_to_max_length_and_ends_with_sep(truncated):
+    tokenizer, result = truncated
+    long_row = result.table.to_pylist()[0]
     assert len(long_row["input_ids"]) == 12 and long_row["input_ids"][-1] == tokenizer.sep_token_id
-    kept = [s for s in long_row["word_starts"] if s >= 0]
+
+
+def test_words_kept_after_a_cut_start_between_cls_and_sep(truncated):
+    kept = [s for s in truncated[1].table.to_pylist()[0]["word_starts"] if s >= 0]
     assert all(0 < s < 11 for s in kept)
-    assert long_row["word_starts"][-1] == -1  # Rob lost its first piece
-    assert long_row["words"] == words and long_row["labels"] == labels  # but is not dropped
-    assert len(result.truncated) == 1 and result.truncated[0]["image_id"] == "2"
-    assert result.truncated[0]["dropped_words"][-1] == "Rob"
-    assert result.truncated[0]["line"] == 7
+
+
+def test_a_word_cut_off_has_start_minus_one(truncated):
+    assert truncated[1].table.to_pylist()[0]["word_starts"][-1] == -1  # Rob lost its first piece
+
+
+def test_a_cut_tweet_keeps_every_word_and_label(truncated):
+    long_row = truncated[1].table.to_pylist()[0]
+    assert long_row["words"] == LONG_WORDS and long_row["labels"] == LONG_LABELS  # Rob is not dropped
+
+
+def test_a_cut_tweet_is_listed_with_its_id_line_and_dropped_words(truncated):
+    listed = truncated[1].truncated
+    assert len(listed) == 1 and listed[0]["image_id"] == "2"
+    assert listed[0]["dropped_words"][-1] == "Rob"
+    assert listed[0]["line"] == 7
+
+
+def test_truncated_tweets_and_words_are_counted(truncated):
+    result = truncated[1]
     assert result.stats["truncated_tweets"] == 1
     assert result.stats["truncated_words"] == len(result.truncated[0]["dropped_words"])
-    assert short_row["word_starts"] == [1]
+
+
+def test_a_short_tweet_beside_a_cut_one_is_untouched(truncated):
+    assert truncated[1].table.to_pylist()[1]["word_starts"] == [1]
 
 
 def test_one_batched_tokenizer_call_per_split(sample_dir, tokenizer_dir, tmp_path, monkeypatch):
@@ -162,24 +204,37 @@ def test_bad_corpus_writes_nothing_and_keeps_earlier_output(sample_dir, tokenize
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_unloadable_tokenizer_and_bad_options(sample_dir, tokenizer_dir, tmp_path):
+def test_a_missing_tokenizer_directory_is_refused(sample_dir, tmp_path):
     with pytest.raises(DataError, match="no-such-tokenizer: no such tokenizer directory"):
         tokenize_corpus(sample_dir, str(tmp_path / "no-such-tokenizer"), tmp_path / "text")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="cannot load a tokenizer from '.*empty'"):
-        tokenize_corpus(sample_dir, str(tmp_path / "empty"), tmp_path / "text")
-    with pytest.raises(DataError, match="exceeds the tokenizer's limit of 512"):
-        tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "text", max_length=1000)
-    with pytest.raises(DataError, match="too small"):
-        tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "text", max_length=2)
     assert not (tmp_path / "text").exists()
 
 
-def test_readers_refuse_incomplete_output(tmp_path):
+def test_a_directory_without_a_tokenizer_is_refused(sample_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="cannot load a tokenizer from '.*empty'"):
+        tokenize_corpus(sample_dir, str(tmp_path / "empty"), tmp_path / "text")
+    assert not (tmp_path / "text").exists()
+
+
+@pytest.mark.parametrize("max_length, match", [(1000, "exceeds the tokenizer's limit of 512"), (2, "too small")])
+def test_max_length_outside_the_tokenizers_range_is_refused(sample_dir, tokenizer_dir, tmp_path, max_length, match):
+    with pytest.raises(DataError, match=match):
+        tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "text", max_length=max_length)
+    assert not (tmp_path / "text").exists()
+
+
+def test_reading_meta_of_an_empty_directory_is_refused(tmp_path):
     with pytest.raises(DataError, match="meta.json: no such file"):
         read_meta(tmp_path)
+
+
+def test_reading_a_missing_split_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"train\.arrow: no such file"):
         read_split(tmp_path, "train")
+
+
+def test_reading_a_split_that_is_not_arrow_is_refused(tmp_path):
     (tmp_path / "train.arrow").write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a readable Arrow IPC file"):
         read_split(tmp_path, "train")

@@ -1,0 +1,126 @@
+"""Helpers for the tests (and benchmarks): files written on the fly, Twitter-style stress text,
+a seeded tiny model batch. Nothing in the package imports this module."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from maf_core.config import MAFConfig
+from pipeline.conll import Tweet
+from pipeline.sample import CUE_CLASSES, generate_tweets
+
+
+def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+# Words real Twitter-2015/2017 files contain and tokenizers stumble on: long URLs, emoji
+# (ZWJ sequences, flags, skin tones), hashtags, mentions, HTML entities, zero-width and
+# other format characters, soft hyphens, control characters, odd spaces, other scripts.
+HARD_WORDS = [
+    "https://t.co/Xy7Qz0AbCd",
+    "http://www.example.com/2017/05/12/a-very-long-path/with-many-parts?utm_source=twitter&utm_medium=social&id=1234567890",
+    "😂😂😂",
+    "👨\u200d👩\u200d👧\u200d👦",
+    "🇺🇸",
+    "👍🏽",
+    "❤️",
+    "#MakeAmericaGreatAgain",
+    "#NBAFinals2017",
+    "@realDonaldTrump",
+    "@_user_123",
+    "&amp;",
+    "&lt;3",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\ufeff",
+    "\xad",
+    "co\xadop",
+    "zero\u200bwidth",
+    "\x7f",
+    "\x01",
+    "\xa0",
+    "\ufe0f",
+    "☀",
+    "💜",
+    "\u3000",
+    "\u2028",
+    "\u200f",
+    "caf\u00e9",
+    "cafe\u0301",
+    "東京",
+    "مرحبا",
+    "Привет",
+    "loooooool",
+    "2017-05-12",
+    "$AAPL",
+    "...",
+    "—",
+    "''",
+    "RT",
+    ":",
+    "\ufffd",
+    "ｆｕｌｌｗｉｄｔｈ",
+]
+
+
+def twitter_style_tweets(n: int, seed: int = 0) -> list[Tweet]:
+    """`n` tweets of sample-corpus text salted with HARD_WORDS (no images)."""
+    rng = random.Random(seed)
+    tweets = []
+    for sample in generate_tweets(n, seed):
+        words, labels = list(sample.tweet.words), list(sample.tweet.labels)
+        for _ in range(rng.randint(0, 4)):
+            at = rng.randint(0, len(words))
+            if 0 < at < len(words) and labels[at].startswith("I-"):
+                continue  # keep entities whole
+            words.insert(at, rng.choice(HARD_WORDS))
+            labels.insert(at, "O")
+        if rng.random() < 0.05:  # an ill-formed I- tag, as Twitter-2015 has hundreds
+            at = rng.randrange(len(words))
+            if labels[at] == "O" and (at == 0 or labels[at - 1] == "O"):
+                labels[at] = f"I-{rng.choice(list(CUE_CLASSES))}"
+        tweets.append(Tweet(sample.tweet.image_id, words, labels))
+    return tweets
+
+
+def make_batch(config: MAFConfig, batch: int = 8, seed: int = 0, pad_to: int | None = None) -> dict:
+    """Tweets of 3..7 words, 1-2 pieces per word, [CLS]/[SEP], padded to the longest (or pad_to)."""
+    g = torch.Generator().manual_seed(seed)
+    rows, starts, tag_rows = [], [], []
+    for _ in range(batch):
+        words = int(torch.randint(3, 8, (1,), generator=g))
+        ids, first = [2], []
+        for _ in range(words):
+            first.append(len(ids))
+            ids += torch.randint(
+                5, config.vocab_size, (int(torch.randint(1, 3, (1,), generator=g)),), generator=g
+            ).tolist()
+        ids.append(3)
+        rows.append(ids)
+        starts.append(first)
+        tag_rows.append(torch.randint(0, config.num_tags, (words,), generator=g).tolist())
+    length = pad_to or max(map(len, rows))
+    max_words = max(map(len, starts))
+    out = {
+        "input_ids": torch.zeros(batch, length, dtype=torch.long),
+        "attention_mask": torch.zeros(batch, length, dtype=torch.long),
+        "word_starts": torch.zeros(batch, max_words, dtype=torch.long),
+        "word_mask": torch.zeros(batch, max_words, dtype=torch.bool),
+        "tags": torch.zeros(batch, max_words, dtype=torch.long),
+    }
+    for i, (ids, first, tags) in enumerate(zip(rows, starts, tag_rows)):
+        out["input_ids"][i, : len(ids)] = torch.tensor(ids)
+        out["attention_mask"][i, : len(ids)] = 1
+        out["word_starts"][i, : len(first)] = torch.tensor(first)
+        out["word_mask"][i, : len(first)] = True
+        out["tags"][i, : len(tags)] = torch.tensor(tags)
+    out["regions"] = torch.rand(batch, config.num_regions, config.image_dim, generator=g)
+    out["pooled"] = out["regions"].mean(1)
+    out["image_ok"] = torch.ones(batch, dtype=torch.bool)
+    return out
