@@ -203,7 +203,7 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
     write its predictions (CoNLL and JSONL).
 
     The store and the text must belong to the run: same store fingerprint, same vocabulary
-    and tag scheme."""
+    and tag scheme; if they have moved since training, pass --features and --text."""
     from pathlib import Path
 
     from maf_core.data import check_store, load_split
@@ -215,10 +215,10 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
     from pipeline.tokenization import read_meta
 
     run = RunDirectory.open(run_dir)
-    store = FeatureStore(features or run.record["features"])
+    store = FeatureStore(run.data("features", features))
     run.check_store(store, hint="; extract with the run's settings, or use `maf predict --images`, which extracts "
                                 "with the run's exact backbone")
-    text = Path(text_dir or run.record["text_dir"])
+    text = run.data("text_dir", text_dir)
     meta = read_meta(text)
     run.check_text(meta, text)
     if split not in meta["splits"]:
@@ -294,14 +294,18 @@ def score_cmd(gold: str, pred: str | None) -> None:
 @click.option("--annotations", type=click.Path(dir_okay=False), default=None,
               help="JSONL saying which images are matched or unrelated [default: <corpus>/annotations.jsonl, "
                    "as the sample corpus has].")
-def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations) -> None:
+@click.option("--features", type=click.Path(dir_okay=False), default=None,
+              help="The runs' store.h5, if it has moved since training [default: the path the run recorded].")
+@click.option("--text", "text_dir", type=click.Path(file_okay=False), default=None,
+              help="The runs' tokenized text, if it has moved since training [default: the path the run recorded].")
+def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations, features, text_dir) -> None:
     """PNG figures of finished runs (a --seeds folder counts as all its seeds): training curves,
     F1 per type side by side, histograms of the match probability p, and a case study of CI
     attention over the image for each predicted entity."""
     from maf_core.report import write_report
 
     written = write_report(list(run_dirs), out_dir, case_run, [i.strip() for i in ids.split(",")] if ids else None,
-                           count, images_dir, annotations)
+                           count, images_dir, annotations, features, text_dir)
     if "comparison" in written:
         click.echo(written["comparison"].read_text(encoding="utf-8"))
     for name, path in written.items():

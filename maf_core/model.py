@@ -231,6 +231,43 @@ class MAF(nn.Module):
             return cfg.matching_pairs
         return max(1, round(cfg.matching_pairs * batch / cfg.matching_batch))
 
+    def save_pretrained(self, directory) -> None:
+        """DIR/config.json + DIR/model.safetensors: everything `MAF.from_pretrained` needs, offline."""
+        from pathlib import Path
+
+        from maf_core.checkpoint import CONFIG, save_weights
+        from pipeline.files import atomic_output
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_weights(self.state_dict(), directory)
+        with atomic_output(directory / CONFIG) as handle:
+            json.dump(self.config.to_dict(), handle, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_pretrained(cls, directory, device: torch.device | str = "cpu") -> "MAF":
+        """A saved MAF in eval mode: a directory from `save_pretrained`, a run's best/, or the
+        run directory itself (its best/ is used). Needs no network and no trainer."""
+        from pathlib import Path
+
+        from maf_core.checkpoint import CONFIG, load_state_into, load_weights
+        from pipeline.errors import DataError
+
+        directory = Path(directory)
+        if not (directory / CONFIG).is_file() or (directory / "best" / CONFIG).is_file():
+            directory = directory / "best"
+        if not (directory / CONFIG).is_file():
+            raise DataError(f"{directory.parent if directory.name == 'best' else directory}: no saved MAF "
+                            "(config.json with model.safetensors, or a run directory with best/)")
+        try:
+            config = MAFConfig.load(directory / CONFIG)
+        except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+            raise DataError(f"{directory / CONFIG}: not a MAF config ({err})") from None
+        state = load_weights(directory, device)
+        model = cls(config)
+        load_state_into(model, state, directory)
+        return model.to(device).eval()
+
     def _total(self, ner: torch.Tensor, ca: torch.Tensor | None, cm: torch.Tensor | None) -> torch.Tensor:
         """Eq. 18, or the released code's 0.62 NER + 0.38 (CA + CM); a switched-off part drops out."""
         cfg = self.config

@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 
 from maf_core.data import Split
-from maf_core.run import RunDirectory, check_vocabulary
+from maf_core.run import RunDirectory
 from maf_core.train import predict_split, resolve_device
 from pipeline.backbone import random_seed
 from pipeline.conll import Tweet
 from pipeline.errors import DataError
 from pipeline.schemes import get_entities
 from pipeline.store import FeatureStore, store_differences
-from pipeline.tokenization import load_tokenizer, tokenize_tweets, vocab_sha256
+from pipeline.tokenization import tokenize_tweets
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +38,8 @@ class MAFPredictor:
     def from_pretrained(cls, path: str | Path, device: str = "auto") -> "MAFPredictor":
         """A run directory (its best/ is used) or its best/ directory."""
         run = RunDirectory.open(path)
-        saved = run.record["tokenizer"]
-        tokenizer = load_tokenizer(saved["name_or_path"])
-        found = {"name_or_path": saved["name_or_path"], "vocab_sha256": vocab_sha256(tokenizer)}
-        check_vocabulary(found, saved, saved["name_or_path"], f"the run {run.path}",
-                         "the tokenizer has changed since the run was trained")
         dev = resolve_device(device)
-        return cls(run.load_best(dev), run, tokenizer, dev)
+        return cls(run.load_best(dev), run, run.load_tokenizer(), dev)
 
     def _store_for(self, image_ids: list[str], features: str | Path | None, images_dir: str | Path | None,
                    weights: str | None, workdir: Path) -> FeatureStore | None:

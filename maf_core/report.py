@@ -248,8 +248,10 @@ def match_histogram(runs: list[Run], out: Path, annotations: dict[str, dict]) ->
 
 
 def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4,
-               images_dir: Path | None = None, annotations: dict[str, dict] | None = None) -> Path | None:
-    """Heatmaps of CI attention over the image for each predicted entity's first word."""
+               images_dir: Path | None = None, annotations: dict[str, dict] | None = None,
+               features: str | Path | None = None, text: str | Path | None = None) -> Path | None:
+    """Heatmaps of CI attention over the image for each predicted entity's first word.
+    `features`, `text`: the run's store and text where they are now, if moved."""
     import torch
 
     from maf_core.data import collate, load_split
@@ -260,12 +262,13 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
 
     if run.text_only:
         return None
-    text_dir = Path(run.config["text_dir"])
+    directory = RunDirectory(run.path)
+    text_dir = directory.data("text_dir", text)
     meta = read_meta(text_dir)
     images_dir = Path(images_dir) if images_dir else Path(meta.get("source", "")) / "images"
     if not images_dir.is_dir():
         raise DataError(f"{images_dir}: no images directory for the case study; pass --images DIR")
-    store = FeatureStore(run.config["features"])
+    store = FeatureStore(directory.data("features", features))
     split = load_split(text_dir, "test")
     position = {image_id: n for n, image_id in enumerate(split.image_ids)}
     ok = {i for i in split.image_ids if i in store and store.status[store.rows[i]] == STATUS["ok"]}
@@ -281,7 +284,7 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
         chosen = [position[str(r["id"])] for r in with_entities[:count]]
     if not chosen:
         return None
-    model = RunDirectory(run.path).load_best("cpu")
+    model = directory.load_best("cpu")
     batch = collate(split, chosen, store)
     with torch.no_grad():
         output = model(**{k: batch[k] for k in MODEL_KEYS}, decode=True)
@@ -348,15 +351,17 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
 
 def write_report(run_dirs: list[str | Path], out: str | Path, case_run: str | Path | None = None,
                  ids: list[str] | None = None, count: int = 4, images_dir: str | Path | None = None,
-                 annotations: str | Path | None = None) -> dict[str, Path]:
-    """All figures for these runs into OUT; returns {figure: path} of those written."""
+                 annotations: str | Path | None = None, features: str | Path | None = None,
+                 text: str | Path | None = None) -> dict[str, Path]:
+    """All figures for these runs into OUT; returns {figure: path} of those written.
+    `features`, `text`: the store and text of the runs where they are now, if moved."""
     runs = load_runs(run_dirs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if annotations is None:  # the sample corpus keeps them beside its splits
         from pipeline.tokenization import read_meta
 
-        source = read_meta(runs[0].config["text_dir"]).get("source")
+        source = read_meta(RunDirectory(runs[0].path).data("text_dir", text)).get("source")
         annotations = Path(source) / "annotations.jsonl" if source else None
     notes = read_annotations(Path(annotations) if annotations else None)
     written = {"curves": curves(runs, out), "types": type_bars(runs, out), "match": match_histogram(runs, out, notes)}
@@ -369,5 +374,6 @@ def write_report(run_dirs: list[str | Path], out: str | Path, case_run: str | Pa
         visual[0] if visual else None,
     )
     if target is not None:
-        written["cases"] = case_study(target, out, ids, count, Path(images_dir) if images_dir else None, notes)
+        written["cases"] = case_study(target, out, ids, count, Path(images_dir) if images_dir else None, notes,
+                                      features, text)
     return {k: v for k, v in written.items() if v is not None}

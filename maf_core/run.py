@@ -3,9 +3,10 @@
     RUN/config.json        {"model": the MAFConfig, "text_dir", "features", "tokenizer", "max_length",
                             "store_fingerprint", "train": the TrainConfig}
     RUN/metrics.jsonl      one line per epoch (losses, dev P/R/F1, learning rate, seconds)
-    RUN/best/              config.json + model.pt: the best epoch's model
+    RUN/best/              config.json + model.safetensors: the best epoch's model (MAF.from_pretrained)
     RUN/last.pt            model, optimizer, schedule, RNG and progress: what --resume continues from
     RUN/backbone_bn.npz    the store's re-estimated BatchNorm statistics, when it has them
+    RUN/tokenizer/         a copy of the tokenizer the text was cut with
     RUN/report.json        best/ scored on dev and test
     RUN/predictions/       <split>.conll and <split>.jsonl
 
@@ -15,6 +16,7 @@ tokenizers belong to the run (docs/design.md, "Run directory").
 from __future__ import annotations
 
 import json
+import logging
 from functools import cached_property
 from pathlib import Path
 
@@ -23,6 +25,8 @@ import numpy as np
 from maf_core.config import MAFConfig
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
+
+logger = logging.getLogger(__name__)
 
 
 def check_vocabulary(found: dict, expected: dict, found_in: str, expected_in: str, fix: str) -> None:
@@ -35,33 +39,16 @@ def check_vocabulary(found: dict, expected: dict, found_in: str, expected_in: st
                         f"{expected['vocab_sha256'][:12]}; {fix}")
 
 
-def save_model(model, directory: str | Path) -> None:
-    """config.json + model.pt: a model any loader rebuilds offline."""
-    import torch
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_output(directory / "model.pt", "wb") as handle:
-        torch.save(model.state_dict(), handle)
-    with atomic_output(directory / "config.json") as handle:
-        json.dump(model.config.to_dict(), handle, indent=2, sort_keys=True)
-
-
 def load_model(directory: str | Path, device="cpu"):
-    """A trained MAF from RUN_DIR/best (or any directory with config.json + model.pt), offline."""
-    import torch
-
+    """A trained MAF from a run directory or its best/ (`MAF.from_pretrained`), offline."""
     from maf_core.model import MAF
 
-    directory = Path(directory)
-    model = MAF(MAFConfig.load(directory / "config.json"))
-    model.load_state_dict(torch.load(directory / "model.pt", map_location=device, weights_only=True))
-    return model.to(device).eval()
+    return MAF.from_pretrained(directory, device)
 
 
 class RunDirectory:
     CONFIG, METRICS, BEST, LAST = "config.json", "metrics.jsonl", "best", "last.pt"
-    BN, REPORT, PREDICTIONS = "backbone_bn.npz", "report.json", "predictions"
+    BN, REPORT, PREDICTIONS, TOKENIZER = "backbone_bn.npz", "report.json", "predictions", "tokenizer"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -70,11 +57,14 @@ class RunDirectory:
     def open(cls, path: str | Path) -> "RunDirectory":
         """A finished run: RUN itself, or its best/ (DataError unless config.json and best/ are there)."""
         path = Path(path)
-        if path.name == cls.BEST and (path / "model.pt").is_file() and (path.parent / cls.CONFIG).is_file():
+        from maf_core.checkpoint import weights_file
+
+        if path.name == cls.BEST and (path.parent / cls.CONFIG).is_file():
             path = path.parent
         run = cls(path)
-        if not run.file(cls.CONFIG).is_file() or not (run.best / "model.pt").is_file():
-            raise DataError(f"{path}: not a finished run directory (config.json and best/model.pt expected)")
+        if not run.file(cls.CONFIG).is_file() or weights_file(run.best) is None:
+            raise DataError(f"{path}: not a finished run directory (config.json and best/model.safetensors "
+                            "expected)")
         return run
 
     def file(self, name: str) -> Path:
@@ -126,6 +116,51 @@ class RunDirectory:
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
 
+    # -- what the run needs besides itself ---------------------------------------------------
+
+    def save_tokenizer(self, name_or_path: str, vocab: str) -> None:
+        """A copy of the tokenizer in RUN/tokenizer/, so that the run predicts from any working
+        directory and after being copied elsewhere. A tokenizer that cannot be loaded now (a Hub
+        name not in the cache) is left out with a warning: predicting then needs it where it was."""
+        from pipeline.tokenization import load_tokenizer, vocab_sha256
+
+        try:
+            tokenizer = load_tokenizer(name_or_path)
+        except DataError as err:
+            logger.warning("the run gets no copy of its tokenizer: %s", err)
+            return
+        if vocab_sha256(tokenizer) != vocab:
+            logger.warning("%s: its vocabulary changed since the text was tokenized; the run gets no copy of it",
+                           name_or_path)
+            return
+        tokenizer.save_pretrained(str(self.file(self.TOKENIZER)))
+
+    def load_tokenizer(self):
+        """The run's own copy of its tokenizer (runs before that copy existed: where config.json
+        says it was), checked against the vocabulary the run was trained with."""
+        from pipeline.tokenization import load_tokenizer, vocab_sha256
+
+        saved = self.record["tokenizer"]
+        own = self.file(self.TOKENIZER)
+        source = str(own) if own.is_dir() else saved["name_or_path"]
+        tokenizer = load_tokenizer(source)
+        found = {"name_or_path": source, "vocab_sha256": vocab_sha256(tokenizer)}
+        check_vocabulary(found, saved, source, f"the run {self.path}",
+                         "the tokenizer changed after the run was trained")
+        return tokenizer
+
+    def data(self, key: str, given: str | Path | None = None) -> Path:
+        """The run's store (`key` "features") or text directory ("text_dir"), or `given` in its place;
+        a DataError that says which option to pass when the recorded one has moved."""
+        if given is not None:
+            return Path(given)
+        path = Path(self.record[key])
+        if not path.exists():
+            what, option = {"features": ("store", "--features"), "text_dir": ("text", "--text")}[key]
+            raise DataError(f"{path}: the {what} {self.path} was trained on is not there any more; "
+                            f"pass {option} with where it is now")
+        return path
+
     # -- checks: does this data belong to the run? -------------------------------------------
 
     def check_text(self, meta: dict, text_dir: str | Path) -> None:
@@ -163,14 +198,14 @@ class RunDirectory:
             torch.save(state, handle)
 
     def load_last(self) -> dict:
-        import torch
+        from maf_core.checkpoint import load_pickled_state
 
         if not self.last.is_file():
             raise DataError(f"{self.path}: no last.pt to resume from")
-        return torch.load(self.last, map_location="cpu", weights_only=True)
+        return load_pickled_state(self.last)
 
     def save_best(self, model) -> None:
-        save_model(model, self.best)
+        model.save_pretrained(self.best)
 
     def load_best(self, device="cpu"):
         return load_model(self.best, device)

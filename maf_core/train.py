@@ -256,6 +256,8 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
     distributed.barrier()  # every process has checked the run directory before the first one writes to it
     if rank == 0:          # the one process that writes files
         run.start(model_config, inputs.record, inputs.store.bn_stats())
+        if state is None:
+            run.save_tokenizer(inputs.meta["tokenizer"]["name_or_path"], inputs.meta["tokenizer"]["vocab_sha256"])
 
     model, trained = build_model(model_config, config.seed, device, rank, world)
     optimizer = optimizer_for(model, config)
@@ -324,7 +326,8 @@ def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config:
         found = {"name_or_path": model_config.bert, "vocab_sha256": vocab_sha256(load_tokenizer(model_config.bert))}
         check_vocabulary(meta["tokenizer"], found, str(text_dir), f"--bert {model_config.bert}",
                          f"tokenize again with --tokenizer {model_config.bert}")
-    record = {"text_dir": str(text_dir), "features": str(features), "tokenizer": meta["tokenizer"],
+    record = {"text_dir": str(text_dir.resolve()), "features": str(Path(features).resolve()),
+              "tokenizer": meta["tokenizer"],
               "max_length": int(meta["max_length"]), "store_fingerprint": store.fingerprint, "train": asdict(config)}
     splits = {name: load_split(text_dir, name) for name in ("train", "valid", "test") if name in meta["splits"]}
     if "train" not in splits or "valid" not in splits:

@@ -47,7 +47,7 @@ def test_resume_equals_an_uninterrupted_run(corpus, tmp_path):
     whole = tmp_path / "whole"
     report = train(corpus["store"], corpus["text"], whole, tiny_config(), CONFIG)
     assert set(report) == {"best_epoch", "valid", "test"}
-    for name in ("config.json", "metrics.jsonl", "last.pt", "report.json", "best/model.pt", "best/config.json",
+    for name in ("config.json", "metrics.jsonl", "last.pt", "report.json", "best/model.safetensors", "best/config.json",
                  "predictions/test.conll", "predictions/test.jsonl", "predictions/valid.conll"):
         assert (whole / name).is_file(), name
 
