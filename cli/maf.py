@@ -109,17 +109,24 @@ def main(verbose: bool) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast [default: on with CUDA, off on CPU].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
+              help="TensorBoard event files in OUT/tb/: losses and learning rates per step, dev P/R/F1 and "
+                   "histograms of p per epoch (`tensorboard --logdir runs/`).")
+@click.option("--log-every", default=30.0, show_default=True,
+              help="Seconds between progress lines when stderr is not a terminal (a live bar when it is).")
 @click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
               callback=_load_config_file,
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
 def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, preset, epochs,
           batch_size, lr, head_lr, optimizer, batching, seed, seeds, swap, matching_head, ner_pairs, no_alignment,
-          no_matching, text_only, device, amp, resume) -> None:
+          no_matching, text_only, device, amp, resume, tensorboard, log_every) -> None:
     """Train MAF on tokenized text joined with cached image features.
 
+    First a summary of what will run (parameters by part, tweets with and without an image,
+    device, precision, batches); then a live bar per epoch (log lines when not on a terminal).
     Every epoch: dev P/R/F1 (conlleval rules), best/ saved on improvement, last.pt for
-    --resume, one line in metrics.jsonl. At the end: test scores of best/ in report.json,
+    --resume, one line in metrics.jsonl, TensorBoard events in OUT/tb/. At the end: test scores of best/ in report.json,
     predictions/<split>.conll and .jsonl, and a table like the paper's Table 2.
 
     Several GPUs: `torchrun --nproc_per_node N -m cli.maf train ...` (same flags). --batch-size
@@ -150,7 +157,8 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
         raise DataError(f"--preset {preset} {flags}: {error}") from None
     model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
     config = TrainConfig.for_preset(preset, epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, seed=seed,
-                                    device=device, amp=amp, optimizer=optimizer, batching=batching)
+                                    device=device, amp=amp, optimizer=optimizer, batching=batching,
+                                    tensorboard=tensorboard, log_every=log_every)
     from maf_core import distributed
 
     lead = int(os.environ.get("RANK", "0")) == 0

@@ -143,14 +143,19 @@ def read_annotations(path: Path | None) -> dict[str, dict]:
 
 def match_groups(run: Run, annotations: dict[str, dict]) -> dict[str, list[float]]:
     """p of the run's test tweets: matched / unrelated (when annotated), or all with an image."""
+    return p_by_relation([r["id"] for r in run.predictions], [r["match_prob"] for r in run.predictions], annotations)
+
+
+def p_by_relation(ids: list, probs: list[float], annotations: dict[str, dict]) -> dict[str, list[float]]:
+    """p of tweets with a readable image: matched / unrelated where annotated, else "tweets with an image"."""
     if annotations:
         groups: dict[str, list[float]] = {"matched": [], "unrelated": []}
-        for row in run.predictions:
-            note = annotations.get(str(row["id"]))
+        for image_id, p in zip(ids, probs):
+            note = annotations.get(str(image_id))
             if note and note.get("image_file") == "ok" and note.get("relation") in groups:
-                groups[note["relation"]].append(row["match_prob"])
+                groups[note["relation"]].append(p)
         return groups
-    return {"tweets with an image": [r["match_prob"] for r in run.predictions if r["match_prob"] > 0]}
+    return {"tweets with an image": [p for p in probs if p > 0]}
 
 
 def auc(positive: list[float], negative: list[float]) -> float | None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from maf_core import distributed
+from maf_core.board import Board
 from maf_core.config import BATCHINGS, OPTIMIZERS, MAFConfig
 from maf_core.data import Split, bucketed_batches, check_store, collate, load_split
 from maf_core.matching import choose_negatives
@@ -26,6 +27,7 @@ from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.conll import ENTITY_TYPES, Tweet, write_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
+from pipeline.progress import Progress as PipelineProgress
 from pipeline.schemes import bioes_to_bio, get_entities
 from pipeline.store import FeatureStore, store_differences
 from pipeline.tokenization import read_meta
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 FEATURE_KEYS = ("regions", "pooled", "image_ok")
 MODEL_KEYS = ("input_ids", "attention_mask", "word_starts", "word_mask", *FEATURE_KEYS)
+DISPLAY_ONLY = ("log_every", "tensorboard")  # TrainConfig fields a resumed run may change
 
 
 @dataclass
@@ -55,6 +58,8 @@ class TrainConfig:
     # length: batches of tweets of similar length, rows in random order inside (less padding);
     # random: random batches (the released code's RandomSampler)
     batching: str = "length"
+    log_every: float = 30.0      # seconds between progress lines where stderr is not a terminal
+    tensorboard: bool = True     # TensorBoard event files in RUN/tb/ (maf_core/board.py)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -92,7 +97,9 @@ def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Op
         groups.setdefault((head, no_decay), []).append(param)
     head_lr = config.lr if config.head_lr is None else config.head_lr
     param_groups = [{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
-                     "lr": head_lr if head else config.lr} for (head, no_decay), params in sorted(groups.items())]
+                     "lr": head_lr if head else config.lr,
+                     "name": ("heads" if head else "bert") + ("_no_decay" if no_decay else "")}
+                    for (head, no_decay), params in sorted(groups.items())]
     if config.optimizer == "bertadam":
         from maf_core.optim import BertAdam
 
@@ -155,6 +162,7 @@ def predict_split(
     batch_size: int,
     device: torch.device,
     amp: bool | None = None,
+    progress_every: float = 30.0,
 ) -> tuple[list[list[str]], list[float]]:
     """BIO tags per word (words cut by truncation get O) and p per tweet, in split order.
 
@@ -166,7 +174,10 @@ def predict_split(
     mine = list(range(rank, len(split), world))
     lengths = [len(split.input_ids[i]) for i in mine]
     done: dict[int, tuple[list[str], float]] = {}
-    for batch_rows in bucketed_batches(lengths, batch_size, shuffle=False, seed=0):
+    batches = bucketed_batches(lengths, batch_size, shuffle=False, seed=0)
+    bar = PipelineProgress(len(batches), f"predict {split.name}", "batches", every=progress_every, log=logger,
+                           enabled=rank == 0, leave=False)
+    for batch_rows in batches:
         indices = [mine[r] for r in batch_rows]
         batch = _to(collate(split, indices, store), device)
         with autocast(device, amp):
@@ -176,6 +187,8 @@ def predict_split(
             words = [tags[t] for t in out.tags[row]]
             words += ["O"] * (len(split.words[i]) - len(words))
             done[i] = (bioes_to_bio(words) if scheme == "bioes" else words, probs[row])
+        bar.update(1)
+    bar.close()
     if world > 1:
         merged: dict[int, tuple[list[str], float]] = {}
         for part in distributed.all_gather_objects(done):
@@ -186,8 +199,10 @@ def predict_split(
     return [done[i][0] for i in range(len(split))], [done[i][1] for i in range(len(split))]
 
 
-def evaluate_split(model, split, store, tags, scheme, batch_size, device) -> tuple[dict, list, list]:
-    predicted, probs = predict_split(model, split, store, tags, scheme, batch_size, device)
+def evaluate_split(model, split, store, tags, scheme, batch_size, device,
+                   progress_every: float = 30.0) -> tuple[dict, list, list]:
+    predicted, probs = predict_split(model, split, store, tags, scheme, batch_size, device,
+                                     progress_every=progress_every)
     return score(split.labels, predicted), predicted, probs
 
 
@@ -267,17 +282,20 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
     progress = Progress()
     if state is not None:
         progress = _restore(state, model, optimizer, scheduler, run.path, rank, world)
-    logger.info("training %s on %s%s: %d train / %d dev tweets, %d epochs of %d steps, %s",
-                "text-only" if model.config.text_only else "MAF", device, f" x {world} processes" if world > 1 else "",
-                len(train_split), len(inputs.splits["valid"]), config.epochs, steps_per_epoch,
-                json.dumps(asdict(config)))
+    if rank == 0:
+        logger.info("%s", run_summary(model, inputs, config, device, world, steps_per_epoch, run.path))
+    board = Board(run.file("tb") if rank == 0 and config.tensorboard else None, progress.step,
+                  loss_parts(model.config), dev_annotations(inputs.meta))
 
     for epoch in range(progress.epoch, config.epochs + 1):
         started = time.perf_counter()
-        losses = train_one_epoch(trained, model, optimizer, scheduler, inputs, config, epoch, progress, device)
+        losses = train_one_epoch(trained, model, optimizer, scheduler, inputs, config, epoch, progress, device,
+                                 board)
         train_seconds = time.perf_counter() - started
-        dev, _, _ = evaluate_split(model, inputs.splits["valid"], inputs.store, model.config.tags,
-                                   model.config.scheme, config.eval_batch_size, device)
+        dev_split = inputs.splits["valid"]
+        dev, _, dev_probs = evaluate_split(model, dev_split, inputs.store, model.config.tags, model.config.scheme,
+                                           config.eval_batch_size, device, progress_every=config.log_every)
+        board.epoch(epoch, dev, dev_split.image_ids, dev_probs, model.matching is not None)
         seconds = time.perf_counter() - started
         improved = dev["overall"]["f1"] > progress.best_f1
         if improved:
@@ -291,7 +309,7 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         end_epoch(run, line, model, optimizer, scheduler, epoch, progress, rank)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-
+    board.close()
     return finish(run, inputs.splits, inputs.store, device, config.eval_batch_size, progress.best_epoch)
 
 
@@ -307,6 +325,50 @@ def build_model(model_config: MAFConfig, seed: int, device: torch.device, rank: 
     from torch.nn.parallel import DistributedDataParallel
 
     return model, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def loss_parts(config: MAFConfig) -> tuple[str, ...]:
+    """The loss parts this model has: total and ner always, ca and cm where CA and CM exist."""
+    return ("total", "ner", *(["ca"] if config.visual and config.use_alignment else []),
+            *(["cm"] if config.visual and config.use_matching else []))
+
+
+def dev_annotations(meta: dict) -> dict[str, dict]:
+    """annotations.jsonl beside the corpus the text came from (the sample corpus has one): which
+    images match their tweet, so that p's histograms can be drawn per relation."""
+    from maf_core.report import read_annotations
+
+    source = meta.get("source")
+    return read_annotations(Path(source) / "annotations.jsonl") if source else {}
+
+
+def run_summary(model: MAF, inputs: Inputs, config: TrainConfig, device: torch.device, world: int,
+                steps_per_epoch: int, out_dir: Path) -> str:
+    """What is about to run, before the first step: parameters by part, the data, the device, the run directory."""
+    from maf_core.model import count_parameters
+    from pipeline.images import STATUS
+
+    counts = count_parameters(model)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    parts = ", ".join(f"{name} {n / 1e6:.2f}M" for name, n in counts.items() if n and name != "total")
+    lines = [f"{'text-only BERT-CRF' if model.config.text_only else 'MAF'}: {counts['total'] / 1e6:.2f}M trainable "
+             f"parameters ({parts})",
+             f"frozen: {f'{frozen / 1e6:.2f}M' if frozen else 'none'} in the model; the image backbone is not "
+             "in it (its features come from the store)"]
+    store = inputs.store
+    for name, split in inputs.splits.items():
+        if hasattr(store, "status"):
+            ok = sum(int(store.status[store.rows[i]]) == STATUS["ok"] for i in split.image_ids)
+            lines.append(f"{name}: {len(split)} tweets, {ok} with a readable image, {len(split) - ok} without")
+        else:
+            lines.append(f"{name}: {len(split)} tweets (images read in every step)")
+    amp = device.type == "cuda" if config.amp is None else config.amp
+    lines.append(f"device {device}{f' x {world} processes' if world > 1 else ''}, "
+                 f"{'bf16 autocast' if amp else 'fp32'}; global batch {config.batch_size}, {steps_per_epoch} steps "
+                 f"per epoch x {config.epochs} epochs, {config.optimizer}, {config.batching} batches")
+    lines.append(f"writing to {out_dir.resolve()}" + (f" (TensorBoard: {out_dir.resolve() / 'tb'})"
+                                                       if config.tensorboard else ""))
+    return "\n  ".join(["starting a run:", *lines])
 
 
 def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config: TrainConfig) -> Inputs:
@@ -380,14 +442,22 @@ def shard_batch(split: Split, indices: list[int], store, rank: int, world: int) 
 
 
 def train_one_epoch(trained, model: MAF, optimizer, scheduler, inputs: Inputs, config: TrainConfig, epoch: int,
-                    progress: Progress, device: torch.device) -> dict[str, float]:
-    """One pass over the training split (progress.step advances); the mean of each loss part."""
+                    progress: Progress, device: torch.device, board: Board | None = None) -> dict[str, float]:
+    """One pass over the training split (progress.step advances); the mean of each loss part.
+    A bar (or log lines) shows the steps; `board` gets every step's losses and learning rates."""
     rank, world = distributed.rank_and_world()
     split = inputs.splits["train"]
     batches = epoch_batches(split, config, epoch, world)
     matching = model.config.visual and model.config.use_matching
     trained.train()
     sums = torch.zeros(4, device=device)  # loss, ner, ca, cm: summed on the device, read once per epoch
+    per_step, lrs, first_step = [], [], progress.step  # for TensorBoard, read once per epoch
+    groups = [group.get("name", str(n)) for n, group in enumerate(optimizer.param_groups)]
+    bar = PipelineProgress(len(batches), f"epoch {epoch}/{config.epochs}", "steps", every=config.log_every,
+                           log=logger, enabled=rank == 0, leave=False)
+    def running_loss() -> dict[str, float]:  # read only when the bar shows it: one device sync
+        return {"loss": sums[0].item() / max(1, progress.step - first_step)}
+
     prepared = (shard_batch(split, indices, inputs.store, rank, world) for indices in batches)
     for batch in _prefetched(prepared, device):
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + progress.step)
@@ -396,12 +466,20 @@ def train_one_epoch(trained, model: MAF, optimizer, scheduler, inputs: Inputs, c
         if matching and shard is None:  # drawn here from the CPU copy of image_ok: no device sync
             negatives = choose_negatives(batch["image_ok_cpu"], model.pairs_for(len(batch["image_ok_cpu"])),
                                          model.config.negatives, generator)
+        lrs.append([group["lr"] for group in optimizer.param_groups])
         out = train_step(trained, optimizer, batch, device, config.amp, config.clip, generator=generator,
                          negatives=negatives, shard=shard)
         scheduler.step()
         progress.step += 1
-        sums += torch.stack([v.detach().float() if v is not None else sums.new_zeros(())
-                             for v in (out.loss, out.loss_ner, out.loss_ca, out.loss_cm)])
+        step_losses = torch.stack([v.detach().float() if v is not None else sums.new_zeros(())
+                                   for v in (out.loss, out.loss_ner, out.loss_ca, out.loss_cm)])
+        sums += step_losses
+        if board is not None and board.writer is not None:
+            per_step.append(step_losses)
+        bar.update(1, running_loss)
+    bar.close()
+    if per_step:
+        board.steps(first_step, torch.stack(per_step), lrs, groups)
     sums = distributed.mean_over_processes(sums)
     return dict(zip(("loss", "ner", "ca", "cm"), (sums / len(batches)).tolist()))
 
@@ -531,7 +609,9 @@ def _check_resume(run: RunDirectory, record: dict) -> tuple[dict, MAFConfig]:
     check_vocabulary(record["tokenizer"], saved["tokenizer"], record["text_dir"],
                      f"the run {run.path} (tokenizer {saved['tokenizer']['name_or_path']})",
                      "resume with the text the run was started on")
-    if {**asdict(TrainConfig()), **saved["train"]} != record["train"]:  # settings added later: their defaults
+    started = {**asdict(TrainConfig()), **saved["train"]}  # settings added later: their defaults
+    if {k: v for k, v in started.items() if k not in DISPLAY_ONLY} != \
+            {k: v for k, v in record["train"].items() if k not in DISPLAY_ONLY}:
         raise DataError(
             f"{run.path}: was started with other training settings {saved['train']}; resume with the same ones"
         )

@@ -16,7 +16,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from pipeline.images import (
     normalise,
     read_image_bytes,
 )
+from pipeline.progress import Progress
 from pipeline.store import FORMAT_VERSION, Shard, assemble, differences, read_shard_index, write_shard
 
 logger = logging.getLogger(__name__)
@@ -354,30 +354,6 @@ def _finished(path: Path, expected_ids: list[str]) -> bool:
     return False
 
 
-class _Progress:
-    """A tqdm bar with images/s on a terminal; a log line every 30 s otherwise (CI, nohup, files)."""
-
-    def __init__(self, total: int, initial: int) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, initial=initial, unit="img", desc="extract", disable=None,
-                        dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
-        self.total, self.done, self.new = total, initial, 0
-        self.start = self.last = time.perf_counter()
-
-    def update(self, n: int) -> None:
-        self.bar.update(n)
-        self.done += n
-        self.new += n
-        now = time.perf_counter()
-        if self.bar.disable and (now - self.last > 30 or self.done == self.total):
-            self.last = now
-            logger.info("extract: %d/%d images, %.1f images/s", self.done, self.total, self.new / (now - self.start))
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config: ExtractConfig,
                    ids: list[str] | None = None, overwrite: bool = False) -> dict:
     """Extract features of `ids` (default: every image file in `images_dir`) into `out`.
@@ -508,7 +484,7 @@ def _run_shards(config: ExtractConfig, job: ShardJob, state: dict, weights_ident
     try:
         state = _with_bn_stats(state, config, job, index, ids, shards.work, runner)
         shared_state = runner.share(state)
-        bar = _Progress(len(ids), len(ids) - to_extract)
+        bar = Progress(len(ids), "extract", "images", initial=len(ids) - to_extract, log=logger)
         try:
             for number, shard in runner.map(extract_shard, _payloads(ids, index, todo, shards.size),
                                             job, shared_state):

@@ -42,3 +42,24 @@ def other_tokenizer_dir(sample_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tokenizer") / "othertok"
     build_vocab(sample_dir, out, vocab_size=300)
     return out
+
+
+@pytest.fixture(scope="session")
+def sample_store(sample_dir, tmp_path_factory) -> Path:
+    """Features of every image of `sample_dir`: resnet18, random weights, in-process."""
+    from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
+
+    out = tmp_path_factory.mktemp("store") / "store.h5"
+    extract_images(sample_dir / "images", out, ExtractConfig(backbone="resnet18", weights="none", workers=0,
+                                                             shard_size=64), ids=ids_from_corpus(sample_dir))
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_text(sample_dir, tokenizer_dir, tmp_path_factory) -> Path:
+    """`sample_dir` tokenized with `tokenizer_dir`, BIOES, 64 pieces at most."""
+    from pipeline.tokenization import tokenize_corpus
+
+    out = tmp_path_factory.mktemp("text") / "text"
+    tokenize_corpus(sample_dir, str(tokenizer_dir), out, max_length=64)
+    return out

@@ -20,7 +20,6 @@ from maf_core.predict import MAFPredictor
 from maf_core.run import RunDirectory
 from maf_core.train import MODEL_KEYS, TrainConfig, train
 from pipeline.errors import DataError
-from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
 from pipeline.store import FeatureStore
 from pipeline.tokenization import tokenize_corpus
 
@@ -28,17 +27,15 @@ CONFIG = TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def trained(sample_dir, tokenizer_dir, tmp_path_factory) -> Path:
+def trained(sample_dir, tokenizer_dir, sample_store, tmp_path_factory) -> Path:
     """A tiny run trained from its project directory with relative paths, as `make demo` does."""
     project = tmp_path_factory.mktemp("project")
     shutil.copytree(tokenizer_dir, project / "tok")
+    shutil.copy(sample_store, project / "store.h5")
     before = os.getcwd()
     os.chdir(project)
     try:
         tokenize_corpus(sample_dir, "tok", Path("text"), max_length=64)
-        extract_images(sample_dir / "images", Path("store.h5"),
-                       ExtractConfig(backbone="resnet18", weights="none", workers=0, shard_size=64),
-                       ids=ids_from_corpus(sample_dir))
         train("store.h5", "text", "run", MAFConfig.tiny(scheme="bioes"), CONFIG)
     finally:
         os.chdir(before)

@@ -29,13 +29,8 @@ def tiny_config(**overrides) -> MAFConfig:
 
 
 @pytest.fixture(scope="module")
-def corpus(sample_dir, tokenizer_dir, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("train")
-    tokenize_corpus(sample_dir, str(tokenizer_dir), root / "text", max_length=64)
-    extract_images(sample_dir / "images", root / "store.h5",
-                   ExtractConfig(backbone="resnet18", weights="none", workers=0, shard_size=64),
-                   ids=ids_from_corpus(sample_dir))
-    return {"text": root / "text", "store": root / "store.h5", "root": root}
+def corpus(sample_text, sample_store, tmp_path_factory) -> dict:
+    return {"text": sample_text, "store": sample_store, "root": tmp_path_factory.mktemp("train")}
 
 
 def _metrics(run: Path) -> list[dict]:
