@@ -68,9 +68,14 @@ def main(verbose: bool) -> None:
     "--text", "text_dir", required=True, type=click.Path(file_okay=False), help="TEXT_DIR from maf-pipe tokenize."
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The run directory to write.")
-@click.option("--bert", default=None, help="A pretrained BERT: Hub name (bert-base-cased) or local directory.")
+@click.option("--bert", default=None,
+              help="The pretrained text encoder: a Hub name or a local directory, any Hugging Face encoder "
+                   "(bert-base-cased, bert-large-cased, roberta-large, xlm-roberta-large, vinai/bertweet-base, "
+                   "DeBERTa ...). The text must be tokenized with its tokenizer. d, CI's heads and widths follow "
+                   "its config.")
 @click.option("--bert-config", type=click.Choice(list(BERT_SIZES)), default="base", show_default=True,
-              help="Without --bert: a random-init BERT of this size with the tokenizer's vocabulary.")
+              help="Without --bert: a RANDOM-init BERT of this size with the tokenizer's vocabulary (tests and "
+                   "the offline demo; the run and its report say so).")
 @click.option("--preset", type=click.Choice(PRESETS), default="paper", show_default=True,
               help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
                    "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "
@@ -103,6 +108,12 @@ def main(verbose: bool) -> None:
 @click.option("--ner-pairs", type=click.Choice(CHOICES["ner_pairs"]), default=None,
               help="In training, a tweet whose C was swapped learns its tags from p times the swapped C "
                    "(swapped) or from its own image (true) [default: the preset's: swapped, recommended: true].")
+@click.option("--pooling", type=click.Choice(CHOICES["pooling"]), default="auto", show_default=True,
+              help="T_s, the sentence vector CA aligns with the image: the encoder's tanh pooler (BERT, the "
+                   "paper), the first token's state, or the mean of the pieces; auto: pooler for BERT, first for "
+                   "RoBERTa, XLM-R, BERTweet and DeBERTa (whose pooler is untrained or absent).")
+@click.option("--heads", type=int, default=None,
+              help="CI's attention heads; must divide the encoder's width [default: the encoder's head count].")
 @click.option("--no-alignment", is_flag=True, help="Ablation: without CA.")
 @click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
 @click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
@@ -119,7 +130,8 @@ def main(verbose: bool) -> None:
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
 def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, preset, epochs,
-          batch_size, lr, head_lr, optimizer, batching, seed, seeds, swap, matching_head, ner_pairs, no_alignment,
+          batch_size, lr, head_lr, optimizer, batching, seed, seeds, swap, matching_head, ner_pairs, pooling, heads,
+          no_alignment,
           no_matching, text_only, device, amp, resume, tensorboard, log_every) -> None:
     """Train MAF on tokenized text joined with cached image features.
 
@@ -148,9 +160,9 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
 
         features = OnlineFeatures(images_dir, ExtractConfig(backbone=backbone, weights=weights, transform=transform,
                                                             seed=seed), resolve_device(device))
-    chosen = {"swap": swap, "matching_head": matching_head, "ner_pairs": ner_pairs}
+    chosen = {"swap": swap, "matching_head": matching_head, "ner_pairs": ner_pairs, "heads": heads}
     try:
-        model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config,
+        model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config, pooling=pooling,
                                              **{k: v for k, v in chosen.items() if v is not None})
     except ValueError as error:  # a combination the model refuses, with its reason
         flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in chosen.items() if value)
@@ -194,6 +206,9 @@ def _train(features, text_dir, out_dir, model_config, config, seeds, resume, lea
         if split in report:
             echo(table(report[split], split))
     echo(f"best epoch {report['best_epoch']}; run written to {out_dir}")
+    if model_config.bert is None:
+        echo(f"note: the text encoder was {report['encoder']} (no --bert): these scores say nothing about a "
+             "pretrained encoder")
 
 
 @main.command("evaluate")

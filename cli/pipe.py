@@ -56,17 +56,23 @@ def make_sample(out_dir: str, tweets: int, seed: int, overwrite: bool) -> None:
     show_default=True,
     help="Lower-case text (like bert-base-uncased) or keep case.",
 )
+@click.option("--kind", type=click.Choice(vocab.KINDS), default="wordpiece", show_default=True,
+              help="wordpiece (BERT's), bpe (byte-level BPE, RoBERTa's and BERTweet's kind, with <s> </s>) or "
+                   "unigram (SentencePiece-style, XLM-R's and DeBERTa-v3's kind).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
-def build_vocab(data_dir: str, out_dir: str, vocab_size: int, lowercase: bool, overwrite: bool) -> None:
-    """Train a WordPiece vocabulary on the words of DATA_DIR (all splits, labels unused).
+def build_vocab(data_dir: str, out_dir: str, vocab_size: int, lowercase: bool, kind: str, overwrite: bool) -> None:
+    """Train a tokenizer on the words of DATA_DIR (all splits, labels unused).
 
-    Writes a BERT fast tokenizer directory that `maf-pipe tokenize --tokenizer` and
-    transformers' AutoTokenizer.from_pretrained load: the offline stand-in for
-    bert-base-cased in tests and the demo.
+    Writes a fast tokenizer directory that `maf-pipe tokenize --tokenizer` and
+    transformers' AutoTokenizer.from_pretrained load: the offline stand-in for a real
+    encoder's tokenizer (bert-base-cased, roberta-large, xlm-roberta-large) in tests and
+    the demo.
     """
-    summary = vocab.build_vocab(data_dir, out_dir, vocab_size=vocab_size, lowercase=lowercase, overwrite=overwrite)
+    summary = vocab.build_vocab(data_dir, out_dir, vocab_size=vocab_size, lowercase=lowercase, overwrite=overwrite,
+                                kind=kind)
     casing = "lower-cased" if lowercase else "cased"
-    click.echo(f"wrote a {summary['vocab_size']}-token {casing} WordPiece vocabulary "
+    name = {"wordpiece": "WordPiece", "bpe": "byte-level BPE", "unigram": "Unigram"}[kind]
+    click.echo(f"wrote a {summary['vocab_size']}-token {casing} {name} vocabulary "
                f"({summary['lines']} tweets) to {summary['out_dir']}")
 
 

@@ -18,7 +18,7 @@ CHOICES = {  # setting -> the values it accepts
     "negatives": NEGATIVES, "loss_weighting": LOSS_WEIGHTINGS, "ner_pairs": ("swapped", "true"),
     "matching_head": ("linear", "bilinear"), "swap": ("c", "image"), "matching_positions": ("real", "all"),
     "interaction_activation": ("relu", "gelu"), "init": ("default", "bert"), "dropout_on": ("emissions", "text"),
-    "crf_over": ("words", "pieces"),
+    "crf_over": ("words", "pieces"), "pooling": ("auto", "pooler", "first", "mean"),
 }
 # training settings of TrainConfig (maf_core/train.py) that the presets set
 OPTIMIZERS = ("adamw", "bertadam")
@@ -30,14 +30,20 @@ PIECE_TAGS = ("X", "[CLS]", "[SEP]", "[PAD]")
 
 @dataclass
 class MAFConfig:
-    # text encoder: a pretrained BERT (`bert`: Hub name or local directory) or a random-init
-    # one of `bert_size` with the tokenizer's vocabulary; `bert_config` (a BertConfig dict)
-    # is filled in when the model is built, so a checkpoint rebuilds it without the original.
+    # text encoder: any pretrained Hugging Face encoder (`bert`: Hub name or local directory;
+    # BERT, RoBERTa, XLM-R, BERTweet, DeBERTa ...) or a random-init BERT of `bert_size` with the
+    # tokenizer's vocabulary; `bert_config` (the encoder's config, model_type included) is
+    # filled in when the model is built, so a checkpoint rebuilds it without the original
+    # (maf_core/encoder.py)
     bert: str | None = None
     bert_size: str = "base"
     vocab_size: int = 28996              # bert-base-cased
+    pad_token_id: int = 0                # the tokenizer's padding id (a random-init BERT's padding embedding)
     bert_config: dict | None = None
-    hidden_size: int = 768               # d
+    hidden_size: int = 768               # d: the encoder's width, set when the model is built
+    # T_s for CA: BERT's tanh "pooler" (the paper), the "first" token's state, or the "mean" of
+    # the pieces; "auto": pooler for BERT, first for encoders whose pooler is untrained or absent
+    pooling: str = "auto"
     dropout: float = 0.1
     # where dropout acts: on [T; R] of each word before the tag layer ("emissions"), or on T
     # right after BERT, so that CI, CM, CF and the tag layer all see the dropped T ("text",
@@ -50,12 +56,12 @@ class MAFConfig:
     image_dim: int = 2048                # C, ResNet layer4 channels
     num_regions: int = 49                # 7 x 7 grid
     # CA: cross-modal alignment (paper eq. 1-3)
-    alignment_hidden: int = 768          # MLP hidden layer
+    alignment_hidden: int | None = None  # MLP hidden layer; None: d (768 for BERT-base, as in the paper)
     temperature: float = 0.102           # tau
     alignment_direction: float = 0.7     # lambda_c, weight of the image-to-text direction
     # CI: cross-modal interaction (eq. 4-8)
-    heads: int = 12                      # m
-    interaction_ffn: int = 3072
+    heads: int | None = None             # m; None: the encoder's head count (12 for BERT-base, as in the paper)
+    interaction_ffn: int | None = None   # None: the encoder's intermediate size (3072 for BERT-base)
     interaction_activation: str = "relu"  # of CI's feed-forward (eq. 8); the released code: gelu
     layer_norm_eps: float = 1e-5          # CI's LayerNorms; the released code: BERT's 1e-12
     # CM: cross-modal matching (eq. 9-12)
@@ -124,8 +130,8 @@ class MAFConfig:
             problems.append(f"matching_outputs {self.matching_outputs} (expected 1 or 2)")
         if self.layer_norm_eps <= 0:
             problems.append(f"layer_norm_eps {self.layer_norm_eps} (expected > 0)")
-        if self.hidden_size % self.heads:
-            problems.append(f"hidden_size {self.hidden_size} not divisible by heads {self.heads}")
+        if self.heads is not None and self.heads < 1:  # that they divide d is checked against the encoder
+            problems.append(f"heads {self.heads} (expected at least 1, or unset: the encoder's head count)")
         if not 0 <= self.alignment_direction <= 1:
             problems.append(f"alignment_direction {self.alignment_direction} (expected 0..1)")
         if self.temperature <= 0:
@@ -189,13 +195,13 @@ class MAFConfig:
                           dropout_on="text", fusion_image_bias=True, crf_over="pieces")
         else:
             raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
-        # d and m follow a random-init BERT's size (base: the paper's 768 and 12); a pretrained
-        # `bert` sets d itself when the model is built
+        # d, m and the widths that follow d come from the encoder when the model is built
+        # (maf_core/encoder.py): BERT-base gives the paper's 768, 12 heads, 3072
         size = BERT_SIZES.get(overrides.get("bert_size", "base"), BERT_SIZES["base"])
         if overrides.get("bert") is not None:
             size = BERT_SIZES["base"]
-        values.update(bert_size="base", hidden_size=size["hidden_size"], heads=size["num_attention_heads"],
-                      max_length=128, image_dim=2048, num_regions=49)
+        values.update(bert_size="base", hidden_size=size["hidden_size"], max_length=128, image_dim=2048,
+                      num_regions=49)
         values.update(overrides)
         return cls(**values)
 

@@ -7,16 +7,17 @@ piece with `crf_over = "pieces"` (the released code).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from maf_core.alignment import CrossModalAlignment
-from maf_core.config import BERT_SIZES, MAFConfig
+from maf_core.config import MAFConfig
 from maf_core.crf import CRF
 from maf_core.distributed import BatchShard, gather_rows
+from maf_core.encoder import build_encoder, fit_to_encoder, resolve_pooling
 from maf_core.fusion import CrossModalFusion
 from maf_core.interaction import CrossModalInteraction
 from maf_core.matching import CrossModalMatching, choose_negatives
@@ -36,43 +37,17 @@ class MAFOutput:
     tags: list[list[int]] | None = None  # Viterbi word tags, when decode=True
 
 
-def build_bert(config: MAFConfig):
-    """A pretrained BERT (`config.bert`), or a random-init one of `config.bert_size`.
-
-    Fills `config.bert_config` so that a checkpoint rebuilds the same network offline.
-    """
-    from transformers import BertConfig, BertModel
-
-    if config.bert_config is not None:
-        return BertModel(BertConfig(**config.bert_config), add_pooling_layer=True)
-    if config.bert is not None:
-        bert = BertModel.from_pretrained(config.bert, add_pooling_layer=True)
-    else:
-        bert = BertModel(BertConfig(vocab_size=config.vocab_size, hidden_dropout_prob=config.dropout,
-                                    attention_probs_dropout_prob=config.dropout,
-                                    max_position_embeddings=max(512, config.max_length),
-                                    **BERT_SIZES[config.bert_size]), add_pooling_layer=True)
-    config.bert_config = bert_config_dict(bert)
-    return bert
-
-
-def bert_config_dict(bert) -> dict:
-    """The BertConfig of a model as plain JSON values, without run-specific keys."""
-    skip = ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype", "id2label", "label2id")
-    return json.loads(json.dumps({k: v for k, v in bert.config.to_dict().items() if k not in skip}))
-
-
 class MAF(nn.Module):
     """The whole model; `config.text_only` gives the BERT-CRF baseline on the same code path."""
 
     def __init__(self, config: MAFConfig, bert: nn.Module | None = None) -> None:
         super().__init__()
-        self.bert = bert if bert is not None else build_bert(config)
-        hidden = self.bert.config.hidden_size
-        if hidden != config.hidden_size:
-            config = replace(config, hidden_size=hidden)
-        if config.bert_config is None:
-            config.bert_config = bert_config_dict(self.bert)
+        if bert is None:
+            bert, config = build_encoder(config)
+        else:
+            config = fit_to_encoder(config, bert, resolve_pooling(config.pooling, bert.config.model_type))
+        self.bert = bert  # the text encoder (any Hugging Face encoder; named after the paper's BERT)
+        hidden = config.hidden_size
         self.config = config
         self.dropout = nn.Dropout(config.dropout)
         self.alignment = CrossModalAlignment(config) if config.visual and config.use_alignment else None
@@ -141,12 +116,20 @@ class MAF(nn.Module):
         return MAFOutput(loss, loss_ner, loss_ca, loss_cm, emissions, match_prob, attention, decoded)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """T (B, L, d), dropped out here when `dropout_on = "text"`, and T_s (B, d), BERT's tanh pooler on [CLS]."""
+        """T (B, L, d), dropped out here when `dropout_on = "text"`, and T_s (B, d): BERT's tanh
+        pooler on [CLS], the first token's state, or the mean over the pieces (`pooling`)."""
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
         text = out.last_hidden_state
+        if self.config.pooling == "pooler":
+            sentence = out.pooler_output
+        elif self.config.pooling == "first":
+            sentence = text[:, 0]
+        else:
+            weights = attention_mask.to(text.dtype).unsqueeze(-1)
+            sentence = (text * weights).sum(1) / weights.sum(1).clamp(min=1)
         if self.config.dropout_on == "text":
             text = self.dropout(text)
-        return text, out.pooler_output
+        return text, sentence
 
     def match_in_training(self, text, image, regions, mask, image_ok, true_p, negatives, generator, shard):
         """CM in training (eq. 11): swap chosen pairs of the (global) batch, score every row.

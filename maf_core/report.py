@@ -42,6 +42,11 @@ class Run:
         return bool(self.config["model"].get("text_only"))
 
     @property
+    def random_encoder(self) -> bool:
+        """Trained without --bert: a random-init text encoder, whose scores say nothing of a real one."""
+        return self.config["model"].get("bert") is None
+
+    @property
     def has_matching(self) -> bool:
         model = self.config["model"]
         return not model.get("text_only") and model.get("use_matching", True)
@@ -221,7 +226,7 @@ def comparison_table(runs: list[Run], annotations: dict[str, dict]) -> str:
             return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
 
         lines.append(
-            f"{run.name[:27]:<28}"
+            f"{(run.name[:25] + (' *' if run.random_encoder else '')):<28}"
             + cell("f1", 9, 2)
             + cell("image_decided_f1", 16, 2)
             + cell("other_f1", 10, 2)
@@ -229,6 +234,9 @@ def comparison_table(runs: list[Run], annotations: dict[str, dict]) -> str:
             + cell("p_unrelated", 13, 2)
             + cell("p_auc", 7, 2)
         )
+    if any(run.random_encoder for run in runs):
+        lines.append("* a RANDOM-init text encoder (trained without --bert): these scores say nothing about a "
+                     "pretrained one")
     return "\n".join(lines)
 
 

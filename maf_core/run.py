@@ -46,6 +46,17 @@ def load_model(directory: str | Path, device="cpu"):
     return MAF.from_pretrained(directory, device)
 
 
+def _same_pieces(tokenizer, copy: Path, words: list[str]) -> bool:
+    from pipeline.tokenization import load_tokenizer
+
+    texts = [" ".join(words[i:i + 20]) for i in range(0, min(len(words), 4000), 20)] or ["probe"]
+    try:
+        again = load_tokenizer(copy)
+    except DataError:
+        return False
+    return tokenizer(texts)["input_ids"] == again(texts)["input_ids"]
+
+
 class RunDirectory:
     CONFIG, METRICS, BEST, LAST = "config.json", "metrics.jsonl", "best", "last.pt"
     BN, REPORT, PREDICTIONS, TOKENIZER = "backbone_bn.npz", "report.json", "predictions", "tokenizer"
@@ -118,10 +129,14 @@ class RunDirectory:
 
     # -- what the run needs besides itself ---------------------------------------------------
 
-    def save_tokenizer(self, name_or_path: str, vocab: str) -> None:
+    def save_tokenizer(self, name_or_path: str, vocab: str, probe: list[str]) -> None:
         """A copy of the tokenizer in RUN/tokenizer/, so that the run predicts from any working
-        directory and after being copied elsewhere. A tokenizer that cannot be loaded now (a Hub
-        name not in the cache) is left out with a warning: predicting then needs it where it was."""
+        directory and after being copied elsewhere. The copy must cut `probe` (words of the
+        training text) into the same pieces; a tokenizer that cannot be copied faithfully, or
+        loaded now (a Hub name not in the cache), is left out with a warning: predicting then
+        needs it where it was."""
+        import shutil
+
         from pipeline.tokenization import load_tokenizer, vocab_sha256
 
         try:
@@ -133,7 +148,19 @@ class RunDirectory:
             logger.warning("%s: its vocabulary changed since the text was tokenized; the run gets no copy of it",
                            name_or_path)
             return
-        tokenizer.save_pretrained(str(self.file(self.TOKENIZER)))
+        target = self.file(self.TOKENIZER)
+        tokenizer.save_pretrained(str(target))
+        source = Path(name_or_path)
+        if not _same_pieces(tokenizer, target, probe) and source.is_dir():
+            # some tokenizers do not save what they load (BERTweet's drops its merge counts in
+            # transformers 5): their own files instead
+            for name in getattr(tokenizer, "vocab_files_names", {}).values():
+                if (source / name).is_file():
+                    shutil.copy(source / name, target / name)
+        if not _same_pieces(tokenizer, target, probe):
+            shutil.rmtree(target)
+            logger.warning("%s: a saved copy of this tokenizer cuts words differently; the run keeps no copy, "
+                           "and predicting needs the tokenizer where it is now", name_or_path)
 
     def load_tokenizer(self):
         """The run's own copy of its tokenizer (runs before that copy existed: where config.json

@@ -20,6 +20,7 @@ from maf_core import distributed
 from maf_core.board import Board
 from maf_core.config import BATCHINGS, OPTIMIZERS, MAFConfig
 from maf_core.data import Split, bucketed_batches, check_store, collate, load_split
+from maf_core.encoder import describe as describe_encoder
 from maf_core.matching import choose_negatives
 from maf_core.metrics import score, table
 from maf_core.model import MAF, MAFOutput
@@ -272,7 +273,8 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
     if rank == 0:          # the one process that writes files
         run.start(model_config, inputs.record, inputs.store.bn_stats())
         if state is None:
-            run.save_tokenizer(inputs.meta["tokenizer"]["name_or_path"], inputs.meta["tokenizer"]["vocab_sha256"])
+            run.save_tokenizer(inputs.meta["tokenizer"]["name_or_path"], inputs.meta["tokenizer"]["vocab_sha256"],
+                               [w for words in inputs.splits["train"].words for w in words])
 
     model, trained = build_model(model_config, config.seed, device, rank, world)
     optimizer = optimizer_for(model, config)
@@ -284,6 +286,10 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         progress = _restore(state, model, optimizer, scheduler, run.path, rank, world)
     if rank == 0:
         logger.info("%s", run_summary(model, inputs, config, device, world, steps_per_epoch, run.path))
+        if model.config.bert is None:
+            logger.warning("the text encoder is %s (no --bert): fine for tests and the offline demo, meaningless "
+                           "for real data; pass --bert bert-base-cased or a local encoder directory",
+                           describe_encoder(model.config))
     board = Board(run.file("tb") if rank == 0 and config.tensorboard else None, progress.step,
                   loss_parts(model.config), dev_annotations(inputs.meta))
 
@@ -351,8 +357,8 @@ def run_summary(model: MAF, inputs: Inputs, config: TrainConfig, device: torch.d
     counts = count_parameters(model)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     parts = ", ".join(f"{name} {n / 1e6:.2f}M" for name, n in counts.items() if n and name != "total")
-    lines = [f"{'text-only BERT-CRF' if model.config.text_only else 'MAF'}: {counts['total'] / 1e6:.2f}M trainable "
-             f"parameters ({parts})",
+    lines = [f"{'text-only BERT-CRF' if model.config.text_only else 'MAF'} on {describe_encoder(model.config)}: "
+             f"{counts['total'] / 1e6:.2f}M trainable parameters ({parts})",
              f"frozen: {f'{frozen / 1e6:.2f}M' if frozen else 'none'} in the model; the image backbone is not "
              "in it (its features come from the store)"]
     store = inputs.store
@@ -403,6 +409,7 @@ def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
     """A copy of the model config with the text's tags, vocabulary and length and the store's sizes."""
     meta, store = inputs.meta, inputs.store
     return replace(model_config, tags=list(meta["tags"]), vocab_size=int(meta["tokenizer"]["vocab_size"]),
+                   pad_token_id=int(meta["tokenizer"].get("pad_id") or 0),
                    image_dim=int(store.channels), num_regions=int(store.num_regions),
                    max_length=max(model_config.max_length, int(meta["max_length"])))
 
@@ -535,7 +542,7 @@ def finish(run: RunDirectory, splits: dict[str, Split], store: FeatureStore, dev
     """Evaluate best/ on dev and test; write report.json and predictions/ (the first process)."""
     model = run.load_best(device)
     lead = distributed.rank_and_world()[0] == 0
-    report = {"best_epoch": best_epoch}
+    report = {"best_epoch": best_epoch, "encoder": describe_encoder(model.config)}
     for name in ("valid", "test"):
         if name not in splits:
             continue

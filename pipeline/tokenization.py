@@ -14,8 +14,15 @@ A word that yields no word piece (zero-width space, soft hyphen, lone control ch
 is given [UNK] and listed in `meta["no_piece_words"]`; tweets cut at `max_length` are
 listed in `meta["truncated"]` with the words that lost their first piece.
 
-Each split is encoded with one batched call of a fast tokenizer on the pre-split words;
-word pieces are assigned to words from the encoding's word ids.
+Each split is encoded with one batched tokenizer call; pieces are assigned to words by
+construction. Tokenizer families (`tokenizer_family`):
+
+- WordPiece (BERT) and SentencePiece (XLM-R, DeBERTa-v3): the pre-split words, each word
+  encoded as in pre-training (SentencePiece marks every word's start with ▁);
+- byte-level BPE (RoBERTa and its kin): each word on its own, every word but the first with
+  the leading space it had in running text, so that pieces are those of pre-training
+  (Ġword), not of a word glued to the one before;
+- tokenizers without a fast version (BERTweet's own): the same, word by word.
 """
 from __future__ import annotations
 
@@ -76,8 +83,6 @@ def load_tokenizer(name_or_dir: str):
             "Pass a local directory (one written by `maf-pipe build-vocab`, or a downloaded "
             "BERT such as bert-base-cased) or, with network access, a Hub name."
         ) from None
-    if not tokenizer.is_fast:
-        raise DataError(f"{name_or_dir}: a fast tokenizer (tokenizer.json) is needed to align word pieces")
     return tokenizer
 
 
@@ -92,11 +97,15 @@ def vocab_sha256(tokenizer) -> str:
 
 def tokenizer_info(tokenizer, name_or_dir: str) -> dict:
     """What meta.json records about the tokenizer; the trainer checks it against its own."""
-    normalizer = tokenizer.backend_tokenizer.normalizer
-    lowercase = normalizer is not None and normalizer.normalize_str("Ab") == "ab"
+    if getattr(tokenizer, "is_fast", False):
+        normalizer = tokenizer.backend_tokenizer.normalizer
+        lowercase = normalizer is not None and normalizer.normalize_str("Ab") == "ab"
+    else:
+        lowercase = bool(getattr(tokenizer, "do_lower_case", False))
     return {
         "name_or_path": str(name_or_dir),
         "class": type(tokenizer).__name__,
+        "family": tokenizer_family(tokenizer),
         "vocab_size": len(tokenizer),
         "vocab_sha256": vocab_sha256(tokenizer),
         "lowercase": lowercase,
@@ -126,22 +135,15 @@ def tokenize_tweets(
     tag_index = {tag: i for i, tag in enumerate(tag_list(scheme))}
     cls_id, sep_id, unk_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id
     if None in (cls_id, sep_id, unk_id):
-        raise DataError("the tokenizer has no [CLS], [SEP] or [UNK] token; a BERT tokenizer is expected")
-
-    encoding = tokenizer(
-        [tweet.words for tweet in tweets],
-        is_split_into_words=True,
-        add_special_tokens=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )
+        raise DataError("the tokenizer has no sentence-start (CLS, <s>), separator (SEP, </s>) or unknown token; "
+                        "an encoder's tokenizer is expected")
+    encoded = _encode(tweets, tokenizer)
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
     entities: Counter = Counter()
     truncated, no_piece = [], []
     longest = 0
     for b, tweet in enumerate(tweets):
-        input_ids, starts, empty = _align_pieces(tweet, encoding["input_ids"][b], encoding.encodings[b].word_ids,
-                                                 cls_id, sep_id, unk_id)
+        input_ids, starts, empty = _align_pieces(tweet, *encoded[b], cls_id, sep_id, unk_id)
         no_piece += [{"split": split, "image_id": tweet.image_id, "line": tweet.line, "index": w,
                       "word": tweet.words[w]} for w in empty]
         longest = max(longest, len(input_ids))
@@ -171,6 +173,38 @@ def tokenize_tweets(
         "no_piece_words": len(no_piece),
     }
     return SplitResult(table, stats, truncated, no_piece)
+
+
+def tokenizer_family(tokenizer) -> str:
+    """wordpiece, sentencepiece, byte-level-bpe or bpe (fast tokenizers, by their model and
+    pre-tokenizer), or slow (no fast version)."""
+    if not getattr(tokenizer, "is_fast", False):
+        return "slow"
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    if "ByteLevel" in json.dumps(spec.get("pre_tokenizer")):
+        return "byte-level-bpe"
+    return {"WordPiece": "wordpiece", "Unigram": "sentencepiece"}.get(spec["model"]["type"], "bpe")
+
+
+def _encode(tweets: Sequence[Tweet], tokenizer) -> list[tuple[list[int], list[int]]]:
+    """Per tweet: its pieces (no special tokens) and the word index of each piece."""
+    if tokenizer_family(tokenizer) in ("wordpiece", "sentencepiece", "bpe"):
+        encoding = tokenizer([tweet.words for tweet in tweets], is_split_into_words=True, add_special_tokens=False,
+                             return_attention_mask=False, return_token_type_ids=False)
+        return [(encoding["input_ids"][b], encoding.encodings[b].word_ids) for b in range(len(tweets))]
+    # word by word, a space before every word but the first, as in running text
+    words = [word if w == 0 else f" {word}" for tweet in tweets for w, word in enumerate(tweet.words)]
+    pieces = tokenizer(words, add_special_tokens=False, return_attention_mask=False,
+                       return_token_type_ids=False)["input_ids"] if words else []
+    out, at = [], 0
+    for tweet in tweets:
+        ids, word_ids = [], []
+        for w in range(len(tweet.words)):
+            ids += pieces[at + w]
+            word_ids += [w] * len(pieces[at + w])
+        out.append((ids, word_ids))
+        at += len(tweet.words)
+    return out
 
 
 def _align_pieces(tweet: Tweet, piece_ids: list[int], word_ids: list[int | None], cls_id: int, sep_id: int,

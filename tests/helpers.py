@@ -124,3 +124,31 @@ def make_batch(config: MAFConfig, batch: int = 8, seed: int = 0, pad_to: int | N
     out["pooled"] = out["regions"].mean(1)
     out["image_ok"] = torch.ones(batch, dtype=torch.bool)
     return out
+
+
+def build_bertweet_style_tokenizer(words: list[str], out: Path, merges: int = 300) -> Path:
+    """A tokenizer of BERTweet's own kind, which has no fast version: fastBPE codes (word-final
+    pieces end in </w>, others are written with @@) trained on `words`, saved as a directory
+    that AutoTokenizer loads as BertweetTokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import BertweetTokenizer
+
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    alphabet = sorted({c for word in words for c in word})
+    bpe.train_from_iterator(words, trainers.BpeTrainer(vocab_size=len(alphabet) * 2 + merges, show_progress=False,
+                                                       end_of_word_suffix="</w>", initial_alphabet=alphabet))
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    codes = json.loads(bpe.to_str())["model"]["merges"]
+    (out / "bpe.codes").write_text("".join(f"{' '.join(m) if isinstance(m, list) else m} 1\n" for m in codes),
+                                   encoding="utf-8")
+    (out / "vocab.txt").write_text("", encoding="utf-8")
+    pieces = BertweetTokenizer(str(out / "vocab.txt"), str(out / "bpe.codes"))
+    used = sorted({piece for word in set(words) for piece in pieces.bpe(word).split(" ")})
+    (out / "vocab.txt").write_text("".join(f"{piece} 1\n" for piece in used), encoding="utf-8")
+    codes_text = (out / "bpe.codes").read_text(encoding="utf-8")
+    BertweetTokenizer(str(out / "vocab.txt"), str(out / "bpe.codes")).save_pretrained(str(out))
+    (out / "bpe.codes").write_text(codes_text, encoding="utf-8")  # saving drops the counts that loading expects
+    return out

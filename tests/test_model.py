@@ -285,14 +285,17 @@ def test_preset_holds_its_design_values(preset):
 
 
 @pytest.mark.parametrize("preset", DESIGN_VALUES)
-def test_preset_has_bert_base_sizes(preset):
-    cfg = MAFConfig.from_preset(preset)
+def test_preset_on_bert_base_has_the_paper_sizes(preset):
+    with torch.device("meta"):  # d, m and the widths come from the encoder when the model is built
+        cfg = MAF(MAFConfig.from_preset(preset)).config
     assert (cfg.heads, cfg.max_length, cfg.hidden_size, cfg.image_dim, cfg.num_regions) == (12, 128, 768, 2048, 49)
+    assert (cfg.interaction_ffn, cfg.alignment_hidden) == (3072, 768)
 
 
-def test_a_random_init_bert_size_sets_d_and_m():
-    small = MAFConfig.from_preset("paper", bert_size="small")  # d and m follow a random-init BERT's size
-    assert (small.hidden_size, small.heads) == (256, 4)
+def test_a_random_init_bert_size_sets_d_m_and_the_widths():
+    with torch.device("meta"):
+        small = MAF(MAFConfig.from_preset("paper", bert_size="small")).config
+    assert (small.hidden_size, small.heads, small.interaction_ffn, small.alignment_hidden) == (256, 4, 1024, 256)
 
 
 def test_a_pretrained_bert_keeps_its_own_size():
@@ -325,7 +328,8 @@ def test_config_round_trip_rebuilds_the_same_model(tmp_path):
     "make, match",
     [
         (lambda: MAFConfig.from_dict({**MAFConfig.tiny().to_dict(), "lr": 1}), "unknown MAFConfig fields"),
-        (lambda: MAFConfig.tiny(hidden_size=30), "hidden_size 30 not divisible by heads 4"),
+        (lambda: MAF(MAFConfig.tiny(heads=5)), "heads 5: CI's attention heads must divide the text encoder's "
+                                                "width 32 \\(tiny\\); leave heads unset to use the encoder's 4"),
         (lambda: MAFConfig.tiny(matching_pairs=15, matching_batch=20), "matching_batch 20"),
         (lambda: MAFConfig.tiny(ner_pairs="both"), "ner_pairs 'both'"),
     ],

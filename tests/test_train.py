@@ -41,7 +41,7 @@ def _metrics(run: Path) -> list[dict]:
 def test_resume_equals_an_uninterrupted_run(corpus, tmp_path):
     whole = tmp_path / "whole"
     report = train(corpus["store"], corpus["text"], whole, tiny_config(), CONFIG)
-    assert set(report) == {"best_epoch", "valid", "test"}
+    assert set(report) == {"best_epoch", "encoder", "valid", "test"}
     for name in ("config.json", "metrics.jsonl", "last.pt", "report.json", "best/model.safetensors", "best/config.json",
                  "predictions/test.conll", "predictions/test.jsonl", "predictions/valid.conll"):
         assert (whole / name).is_file(), name
@@ -356,10 +356,9 @@ def test_report_draws_every_figure(corpus, tmp_path):
             pixels = np.asarray(image.convert("L"), dtype=float)
         assert image.size[0] > 400 and pixels.std() > 10, name  # drawn, not blank
     table = (out / "comparison.txt").read_text().splitlines()
-    assert table[0].split()[:3] == ["run", "test", "F1"] and [line.split()[0] for line in table[1:]] == [
-        "maf",
-        "text-only",
-    ]
+    assert table[0].split()[:3] == ["run", "test", "F1"]
+    assert [line.split()[:2] for line in table[1:3]] == [["maf", "*"], ["text-only", "*"]]  # random encoders
+    assert table[3].startswith("* a RANDOM-init text encoder")
     assert "img-decided F1" in done.output
     done = CliRunner().invoke(maf, ["report", str(tmp_path / "nothing"), "--out", str(out)])
     assert done.exit_code == 1 and "not a run directory" in done.output
