@@ -13,6 +13,12 @@ each group and the AUC. The final line is JSON; a markdown table is printed befo
 
     .venv/bin/python benchmarks/sample_experiment.py [--tweets 1200] [--seeds 1,2,3] [--epochs 8]
         [--configs "paper,released-code,recommended,w/o CM,text only"]
+        [--encoder-family bert|roberta|xlm-roberta|deberta-v2|bertweet]
+
+--encoder-family trains on a random-init encoder of that architecture (256 wide, 4 layers,
+4 heads) with a tokenizer of its family trained on the corpus, loaded through --bert as a
+downloaded model would be: it shows the whole path works for each family, it does not
+compare them (no pretraining).
 """
 from __future__ import annotations
 
@@ -45,6 +51,34 @@ CONFIGS = {
     "recommended ner-swapped": ("recommended", {}, {"ner_pairs": "swapped"}),
 }
 DEFAULT = "paper,released-code,recommended,w/o CM,text only"
+# family -> (model_type, build-vocab kind; bertweet: its own slow tokenizer kind)
+FAMILIES = {"bert": ("bert", "wordpiece"), "roberta": ("roberta", "bpe"), "xlm-roberta": ("xlm-roberta", "unigram"),
+            "deberta-v2": ("deberta-v2", "unigram"), "bertweet": ("roberta", "bertweet")}
+
+
+def prepare_encoder(root: Path, data: Path, family: str) -> tuple[Path, Path, Path]:
+    """(encoder directory, BIOES text, BIO text) for a random-init encoder of the family."""
+    from maf_core.encoder import save_random_encoder
+    from pipeline.tokenization import tokenize_corpus
+    from pipeline.vocab import build_vocab
+
+    model_type, kind = FAMILIES[family]
+    encoder, text, text_bio = root / f"encoder-{family}", root / f"text-{family}", root / f"text-{family}-bio"
+    if not (encoder / "config.json").is_file():
+        if kind == "bertweet":
+            from pipeline.conll import find_splits, iter_conll
+            from tests.helpers import build_bertweet_style_tokenizer
+
+            words = [w for path in find_splits(data).values() for t in iter_conll(path) for w in t.words]
+            build_bertweet_style_tokenizer(words, encoder)
+        else:
+            build_vocab(data, encoder, vocab_size=4000, kind=kind)
+        save_random_encoder(encoder, encoder, model_type, width=256, layers=4, heads=4)
+    if not (text / "meta.json").is_file():
+        tokenize_corpus(data, str(encoder), text)
+    if not (text_bio / "meta.json").is_file():
+        tokenize_corpus(data, str(encoder), text_bio, scheme="bio")
+    return encoder, text, text_bio
 
 
 def prepare(root: Path, tweets: int, backbone: str) -> dict:
@@ -86,6 +120,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--head-lr", type=float, default=None, help="learning rate after BERT (default: --lr)")
     parser.add_argument("--configs", default=DEFAULT, help="which of: " + ", ".join(CONFIGS))
+    parser.add_argument("--encoder-family", default=None, choices=list(FAMILIES),
+                        help="a random-init encoder of this family through --bert [default: BERT of --bert-config]")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
@@ -94,6 +130,9 @@ def main() -> None:
 
     root = Path(args.dir or f"benchmarks/.sample-experiment-{args.tweets}")
     paths = prepare(root, args.tweets, args.backbone)
+    encoder = None
+    if args.encoder_family:
+        encoder, paths["text"], paths["text-bio"] = prepare_encoder(root, paths["data"], args.encoder_family)
     annotations = {}
     for line in (paths["data"] / "annotations.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -104,11 +143,14 @@ def main() -> None:
     chosen = [c.strip() for c in args.configs.split(",")]
     def config_for(name):
         preset, ablation, values = CONFIGS[name]
-        return replace(MAFConfig.from_preset(preset, bert_size=args.bert_config).with_ablation(**ablation), **values)
+        return replace(MAFConfig.from_preset(preset, bert_size=args.bert_config,
+                                             bert=str(encoder) if encoder else None).with_ablation(**ablation),
+                       **values)
 
     for name in chosen:
         for seed in seeds:
-            run = root / "runs" / name.replace("/", "").replace(" ", "-").replace("+", "-") / f"seed-{seed}"
+            runs = root / "runs" / (args.encoder_family or "")
+            run = runs / name.replace("/", "").replace(" ", "-").replace("+", "-") / f"seed-{seed}"
             if not (run / "report.json").is_file():
                 if run.exists():
                     import shutil
@@ -130,7 +172,8 @@ def main() -> None:
         cells = [f"{values[k]['mean']:.2f} ± {values[k]['std']:.2f}" if k in values else "–" for k in keys]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(json.dumps({"benchmark": "sample_experiment", "tweets": args.tweets, "backbone": args.backbone,
-                      "bert": args.bert_config, "epochs": args.epochs, "seeds": seeds,
+                      "bert": args.bert_config, "encoder_family": args.encoder_family, "epochs": args.epochs,
+                      "seeds": seeds,
                       "image_decided_entities": next(iter(results.values()))[0]["image_decided_entities"],
                       "minutes": round((time.perf_counter() - started) / 60, 1), "summary": summary}))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from maf_core.config import BERT_SIZES, MAFConfig
 from pipeline.errors import DataError
@@ -127,3 +128,28 @@ def describe(config: MAFConfig) -> str:
     if config.bert is not None:
         return f"{config.bert} (pretrained)"
     return f"a RANDOM-init BERT-{config.bert_size}"
+
+
+def save_random_encoder(tokenizer_dir: str | Path, out: str | Path, model_type: str = "bert", width: int = 64,
+                        layers: int = 2, heads: int = 4, seed: int = 0) -> Path:
+    """A random-init encoder of `model_type` (bert, roberta, xlm-roberta, deberta-v2, ...) sized for
+    the tokenizer in `tokenizer_dir`, saved with it as a directory `--bert` loads: the offline
+    stand-in for a downloaded model of that family, for tests and benchmarks."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from pipeline.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=layers,
+                                  num_attention_heads=heads, intermediate_size=4 * width, max_position_embeddings=514,
+                                  pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                                  eos_token_id=tokenizer.sep_token_id)
+    torch.manual_seed(seed)
+    out = Path(out)
+    AutoModel.from_config(config).save_pretrained(str(out))
+    if Path(tokenizer_dir).resolve() != out.resolve():
+        for item in Path(tokenizer_dir).iterdir():
+            if item.is_file() and not (out / item.name).exists():
+                (out / item.name).write_bytes(item.read_bytes())
+    return out

@@ -177,7 +177,7 @@ def predict_split(
     done: dict[int, tuple[list[str], float]] = {}
     batches = bucketed_batches(lengths, batch_size, shuffle=False, seed=0)
     bar = PipelineProgress(len(batches), f"predict {split.name}", "batches", every=progress_every, log=logger,
-                           enabled=rank == 0, leave=False)
+                           enabled=rank == 0, leave=False, final=False)
     for batch_rows in batches:
         indices = [mine[r] for r in batch_rows]
         batch = _to(collate(split, indices, store), device)
@@ -461,7 +461,7 @@ def train_one_epoch(trained, model: MAF, optimizer, scheduler, inputs: Inputs, c
     per_step, lrs, first_step = [], [], progress.step  # for TensorBoard, read once per epoch
     groups = [group.get("name", str(n)) for n, group in enumerate(optimizer.param_groups)]
     bar = PipelineProgress(len(batches), f"epoch {epoch}/{config.epochs}", "steps", every=config.log_every,
-                           log=logger, enabled=rank == 0, leave=False)
+                           log=logger, enabled=rank == 0, leave=False, final=False)
     def running_loss() -> dict[str, float]:  # read only when the bar shows it: one device sync
         return {"loss": sums[0].item() / max(1, progress.step - first_step)}
 

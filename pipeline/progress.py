@@ -19,11 +19,14 @@ class Progress:
     a value that costs a device sync (a loss on a GPU) is read a few times a second at most."""
 
     def __init__(self, total: int, desc: str, unit: str, initial: int = 0, every: float = 30.0,
-                 log: logging.Logger = logger, enabled: bool = True, leave: bool = True) -> None:
+                 log: logging.Logger = logger, enabled: bool = True, leave: bool = True,
+                 final: bool = True) -> None:
+        """`final`: log a line when the work is done even if it was too short for a periodic one
+        (False: a short piece of work, an epoch's evaluation say, stays silent in the log)."""
         from tqdm import tqdm
 
         self.total, self.desc, self.unit, self.every, self.log = total, desc, unit, every, log
-        self.enabled = enabled
+        self.enabled, self.final, self.logged = enabled, final, False
         self.done, self.new = initial, 0
         self.bar = tqdm(total=total, initial=initial, unit=f" {unit}", desc=desc, dynamic_ncols=True,
                         smoothing=0.1, file=sys.stderr, leave=leave, disable=None if enabled else True)
@@ -44,8 +47,8 @@ class Progress:
             if figures is not None and now - self.last > 0.5:
                 self.last = now
                 self.bar.set_postfix({k: f"{v:.3f}" for k, v in figures().items()}, refresh=False)
-        elif now - self.last > self.every or self.done == self.total:
-            self.last = now
+        elif now - self.last > self.every or (self.done == self.total and (self.final or self.logged)):
+            self.last, self.logged = now, True
             self.log.info("%s", self.line(now, figures() if figures is not None else {}))
 
     def line(self, now: float, figures: dict[str, float]) -> str:

@@ -17,6 +17,7 @@ from helpers import build_bertweet_style_tokenizer
 from cli.maf import main as maf
 from cli.pipe import main as pipe
 from maf_core.config import MAFConfig
+from maf_core.encoder import save_random_encoder
 from maf_core.model import MAF
 from maf_core.predict import MAFPredictor
 from maf_core.train import TrainConfig, train
@@ -39,23 +40,15 @@ def _corpus_words(sample_dir: Path) -> list[str]:
     return [w for path in find_splits(sample_dir).values() for tweet in iter_conll(path) for w in tweet.words]
 
 
-def make_encoder_dir(family: str, sample_dir: Path, out: Path, width: int = 64, heads: int = 4) -> Path:
-    """A tokenizer of the family's kind and a random-init encoder of its architecture, saved together."""
-    from transformers import AutoConfig, AutoModel
-
+def make_encoder_dir(family: str, sample_dir: Path, out: Path) -> Path:
+    """A tokenizer of the family's kind and a random-init encoder of its architecture (64 wide,
+    4 heads), saved together as a downloaded model would be."""
     model_type, kind, _, _ = FAMILIES[family]
     if kind == "bertweet":
         build_bertweet_style_tokenizer(_corpus_words(sample_dir), out)
     else:
         build_vocab(sample_dir, out, vocab_size=500, kind=kind)
-    tokenizer = load_tokenizer(out)
-    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=2,
-                                  num_attention_heads=heads, intermediate_size=2 * width, max_position_embeddings=130,
-                                  pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
-                                  eos_token_id=tokenizer.sep_token_id)
-    torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(str(out))
-    return out
+    return save_random_encoder(out, out, model_type, width=64, layers=2, heads=4)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +127,7 @@ def test_tokenize_train_predict_with_each_family(family, sample_store, tmp_path)
                                     "--batch-size", "32", "--device", "cpu", "--no-tensorboard"])
     assert done.exit_code == 0, done.output
     config = MAF.from_pretrained(run).config
-    assert (config.hidden_size, config.heads, config.interaction_ffn, config.alignment_hidden) == (64, 4, 128, 64)
+    assert (config.hidden_size, config.heads, config.interaction_ffn, config.alignment_hidden) == (64, 4, 256, 64)
     assert config.pooling == FAMILIES[family["name"]][3]
     assert json.loads((run / "report.json").read_text())["encoder"] == f"{encoder} (pretrained)"
     shutil.rmtree(encoder)  # the run predicts with its own copies: weights and tokenizer

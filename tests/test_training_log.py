@@ -146,3 +146,12 @@ def test_progress_of_other_processes_is_silent(caplog):
         with Progress(2, "work", "items", every=0.0, enabled=False) as bar:
             bar.update(2)
     assert caplog.records == []
+
+
+def test_short_work_stays_silent_unless_asked_for_a_final_line(caplog):
+    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
+        with Progress(2, "short", "items", every=60.0, final=False) as bar:
+            bar.update(2)
+        with Progress(2, "counted", "items", every=60.0) as bar:
+            bar.update(2)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["counted"]
