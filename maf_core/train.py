@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -27,7 +28,7 @@ from maf_core.model import MAF, MAFOutput
 from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.conll import ENTITY_TYPES, Tweet, write_conll
 from pipeline.errors import DataError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, output_lock
 from pipeline.progress import Progress as PipelineProgress
 from pipeline.schemes import bioes_to_bio, get_entities
 from pipeline.store import FeatureStore, store_differences
@@ -257,7 +258,17 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
 
     `features`: a store.h5 path, or `maf_core.online.OnlineFeatures` (the backbone in every step).
     The caller's `model_config` is not changed: the run's own is fitted to the text and store.
+    One writer per run directory: a second `maf train` on the same --out is refused at once.
     """
+    from contextlib import nullcontext
+
+    lead = int(os.environ.get("RANK", "0")) == 0  # under torchrun, the first process holds the lock
+    with output_lock(out_dir) if lead else nullcontext():
+        return _train_locked(features, text_dir, out_dir, model_config, config, resume, on_epoch_end)
+
+
+def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: TrainConfig, resume: bool,
+                  on_epoch_end: Callable[[int], None] | None) -> dict:
     run = RunDirectory(out_dir)
     inputs = read_inputs(features, text_dir, model_config, config)
     model_config = fit_to_inputs(model_config, inputs)

@@ -31,7 +31,7 @@ from pipeline import distribute
 from pipeline.backbone import BACKBONES, GRID, ResNetFeatures, estimate_bn_stats, resolve_weights, state_sha256
 from pipeline.conll import find_splits, iter_conll
 from pipeline.errors import DataError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, output_lock
 from pipeline.images import (
     MAX_PIXELS,
     STATUS,
@@ -363,6 +363,12 @@ def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config
     """
     config.validate()
     images_dir, out = Path(images_dir), Path(out)
+    with output_lock(out):  # one writer per store: a second run on the same --out is refused at once
+        return _extract_locked(images_dir, out, config, ids, overwrite)
+
+
+def _extract_locked(images_dir: Path, out: Path, config: ExtractConfig, ids: list[str] | None,
+                    overwrite: bool) -> dict:
     index, ids = _images_to_extract(images_dir, out, ids)
     state, weights_identity = resolve_weights(config.backbone, config.weights, config.seed)
     print_ = fingerprint(config, weights_identity)

@@ -82,3 +82,39 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def output_lock(target: str | os.PathLike) -> Iterator[Path]:
+    """One writer per output: an exclusive lock on `.<name>.lock` beside `target` for the block.
+
+    A second writer is refused at once, with the process that holds the lock named. The lock
+    goes with the process (fcntl.flock), so a killed writer never leaves a stale one; the small
+    lock file stays, and its text says who wrote last.
+    """
+    import fcntl
+    import socket
+    import time
+
+    from pipeline.errors import DataError
+
+    target = Path(target)
+    lock = target.with_name(f".{target.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise DataError(f"{target}: {holder} is writing it now; wait for it to finish, or choose another "
+                            "output") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()} (since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        handle.flush()
+        try:
+            yield lock
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
