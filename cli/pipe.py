@@ -146,8 +146,8 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
 @click.option("--batch-size", default=16, show_default=True, help="Images per forward pass.")
 @click.option("--shard-size", default=256, show_default=True, help="Images per resumable shard (one task).")
 @click.option("--workers", type=int, default=None,
-              help="Local Dask worker processes, one model each [default: 1 per 4 CPU cores; 1 on GPU]; "
-                   "0 runs in this process without Dask.")
+              help="Local Dask worker processes, one model each [default: on CPU 1 per 4 cores; on a GPU none: "
+                   "in this process, with --decode-threads decoding]; 0 runs in this process without Dask.")
 @click.option("--threads", type=int, default=None, help="torch threads per worker [default: cores / workers].")
 @click.option(
     "--decode-threads",
@@ -173,9 +173,7 @@ def extract_images(images_dir: str, out: str, ids_from: str | None, overwrite: b
     fingerprint (backbone, weights hash, transform, BatchNorm mode, versions) that
     training checks. A complete store with the same fingerprint and ids is reused.
     """
-    config = extract.ExtractConfig(**options)
-    if config.workers is None and config.device.startswith("cuda"):
-        config.workers = 1
+    config = extract.ExtractConfig(**options)  # where the work runs: extract.plan_workers decides
     ids = extract.ids_from_corpus(ids_from) if ids_from else None
     summary = extract.extract_images(images_dir, out, config, ids=ids, overwrite=overwrite)
     click.echo(extract.summary_text(summary))

@@ -442,14 +442,15 @@ def _reuse_or_refuse(out: Path, print_: dict, ids: list[str]) -> dict:
 def plan_workers(config: ExtractConfig) -> ExtractConfig:
     """`config` with how the work is spread resolved, as a new config (the one passed stays as it is).
 
-    workers: on one GPU in this process (no result transfer), on CPU local Dask workers;
+    workers: on one GPU in this process (no result transfer), with decode threads; on CPU
+    local Dask workers; a --scheduler always means Dask;
     threads: on a local CPU cluster, the cores shared out between the workers;
     decode_threads: on GPU up to 16, so that decoding keeps up with the forward; on CPU 1.
     """
     cuda = config.device.startswith("cuda")
     workers = config.workers
     if workers is None:
-        workers = 0 if cuda else distribute.default_workers()
+        workers = 0 if cuda and not config.scheduler else distribute.default_workers()
     threads = config.threads
     if threads is None and not cuda and workers > 0 and not config.scheduler:
         threads = max(1, (os.cpu_count() or 1) // workers)

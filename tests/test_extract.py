@@ -320,3 +320,37 @@ def test_cli_errors_are_one_line(images, tmp_path, args, message):
     args = [a.format(tmp=tmp_path, images=images, empty=tmp_path / "empty") for a in args]
     result = CliRunner().invoke(pipe, ["extract-images", *args, "--weights", "none", "--workers", "0"])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("given, cpus, expected", [
+    (dict(device="cpu"), 8, (2, 4, 1)),                          # CPU: a Dask worker per 4 cores, the cores shared
+    (dict(device="cpu", workers=0), 8, (0, None, 1)),            # in this process when asked
+    (dict(device="cuda"), 16, (0, None, 16)),                    # one GPU: in this process, decode threads
+    (dict(device="cuda:1", decode_threads=4), 16, (0, None, 4)),
+    (dict(device="cuda", workers=2), 16, (2, None, 16)),         # Dask when --workers asks for it
+    (dict(device="cuda", scheduler="tcp://h:8786"), 16, (4, None, 16)),  # or --scheduler
+])
+def test_where_the_work_runs(given, cpus, expected, monkeypatch):
+    from pipeline.extract import plan_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    config = ExtractConfig(backbone="resnet18", weights="none", **given)
+    planned = plan_workers(config)
+    assert (planned.workers, planned.threads, planned.decode_threads) == expected
+    assert config.workers == given.get("workers")  # the caller's config is left as it was
+
+
+def test_the_cli_leaves_the_choice_to_the_library(images, tmp_path, monkeypatch):
+    from pipeline import extract
+
+    seen = {}
+
+    def fake(images_dir, out, config, ids=None, overwrite=False):
+        seen["planned"] = extract.plan_workers(config)
+        raise DataError("stop here")
+
+    monkeypatch.setattr(extract, "extract_images", fake)
+    done = CliRunner().invoke(pipe, ["extract-images", str(images), "--out", str(tmp_path / "s.h5"), "--device",
+                                     "cuda"])
+    assert done.exit_code == 1 and "stop here" in done.output
+    assert seen["planned"].workers == 0  # in-process on a GPU, as the library's rule says
