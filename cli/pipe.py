@@ -139,6 +139,10 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
 @click.option("--bn-samples", default=256, show_default=True, help="Images sampled for --bn-stats dataset.")
 @click.option("--missing", type=click.Choice(["record", "fail"]), default="record", show_default=True,
               help="record: store missing/broken images as zeros with their status. fail: stop and list them.")
+@click.option("--decode", type=click.Choice(extract.DECODES), default="full", show_default=True,
+              help="full: every image decoded at full size. fast: JPEGs decoded at the smallest DCT scale that "
+                   "still covers 224 pixels (several times faster on large photos, slightly other pixels; "
+                   "recorded in the fingerprint; --transform resize only).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(extract.PRECISIONS), default="fp32", show_default=True,
               help="Forward precision; tf32 and bf16 need CUDA. Recorded in the fingerprint.")

@@ -73,7 +73,7 @@ class MAFPredictor:
             extra["bn_buffers"] = self.run.bn_buffers()
         config = ExtractConfig(backbone=wanted["backbone"], weights=weights_arg, transform=transform["name"],
                                bn_stats=wanted["bn_stats"]["mode"], bn_samples=wanted["bn_stats"].get("samples", 256),
-                               seed=seed, workers=0, extra=extra)
+                               seed=seed, workers=0, extra=extra, decode="fast" if wanted.get("decode") else "full")
         out = workdir / "store.h5"
         extract_images(images_dir, out, config, ids=sorted(set(image_ids)))
         store = FeatureStore(out)

@@ -50,8 +50,10 @@ from pipeline.store import FORMAT_VERSION, Shard, assemble, differences, read_sh
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+DECODES = ("full", "fast")
 __all__ = [
     "BACKBONES",
+    "DECODES",
     "PRECISIONS",
     "TRANSFORMS",
     "ExtractConfig",
@@ -70,6 +72,9 @@ class ExtractConfig:
     backbone: str = "resnet152"
     weights: str = "imagenet"        # imagenet | path to a .pth state dict | none (random, seeded)
     transform: str = "resize"        # resize | maf-crop
+    # full: every image decoded at full size; fast: JPEGs at the smallest DCT scale that still
+    # covers 224 pixels (PIL's draft mode; slightly other pixels, so recorded in the fingerprint)
+    decode: str = "full"
     bn_stats: str = "imagenet"       # imagenet (those of the weights) | dataset (AdaBN)
     bn_samples: int = 256            # images sampled to re-estimate BatchNorm statistics
     seed: int = 0                    # random weights, maf-crop offsets, AdaBN sample
@@ -92,6 +97,10 @@ class ExtractConfig:
             raise DataError(f"--backbone {self.backbone}: expected one of {', '.join(BACKBONES)}")
         if self.bn_stats not in ("imagenet", "dataset"):
             raise DataError(f"--bn-stats {self.bn_stats}: expected imagenet or dataset")
+        if self.decode not in DECODES:
+            raise DataError(f"--decode {self.decode}: expected one of {', '.join(DECODES)}")
+        if self.decode == "fast" and self.transform != "resize":
+            raise DataError(f"--decode fast needs --transform resize ({self.transform} crops at full resolution)")
         if self.precision not in PRECISIONS:
             raise DataError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
         if self.precision != "fp32" and not self.device.startswith("cuda"):
@@ -122,6 +131,7 @@ def fingerprint(config: ExtractConfig, weights_identity: dict) -> dict:
         "precision": config.precision,
         "channels_last": config.channels_last,
         "max_pixels": config.max_pixels,
+        **({"decode": "fast-jpeg-draft"} if config.decode == "fast" else {}),  # full: as stores always were
         "dtype": {"regions": "float16", "pooled": "float32"},
         "versions": {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0],
                      "pillow": PIL.__version__},
@@ -164,6 +174,7 @@ class ShardJob:
     batch_size: int
     threads: int | None       # torch threads per task; None: the worker's cores over its task threads
     decode_threads: int       # > 1: a pool decodes the next batch during the forward
+    decode: str = "full"      # full | fast (JPEG draft mode)
 
     @classmethod
     def of(cls, config: ExtractConfig, key: str) -> ShardJob:
@@ -172,7 +183,8 @@ class ShardJob:
         return cls(key=key, backbone=config.backbone, channels=BACKBONES[config.backbone],
                    transform=config.transform, seed=config.seed, max_pixels=config.max_pixels,
                    precision=config.precision, channels_last=config.channels_last, device=config.device,
-                   batch_size=config.batch_size, threads=config.threads, decode_threads=config.decode_threads)
+                   batch_size=config.batch_size, threads=config.threads, decode_threads=config.decode_threads,
+                   decode=config.decode)
 
 _MODEL: dict = {}  # one model per worker process, built on its first task and kept
 _MODEL_LOCK = threading.Lock()  # tasks of one worker may start together on its threads
@@ -218,7 +230,7 @@ def _decoded_batches(items, job: ShardJob):
         image_id, status, data = item
         if status != STATUS["ok"]:
             return status, None
-        return load_tensor(data, image_id, transform, job.max_pixels)
+        return load_tensor(data, image_id, transform, job.max_pixels, fast=job.decode == "fast")
 
     size = job.batch_size
     chunks = [items[i:i + size] for i in range(0, len(items), size)]

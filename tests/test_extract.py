@@ -354,3 +354,57 @@ def test_the_cli_leaves_the_choice_to_the_library(images, tmp_path, monkeypatch)
                                      "cuda"])
     assert done.exit_code == 1 and "stop here" in done.output
     assert seen["planned"].workers == 0  # in-process on a GPU, as the library's rule says
+
+
+@pytest.fixture(scope="module")
+def mixed_images(tmp_path_factory) -> Path:
+    """Large and small JPEGs, a CMYK and an EXIF-rotated JPEG, a PNG, a GIF and a truncated JPEG."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.decode import photo
+
+    folder = tmp_path_factory.mktemp("mixed") / "images"
+    folder.mkdir()
+    for n, size in enumerate([(1024, 768), (2048, 1536), (640, 480), (300, 250), (120, 90)]):
+        (folder / f"jpeg{n}.jpg").write_bytes(photo(*size, seed=n))
+    base = Image.open(folder / "jpeg0.jpg")
+    base.convert("CMYK").save(folder / "cmyk.jpg", quality=85)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    base.save(folder / "rotated.jpg", quality=85, exif=exif)
+    base.save(folder / "png.png")
+    base.convert("P").save(folder / "gif.gif")
+    (folder / "cut.jpg").write_bytes((folder / "jpeg1.jpg").read_bytes()[:5000])
+    return folder
+
+
+def test_fast_decoding_keeps_statuses_and_features(mixed_images, tmp_path):
+    """--decode fast against full: the same statuses, non-JPEG images identical, JPEG features
+    within the measured tolerance (benchmarks/decode.py: cosine > 0.9999 on random weights)."""
+    full, fast = tmp_path / "full.h5", tmp_path / "fast.h5"
+    for out, decode in ((full, "full"), (fast, "fast")):
+        extract_images(mixed_images, out, ExtractConfig(backbone="resnet18", weights="none", workers=0, decode=decode))
+    a, b = FeatureStore(full), FeatureStore(fast)
+    assert a.image_ids == b.image_ids and np.array_equal(a.status, b.status)
+    assert a.status[a.rows["cut"]] == STATUS["unreadable"] and (a.status == STATUS["ok"]).sum() == 9
+    fa, fb = a.gather(a.image_ids), b.gather(b.image_ids)
+    for row, image_id in enumerate(a.image_ids):
+        if image_id in ("png", "gif", "cut"):  # the PIL path as before, byte for byte
+            assert np.array_equal(fa.pooled[row], fb.pooled[row]), image_id
+        elif a.status[row] == STATUS["ok"]:
+            cosine = np.dot(fa.pooled[row], fb.pooled[row]) / np.linalg.norm(fa.pooled[row]) / np.linalg.norm(
+                fb.pooled[row])
+            assert cosine > 0.999, (image_id, cosine)
+    big = a.rows["jpeg1"]  # 2048x1536: decoded at 1/4 scale, so its pixels, and features, differ a little
+    assert not np.array_equal(fa.pooled[big], fb.pooled[big])
+    assert "decode" not in a.fingerprint and b.fingerprint["decode"] == "fast-jpeg-draft"
+    from pipeline.store import store_differences
+
+    assert store_differences(b.fingerprint, a.fingerprint, str(fast))  # a run on one refuses the other
+
+
+def test_fast_decoding_needs_the_resize_transform(images, tmp_path):
+    with pytest.raises(DataError, match="--decode fast needs --transform resize"):
+        extract_images(images, tmp_path / "s.h5", ExtractConfig(backbone="resnet18", weights="none", workers=0,
+                                                                transform="maf-crop", decode="fast"))
