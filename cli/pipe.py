@@ -146,7 +146,10 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(extract.PRECISIONS), default="fp32", show_default=True,
               help="Forward precision; tf32 and bf16 need CUDA. Recorded in the fingerprint.")
-@click.option("--channels-last", is_flag=True, help="channels_last memory format (faster on GPU); recorded.")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True,
+              help="channels_last memory format for the forward: faster on this CPU (1.15x, "
+                   "benchmarks/cpu_forward.py) and on GPUs; features differ by rounding only, so stores made "
+                   "either way are used together.")
 @click.option("--batch-size", default=16, show_default=True, help="Images per forward pass.")
 @click.option("--shard-size", default=256, show_default=True, help="Images per resumable shard (one task).")
 @click.option("--workers", type=int, default=None,

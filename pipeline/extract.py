@@ -79,7 +79,10 @@ class ExtractConfig:
     bn_samples: int = 256            # images sampled to re-estimate BatchNorm statistics
     seed: int = 0                    # random weights, maf-crop offsets, AdaBN sample
     precision: str = "fp32"          # fp32 | tf32 | bf16 (the last two on CUDA only)
-    channels_last: bool = False
+    # channels_last memory format: measured faster on this CPU (1.15x, benchmarks/cpu_forward.py)
+    # and the fast path on GPUs; it moves features by rounding only (1.2e-7 here), so stores
+    # made either way are used together (pipeline/store.py::ROUNDING_ONLY)
+    channels_last: bool = True
     max_pixels: int = MAX_PIXELS
     # how the work is spread: never changes the features
     device: str = "cpu"
@@ -546,8 +549,9 @@ def _assemble(out: Path, shards: _ShardFiles, config: ExtractConfig, print_: dic
 
 
 def _spec(print_: dict) -> dict:
-    """A fingerprint without the measured BatchNorm hash: what a rerun can compare up front."""
-    out = dict(print_)
+    """A fingerprint without the measured BatchNorm hash and the fields that only move features
+    by rounding: what a rerun can compare up front."""
+    out = {k: v for k, v in print_.items() if k not in ("channels_last",)}
     if "bn_stats" in out:
         out["bn_stats"] = {k: v for k, v in out["bn_stats"].items() if k != "sha256"}
     return out

@@ -408,3 +408,19 @@ def test_fast_decoding_needs_the_resize_transform(images, tmp_path):
     with pytest.raises(DataError, match="--decode fast needs --transform resize"):
         extract_images(images, tmp_path / "s.h5", ExtractConfig(backbone="resnet18", weights="none", workers=0,
                                                                 transform="maf-crop", decode="fast"))
+
+
+def test_the_memory_layout_moves_features_by_rounding_only(images, tmp_path):
+    """channels_last (the default, faster) and the plain layout give the same features up to
+    rounding, so a store made either way is reused and accepted by a run of the other."""
+    from pipeline.store import store_differences
+
+    plain, fast = tmp_path / "plain.h5", tmp_path / "fast.h5"
+    extract_images(images, plain, ExtractConfig(backbone="resnet18", weights="none", workers=0, channels_last=False))
+    extract_images(images, fast, ExtractConfig(backbone="resnet18", weights="none", workers=0))
+    a, b = FeatureStore(plain), FeatureStore(fast)
+    assert a.fingerprint["channels_last"] is False and b.fingerprint["channels_last"] is True
+    assert np.allclose(a.gather(a.image_ids).pooled, b.gather(b.image_ids).pooled, atol=1e-5)
+    assert store_differences(a.fingerprint, b.fingerprint) == ""
+    again = extract_images(images, plain, ExtractConfig(backbone="resnet18", weights="none", workers=0))
+    assert again["reused_store"] is True
