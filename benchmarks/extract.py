@@ -105,7 +105,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="the library's default; --no-channels-last for the plain layout")
     parser.add_argument("--decode-threads", type=int, default=None)
     parser.add_argument("--bare-seconds", type=float, default=30.0)
     parser.add_argument("--dir", default=None, help="work folder (default: a temporary one)")

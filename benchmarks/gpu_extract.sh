@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, torchvision, PIL, h5py, os; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'pillow', PIL.__version__, 'h5py', h5py.__version__, 'cpus', os.cpu_count())" | tee -a "$OUT/gpu.txt"
 for precision in bf16 fp32; do
     extra=""
-    [ "$precision" = bf16 ] && extra="--channels-last"
+    [ "$precision" = bf16 ] && extra="--channels-last" || extra="--no-channels-last"
     python3 benchmarks/extract.py --device cuda --images "$N" --batch-size 128 --shard-size 1024 \
         --precision "$precision" $extra --bare-seconds 10 --dir /tmp/maf-gpu-bench 2>&1 | tee "$OUT/$precision.log"
 done
