@@ -57,7 +57,7 @@ def make_sample(out_dir: str, tweets: int, seed: int, overwrite: bool) -> None:
     help="Lower-case text (like bert-base-uncased) or keep case.",
 )
 @click.option("--kind", type=click.Choice(vocab.KINDS), default="wordpiece", show_default=True,
-              help="wordpiece (BERT's), bpe (byte-level BPE, RoBERTa's and BERTweet's kind, with <s> </s>) or "
+              help="wordpiece (BERT's), bpe (byte-level BPE, RoBERTa's kind, with <s> </s>) or "
                    "unigram (SentencePiece-style, XLM-R's and DeBERTa-v3's kind).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
 def build_vocab(data_dir: str, out_dir: str, vocab_size: int, lowercase: bool, kind: str, overwrite: bool) -> None:

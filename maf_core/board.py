@@ -32,7 +32,7 @@ class Board:
         if directory is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(directory), purge_step=first_step or None)
+            self.writer = SummaryWriter(str(directory), purge_step=first_step + 1 if first_step else None)
 
     def steps(self, first: int, losses: torch.Tensor, lrs: list[list[float]], groups: list[str]) -> None:
         """losses (steps, 4): total, ner, ca, cm of each step from step `first` on; lrs: per step, per group."""

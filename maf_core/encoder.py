@@ -81,7 +81,11 @@ def build_encoder(config: MAFConfig):
 
     if config.bert_config is not None:
         values = dict(config.bert_config)
-        encoder_config = AutoConfig.for_model(values.pop("model_type", "bert"), **values)
+        try:
+            encoder_config = AutoConfig.for_model(values.pop("model_type", "bert"), **values)
+        except (ValueError, KeyError) as err:  # a model type this transformers does not know
+            raise DataError(f"the saved text encoder cannot be rebuilt here ({str(err).splitlines()[0]}); "
+                            "install the transformers version it was trained with") from None
         pooling = resolve_pooling(config.pooling, encoder_config.model_type)
         model_class = _model_class(encoder_config)
         encoder = model_class(encoder_config, **_with_pooler(model_class, pooling))
@@ -92,6 +96,7 @@ def build_encoder(config: MAFConfig):
         model_class = _model_class(encoder_config)
         encoder = model_class.from_pretrained(config.bert, config=encoder_config,
                                               **_with_pooler(model_class, pooling))
+        encoder = encoder.float()  # fp32 master weights, whatever dtype the checkpoint was saved in
     else:
         from transformers import BertModel
 

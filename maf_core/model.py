@@ -79,6 +79,8 @@ class MAF(nn.Module):
         batch = input_ids.shape[0]
         world, total = (shard.world, shard.total) if shard is not None else (1, batch)
         input_ids, attention_mask = self._padded(input_ids, attention_mask)
+        if cfg.pad_token_id:  # batches are padded with 0, which is <s> for RoBERTa-like vocabularies
+            input_ids = input_ids.masked_fill(attention_mask == 0, cfg.pad_token_id)
         mask = attention_mask.bool()
         text, text_pooled = self.encode_text(input_ids, attention_mask)  # T (B, L, d), T_s (B, d)
         loss_ca = loss_cm = attention = None

@@ -280,14 +280,15 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
 
     device = distributed.setup(config.device) if distributed.launched() else resolve_device(config.device)
     rank, world = distributed.rank_and_world()
+    # the encoder is built (and refused, for heads that do not fit, say) before anything is written
+    model, trained = build_model(model_config, config.seed, device, rank, world)
     distributed.barrier()  # every process has checked the run directory before the first one writes to it
     if rank == 0:          # the one process that writes files
         run.start(model_config, inputs.record, inputs.store.bn_stats())
-        if state is None:
-            run.save_tokenizer(inputs.meta["tokenizer"]["name_or_path"], inputs.meta["tokenizer"]["vocab_sha256"],
+        if state is None:  # --bert's own tokenizer when given: its vocabulary was checked against the text's
+            run.save_tokenizer(model_config.bert or inputs.meta["tokenizer"]["name_or_path"],
+                               inputs.meta["tokenizer"]["vocab_sha256"],
                                [w for words in inputs.splits["train"].words for w in words])
-
-    model, trained = build_model(model_config, config.seed, device, rank, world)
     optimizer = optimizer_for(model, config)
     train_split = inputs.splits["train"]
     steps_per_epoch = len(epoch_batches(train_split, config, 1, world))
@@ -341,7 +342,10 @@ def build_model(model_config: MAFConfig, seed: int, device: torch.device, rank: 
         return model, model
     from torch.nn.parallel import DistributedDataParallel
 
-    return model, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # BERT's pooler feeds only CA: without CA (text-only, w/o CA) its parameters get no gradient
+    idle_pooler = model.config.pooling == "pooler" and model.alignment is None
+    return model, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=idle_pooler)
 
 
 def loss_parts(config: MAFConfig) -> tuple[str, ...]:
@@ -356,7 +360,11 @@ def dev_annotations(meta: dict) -> dict[str, dict]:
     from maf_core.report import read_annotations
 
     source = meta.get("source")
-    return read_annotations(Path(source) / "annotations.jsonl") if source else {}
+    try:
+        return read_annotations(Path(source) / "annotations.jsonl") if source else {}
+    except (ValueError, KeyError, TypeError, OSError) as err:  # only the histograms need it
+        logger.warning("%s/annotations.jsonl: unreadable (%s); p's histograms are drawn for all tweets", source, err)
+        return {}
 
 
 def run_summary(model: MAF, inputs: Inputs, config: TrainConfig, device: torch.device, world: int,
@@ -427,7 +435,9 @@ def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
 
 def _restore(state: dict, model, optimizer, scheduler, out_dir: Path, rank: int, world: int) -> Progress:
     """Model, optimizer, schedule and RNG as last.pt left them; the progress to continue from."""
-    model.load_state_dict(state["model"])
+    from maf_core.checkpoint import load_state_into
+
+    load_state_into(model, state["model"], out_dir / RunDirectory.LAST)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     rngs = state["rng"]

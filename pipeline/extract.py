@@ -341,7 +341,7 @@ def _prepare_work_dir(work: Path, job_record: dict, overwrite: bool) -> None:
         raise DataError(f"{work}: exists but is not an extraction work directory (no {JOB_FILE}); remove it")
     if path.is_file():
         found = json.loads(path.read_text())
-        if found != job_record:
+        if _without_rounding(found) != _without_rounding(job_record):
             if not overwrite:
                 detail = differences(found, job_record)
                 raise DataError(
@@ -353,6 +353,13 @@ def _prepare_work_dir(work: Path, job_record: dict, overwrite: bool) -> None:
     work.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as handle:
         json.dump(job_record, handle, indent=1, sort_keys=True)
+
+
+def _without_rounding(job_record: dict) -> dict:
+    """A job record whose fingerprint leaves out the memory layout, which moves features by
+    rounding only: shards made with either layout finish one store (other versions still refuse)."""
+    fingerprint = {k: v for k, v in job_record.get("fingerprint", {}).items() if k != "channels_last"}
+    return {**job_record, "fingerprint": fingerprint}
 
 
 def _finished(path: Path, expected_ids: list[str]) -> bool:

@@ -98,7 +98,7 @@ def output_lock(target: str | os.PathLike) -> Iterator[Path]:
 
     from pipeline.errors import DataError
 
-    target = Path(target)
+    target = Path(target).resolve()  # `--out .` names its directory
     lock = target.with_name(f".{target.name}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+", encoding="utf-8") as handle:

@@ -103,7 +103,9 @@ def tokenizer_info(tokenizer, name_or_dir: str) -> dict:
     else:
         lowercase = bool(getattr(tokenizer, "do_lower_case", False))
     return {
-        "name_or_path": str(name_or_dir),
+        # a local directory by its absolute path, so that a run can find it from anywhere
+        "name_or_path": str(Path(name_or_dir).expanduser().resolve()) if Path(name_or_dir).expanduser().is_dir()
+        else str(name_or_dir),
         "class": type(tokenizer).__name__,
         "family": tokenizer_family(tokenizer),
         "vocab_size": len(tokenizer),
@@ -180,10 +182,11 @@ def tokenizer_family(tokenizer) -> str:
     pre-tokenizer), or slow (no fast version)."""
     if not getattr(tokenizer, "is_fast", False):
         return "slow"
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    if "ByteLevel" in json.dumps(spec.get("pre_tokenizer")):
+    backend = tokenizer.backend_tokenizer
+    pre = backend.pre_tokenizer
+    if pre is not None and "ByteLevel" in pre.__getstate__().decode("utf-8", "replace"):  # its JSON, not the vocab
         return "byte-level-bpe"
-    return {"WordPiece": "wordpiece", "Unigram": "sentencepiece"}.get(spec["model"]["type"], "bpe")
+    return {"WordPiece": "wordpiece", "Unigram": "sentencepiece"}.get(type(backend.model).__name__, "bpe")
 
 
 def _encode(tweets: Sequence[Tweet], tokenizer) -> list[tuple[list[int], list[int]]]:

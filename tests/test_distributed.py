@@ -188,3 +188,37 @@ def test_rows_per_process():
     assert split_sizes(64, 3) == [22, 21, 21]
     shard = BatchShard(1, [5, 4])
     assert (shard.world, shard.total, shard.rows) == (2, 9, slice(5, 9))
+
+
+def _text_only_worker(rank: int, world: int, init_file: str, out_dir: str, plain_ddp: bool) -> None:
+    """Two DDP steps of the text-only baseline, whose BERT pooler no loss reads."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from maf_core.train import build_model
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        config = _config().with_ablation(text_only=True)
+        core, model = build_model(config, 0, torch.device("cpu"), rank, world)
+        if plain_ddp:  # what build_model did before: DDP without find_unused_parameters
+            model = DistributedDataParallel(core)
+        shard = BatchShard(rank, split_sizes(BATCH, world))
+        for _ in range(2):
+            _one_step(model.train(), core, _batch(), shard.rows, shard)
+        Path(out_dir, f"done{rank}").write_text("ok")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_text_only_trains_on_two_processes(tmp_path):
+    mp.spawn(_text_only_worker, args=(2, str(tmp_path / "init"), str(tmp_path), False), nprocs=2, join=True)
+    assert (tmp_path / "done0").is_file() and (tmp_path / "done1").is_file()
+
+
+@pytest.mark.slow
+def test_text_only_without_find_unused_parameters_would_fail(tmp_path):
+    """The control: the pooler's parameters get no gradient, and plain DDP stops at the second step."""
+    with pytest.raises(Exception, match="finished reduction|did not receive grad|unused parameters"):
+        mp.spawn(_text_only_worker, args=(2, str(tmp_path / "init"), str(tmp_path), True), nprocs=2, join=True)

@@ -160,6 +160,7 @@ def test_heads_that_do_not_divide_the_width_are_refused_in_one_line(families, sa
     assert done.exit_code == 1 and "Traceback" not in done.output
     assert done.output.strip() == (f"Error: heads 12: CI's attention heads must divide the text encoder's width 64 "
                                    f"({family['encoder']}); leave heads unset to use the encoder's 4")
+    assert not (tmp_path / "r").exists()  # nothing written: the corrected command runs without --resume
 
 
 def test_a_pooler_is_refused_for_an_encoder_without_one(families):
@@ -202,3 +203,14 @@ def test_a_unigram_vocabulary_is_the_same_every_time(sample_dir, tmp_path):
     digests = {vocab_sha256(load_tokenizer(build_vocab(sample_dir, tmp_path / str(n), vocab_size=300,
                                                        kind="unigram")["out_dir"])) for n in range(3)}
     assert len(digests) == 1
+
+
+def test_an_encoder_saved_in_half_precision_trains_in_fp32(families, tmp_path):
+    from transformers import AutoModel
+
+    source = families("bert")["encoder"]
+    half = tmp_path / "half"
+    shutil.copytree(source, half)
+    AutoModel.from_pretrained(str(source)).half().save_pretrained(str(half))
+    model = MAF(MAFConfig.tiny(bert=str(half), scheme="bioes"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

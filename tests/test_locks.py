@@ -80,3 +80,10 @@ def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
     holder.wait()
     with output_lock(tmp_path / "out"):  # kill -9 released it
         assert f"process {os.getpid()} " in (tmp_path / ".out.lock").read_text()
+
+
+def test_the_lock_of_the_current_directory_lies_beside_it(tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    with output_lock(".") as lock:  # `maf train --resume --out .` from inside the run
+        assert lock == tmp_path / ".run.lock"

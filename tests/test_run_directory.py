@@ -126,7 +126,7 @@ def test_weights_that_are_not_safetensors_or_of_another_model_are_refused(traine
 def test_the_run_records_absolute_data_paths_and_keeps_its_tokenizer(trained):
     record = RunDirectory(trained / "run").record
     assert record["features"] == str(trained / "store.h5") and record["text_dir"] == str(trained / "text")
-    assert record["tokenizer"]["name_or_path"] == "tok"  # as the text recorded it: relative to where it was cut
+    assert record["tokenizer"]["name_or_path"] == str(trained / "tok")  # tokenized with "tok": made absolute
     assert (trained / "run" / "tokenizer" / "tokenizer.json").is_file()
 
 
@@ -152,6 +152,7 @@ def test_a_moved_run_says_where_its_data_went_and_takes_the_new_place(trained, t
     shutil.copytree(trained, moved)
     shutil.move(trained / "run", tmp_path / "run-kept")  # the original run and data are gone from their places
     shutil.move(trained / "store.h5", tmp_path / "store-kept.h5")
+    shutil.move(trained / "tok", tmp_path / "tok-kept")  # nor the tokenizer the text was cut with
     try:
         run = str(moved / "run")
         done = CliRunner().invoke(maf, ["evaluate", run])
@@ -171,3 +172,4 @@ def test_a_moved_run_says_where_its_data_went_and_takes_the_new_place(trained, t
     finally:
         shutil.move(tmp_path / "run-kept", trained / "run")
         shutil.move(tmp_path / "store-kept.h5", trained / "store.h5")
+        shutil.move(tmp_path / "tok-kept", trained / "tok")

@@ -155,3 +155,36 @@ def test_short_work_stays_silent_unless_asked_for_a_final_line(caplog):
         with Progress(2, "counted", "items", every=60.0) as bar:
             bar.update(2)
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["counted"]
+
+
+def test_a_resumed_run_continues_its_curves_without_a_gap_or_a_repeat(sample_text, sample_store, tmp_path):
+    run = tmp_path / "run"
+
+    def stop(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, on_epoch_end=stop)
+    train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, resume=True)
+    steps = [e.step for e in _events(run).Scalars("loss/total")]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) % 2 == 0
+
+
+def test_last_pt_of_another_model_is_refused_in_one_line(sample_text, sample_store, tmp_path):
+    import torch
+
+    from maf_core.model import MAF
+    from pipeline.errors import DataError
+
+    run = tmp_path / "run"
+
+    def stop(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, on_epoch_end=stop)
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["model"] = MAF(MAFConfig.tiny(scheme="bioes", hidden_size=48, text_only=True)).state_dict()
+    torch.save(state, run / "last.pt")
+    with pytest.raises(DataError, match=r"last.pt: not weights of the model its config.json describes"):
+        train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, resume=True)
