@@ -149,7 +149,8 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True,
               help="channels_last memory format for the forward: faster on this CPU (1.15x, "
                    "benchmarks/cpu_forward.py) and on GPUs; features differ by rounding only, so stores made "
-                   "either way are used together.")
+                   "either way are used together (with --bn-stats dataset the re-estimated statistics differ "
+                   "slightly too, and a run tells those stores apart).")
 @click.option("--batch-size", default=16, show_default=True, help="Images per forward pass.")
 @click.option("--shard-size", default=256, show_default=True, help="Images per resumable shard (one task).")
 @click.option("--workers", type=int, default=None,

@@ -81,7 +81,8 @@ class ExtractConfig:
     precision: str = "fp32"          # fp32 | tf32 | bf16 (the last two on CUDA only)
     # channels_last memory format: measured faster on this CPU (1.15x, benchmarks/cpu_forward.py)
     # and the fast path on GPUs; it moves features by rounding only (1.2e-7 here), so stores
-    # made either way are used together (pipeline/store.py::ROUNDING_ONLY)
+    # made either way are used together (pipeline/store.py::ROUNDING_ONLY); AdaBN statistics
+    # re-estimated under the other layout differ in their last digits, and so in their hash
     channels_last: bool = True
     max_pixels: int = MAX_PIXELS
     # how the work is spread: never changes the features
