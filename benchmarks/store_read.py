@@ -25,20 +25,18 @@ if __name__ == "__main__":
 
 
 def write_store(path: Path, n: int, channels: int, seed: int = 0) -> None:
-    from pipeline.store import Shard, assemble, write_shard
+    from pipeline.store import RowsFile, Shard
 
     rng = np.random.default_rng(seed)
-    work = path.parent / "work"
-    work.mkdir(exist_ok=True)
-    shards = []
-    for number, start in enumerate(range(0, n, 256)):
+    rows = RowsFile(path.parent / f".{path.name}.partial")
+    rows.create([f"{i:09d}" for i in range(n)], channels, 49)
+    for start in range(0, n, 256):
         m = min(256, n - start)
         ids = [f"{i:09d}" for i in range(start, start + m)]
         shard = Shard(ids, rng.standard_normal((m, 49, channels), dtype=np.float32).astype(np.float16),
                       rng.standard_normal((m, channels), dtype=np.float32), np.zeros(m, np.uint8))
-        shards.append(work / f"shard-{number:06d}.npz")
-        write_shard(shards[-1], shard)
-    assemble(path, shards, n, channels, 49, {"benchmark": True})
+        rows.write(start, shard)
+    rows.finish(path, {"benchmark": True})
 
 
 def rate(fn, batches: list, seconds: float) -> float:

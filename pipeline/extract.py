@@ -1,10 +1,11 @@
 """`maf-pipe extract-images`: run the frozen ResNet once per image, resumably, into store.h5.
 
 The driver lists the ids, reads each file's bytes (so workers need no shared file system),
-hands shards of images to the runner (in-process or Dask), and is the single writer: each
-finished shard goes to `<out>.work/shard-NNNNNN.npz` under a temporary name and is renamed
-when complete. A rerun with the same fingerprint skips finished shards; the final store is
-assembled from the shards and renamed into place, so the output path never holds a partial
+hands shards of images to the runner (in-process or Dask), and is the single writer: the
+store is preallocated as `<out>.work/store.partial.h5`, each finished shard's rows are
+written once into their final place, and a marker `shard-NNNNNN.done` records the shard.
+A rerun with the same fingerprint skips marked shards; the finished file gets its
+fingerprint and is renamed onto the output, so the output path never holds a partial
 store. A different fingerprint in the same work directory is refused unless --overwrite.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ from pipeline.images import (
     read_image_bytes,
 )
 from pipeline.progress import Progress
-from pipeline.store import FORMAT_VERSION, Shard, assemble, differences, read_shard_index, write_shard
+from pipeline.store import FORMAT_VERSION, RowsFile, Shard, differences
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +310,8 @@ def estimate_shard_bn(items: list[tuple[str, int, bytes | None]], job: ShardJob,
 
 @dataclass(frozen=True)
 class _ShardFiles:
-    """The work directory's shards: number n holds ids[n * size:(n + 1) * size], in shard-NNNNNN.npz."""
+    """The work directory: the store being written (store.partial.h5, rows in place) and one
+    marker per finished shard; shard n holds ids[n * size:(n + 1) * size]."""
 
     work: Path
     ids: list[str]
@@ -318,8 +320,13 @@ class _ShardFiles:
     def __len__(self) -> int:
         return math.ceil(len(self.ids) / self.size)
 
+    @property
+    def rows(self) -> RowsFile:
+        return RowsFile(self.work / "store.partial.h5")
+
     def path(self, number: int) -> Path:
-        return self.work / f"shard-{number:06d}.npz"
+        """The marker of shard `number`: written once its rows are in store.partial.h5."""
+        return self.work / f"shard-{number:06d}.done"
 
     def paths(self) -> list[Path]:
         return [self.path(n) for n in range(len(self))]
@@ -364,17 +371,26 @@ def _without_rounding(job_record: dict) -> dict:
 
 
 def _finished(path: Path, expected_ids: list[str]) -> bool:
-    """A shard file from an earlier run that is complete and holds exactly these ids."""
+    """A shard an earlier run finished: its marker names exactly these ids."""
     if not path.is_file():
         return False
-    try:
-        if read_shard_index(path)[0] == expected_ids:
-            return True
-    except Exception:  # noqa: BLE001 - an unreadable shard is simply redone
-        pass
-    logger.warning("%s: unreadable or for other ids; extracting it again", path)
+    if path.read_text(encoding="utf-8").strip() == ids_sha256(expected_ids):
+        return True
+    logger.warning("%s: for other ids; extracting that shard again", path)
     path.unlink()
     return False
+
+
+def _rows_file(shards: _ShardFiles, config: ExtractConfig) -> None:
+    """The store being written, as an earlier run left it, or new (its shards all to do)."""
+    channels, regions = BACKBONES[config.backbone], GRID * GRID
+    if shards.rows.matches(shards.ids, channels, regions):
+        return
+    if shards.rows.path.exists():
+        logger.warning("%s: unreadable or for other ids; starting it again", shards.rows.path)
+    for marker in shards.work.glob("shard-*.done"):
+        marker.unlink()
+    shards.rows.create(shards.ids, channels, regions)
 
 
 def extract_images(images_dir: str | os.PathLike, out: str | os.PathLike, config: ExtractConfig,
@@ -404,6 +420,7 @@ def _extract_locked(images_dir: Path, out: Path, config: ExtractConfig, ids: lis
     _prepare_work_dir(shards.work, job_record, overwrite)
     if config.missing == "fail":  # what the driver can see without decoding, before any work
         _refuse_missing(index, ids)
+    _rows_file(shards, config)
     planned = plan_workers(config)
     job = ShardJob.of(planned, key=hashlib.sha256(json.dumps(job_record, sort_keys=True).encode()).hexdigest())
     todo = _unfinished(shards)
@@ -518,7 +535,9 @@ def _run_shards(config: ExtractConfig, job: ShardJob, state: dict, weights_ident
         try:
             for number, shard in runner.map(extract_shard, _payloads(ids, index, todo, shards.size),
                                             job, shared_state):
-                write_shard(shards.path(number), shard)
+                shards.rows.write(number * shards.size, shard)  # each row once, in its final place
+                with atomic_output(shards.path(number)) as handle:
+                    handle.write(ids_sha256(shard.image_ids) + "\n")
                 extracted += len(shard.image_ids)
                 bar.update(len(shard.image_ids))
         finally:
@@ -529,14 +548,8 @@ def _run_shards(config: ExtractConfig, job: ShardJob, state: dict, weights_ident
 
 
 def _statuses(shards: _ShardFiles, missing: str) -> tuple[list[str], np.ndarray]:
-    """The ids and statuses of every shard (assemble() reads the features once, later); with
-    --missing fail, refuse when some image has no features."""
-    all_ids, statuses = [], []
-    for path in shards.paths():
-        shard_ids, shard_status = read_shard_index(path)
-        all_ids.extend(shard_ids)
-        statuses.append(shard_status)
-    status = np.concatenate(statuses)
+    """The ids and statuses of every image; with --missing fail, refuse when some image has no features."""
+    all_ids, status = list(shards.ids), shards.rows.status()
     if missing == "fail" and (status != STATUS["ok"]).any():
         bad = [(i, int(c)) for i, c in zip(all_ids, status) if c != STATUS["ok"]]
         raise DataError(_missing_message(bad, len(shards.ids)) + f" (the shards stay in {shards.work}; "
@@ -545,15 +558,16 @@ def _statuses(shards: _ShardFiles, missing: str) -> tuple[list[str], np.ndarray]
 
 
 def _assemble(out: Path, shards: _ShardFiles, config: ExtractConfig, print_: dict, ids_sha: str) -> None:
-    """Write the store from the shards; with --bn-stats dataset, add the statistics and their hash."""
+    """Finish the store the shards were written into; with --bn-stats dataset, add the
+    statistics and their hash."""
     final_print, buffers = dict(print_), None
     if config.bn_stats == "dataset":
         buffers = torch.load(shards.work / BN_FILE, weights_only=True)
         final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(buffers))
         buffers = {k: v.numpy() for k, v in buffers.items()}
-    assemble(out, shards.paths(), len(shards.ids), BACKBONES[config.backbone], GRID * GRID, final_print,
-             extra_attrs={"extraction": {"device": config.device, "batch_size": config.batch_size,
-                                         "ids_sha256": ids_sha}}, bn_stats=buffers)
+    shards.rows.finish(out, final_print, extra_attrs={"extraction": {"device": config.device,
+                                                                     "batch_size": config.batch_size,
+                                                                     "ids_sha256": ids_sha}}, bn_stats=buffers)
 
 
 def _spec(print_: dict) -> dict:

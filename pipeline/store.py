@@ -35,54 +35,64 @@ class Shard:
     status: np.ndarray   # (n,) uint8
 
 
-def write_shard(path: str | os.PathLike, shard: Shard) -> None:
-    """Write under a temporary name, then rename: a shard file either is complete or does not exist."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:  # no fsync: a killed process loses nothing the OS has; a rerun
-        np.savez(handle, image_ids=np.asarray(shard.image_ids, dtype=str), regions=shard.regions,
-                 pooled=shard.pooled, status=shard.status)  # also redoes any unreadable shard
-    os.replace(tmp, path)
+class RowsFile:
+    """The store being written: every dataset preallocated at its final size and place, so each
+    feature row is written once, where it stays (no shard files copied in at the end).
 
-
-def read_shard_index(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """Only the ids and statuses of a shard (npz members load on access: the features stay on disk)."""
-    with np.load(path, allow_pickle=False) as data:
-        return [str(i) for i in data["image_ids"]], data["status"]
-
-
-def read_shard(path: str | os.PathLike) -> Shard:
-    with np.load(path, allow_pickle=False) as data:
-        return Shard([str(i) for i in data["image_ids"]], data["regions"], data["pooled"], data["status"])
-
-
-def assemble(out: str | os.PathLike, shard_paths: Sequence[Path], num_images: int, channels: int,
-             num_regions: int, fingerprint: dict, extra_attrs: dict | None = None,
-             bn_stats: dict[str, np.ndarray] | None = None) -> None:
-    """Stream the shards into a temporary HDF5 file beside `out`, then rename it into place.
-
-    `bn_stats`: re-estimated BatchNorm buffers (--bn-stats dataset), kept in the group
-    `bn_stats` so that new images can later be extracted with the very same backbone.
+    `create` writes the ids (known up front) and allocates the numeric datasets contiguously
+    without writing fill values; `write` puts a shard's rows at their offset; `finish` adds the
+    fingerprint and BatchNorm statistics and renames the file onto the output. Between those,
+    only raw rows are written, never HDF5 metadata, so a run killed mid-write leaves a file
+    whose unfinished rows are simply written again (the caller keeps which shards are done).
     """
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            ids = f.create_dataset("image_ids", (num_images,), dtype=h5py.string_dtype("utf-8"))
-            regions = f.create_dataset("regions", (num_images, num_regions, channels), dtype=np.float16)
-            pooled = f.create_dataset("pooled", (num_images, channels), dtype=np.float32)
-            status = f.create_dataset("status", (num_images,), dtype=np.uint8)
-            start = 0
-            for path in shard_paths:
-                shard = read_shard(path)
-                stop = start + len(shard.image_ids)
-                ids[start:stop] = shard.image_ids
-                regions[start:stop] = shard.regions
-                pooled[start:stop] = shard.pooled
-                status[start:stop] = shard.status
-                start = stop
-            if start != num_images:
-                raise RuntimeError(f"shards hold {start} images, expected {num_images}")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def create(self, image_ids: Sequence[str], channels: int, num_regions: int) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        n = len(image_ids)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("image_ids", data=np.asarray(list(image_ids), dtype=object),
+                                 dtype=h5py.string_dtype("utf-8"))
+                for name, shape, dtype in (("regions", (n, num_regions, channels), np.float16),
+                                           ("pooled", (n, channels), np.float32), ("status", (n,), np.uint8)):
+                    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # placed now: later writes touch rows only
+                    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)    # and the space is not written twice
+                    f.create_dataset(name, shape, dtype=dtype, dcpl=dcpl)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def matches(self, image_ids: Sequence[str], channels: int, num_regions: int) -> bool:
+        """An existing file made by `create` for these ids and sizes (readable: not cut by a crash)."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                return (f["regions"].shape == (len(image_ids), num_regions, channels)
+                        and [i.decode() if isinstance(i, bytes) else i for i in f["image_ids"][:]] == list(image_ids))
+        except (OSError, KeyError, ValueError):
+            return False
+
+    def write(self, start: int, shard: Shard) -> None:
+        stop = start + len(shard.image_ids)
+        with h5py.File(self.path, "r+") as f:
+            f["regions"][start:stop] = shard.regions
+            f["pooled"][start:stop] = shard.pooled
+            f["status"][start:stop] = shard.status
+
+    def status(self) -> np.ndarray:
+        with h5py.File(self.path, "r") as f:
+            return f["status"][:]
+
+    def finish(self, out: str | os.PathLike, fingerprint: dict, extra_attrs: dict | None = None,
+               bn_stats: dict[str, np.ndarray] | None = None) -> None:
+        """Attributes and BatchNorm statistics, then fsync and rename onto `out`."""
+        with h5py.File(self.path, "r+") as f:
+            if "bn_stats" in f:  # a finish cut short before
+                del f["bn_stats"]
             for key, value in (bn_stats or {}).items():
                 f.create_dataset(f"bn_stats/{key}", data=np.asarray(value))
             f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
@@ -90,12 +100,9 @@ def assemble(out: str | os.PathLike, shard_paths: Sequence[Path], num_images: in
             f.attrs["format_version"] = FORMAT_VERSION
             for key, value in (extra_attrs or {}).items():
                 f.attrs[key] = json.dumps(value, sort_keys=True)
-        with open(tmp, "rb+") as handle:
+        with open(self.path, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        os.replace(self.path, out)
 
 
 # fingerprint fields that change features in the last digits only: the library versions, and

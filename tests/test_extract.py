@@ -188,12 +188,12 @@ def test_killed_run_resumes_to_the_same_store(tmp_path):
     proc = subprocess.Popen(_cli(*args, "--out", str(out)), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(work.glob("shard-*.npz"))) < 3:
+    while time.time() < deadline and len(list(work.glob("shard-*.done"))) < 3:
         assert proc.poll() is None, "extraction finished before it could be killed"
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list(work.glob("shard-*.npz")))
+    done = len(list(work.glob("shard-*.done")))
     assert 3 <= done < 24 and not out.exists()  # a killed run never leaves a store behind
     resumed = subprocess.run(_cli(*args, "--out", str(out)), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

@@ -12,25 +12,23 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.images import STATUS
-from pipeline.store import FeatureStore, Shard, assemble, store_differences, write_shard
+from pipeline.store import FeatureStore, RowsFile, Shard, store_differences
 
 
 def build_store(path: Path, ids: list[str], channels: int = 6, seed: int = 0, shard_size: int = 4) -> Path:
     """A store of random features (status ok except every fifth id), written the way extraction does."""
     rng = np.random.default_rng(seed)
-    work = path.parent / "work"
-    work.mkdir(exist_ok=True)
-    shards = []
     ids = sorted(ids)
-    for n, start in enumerate(range(0, len(ids), shard_size)):
+    rows = RowsFile(path.parent / f".{path.name}.partial")
+    rows.create(ids, channels, 49)
+    for start in range(0, len(ids), shard_size):
         chunk = ids[start:start + shard_size]
         status = np.array([STATUS["missing"] if (start + i) % 5 == 4 else 0 for i in range(len(chunk))], np.uint8)
         regions = rng.standard_normal((len(chunk), 49, channels)).astype(np.float16)
         pooled = rng.standard_normal((len(chunk), channels)).astype(np.float32)
         regions[status != 0], pooled[status != 0] = 0, 0
-        shards.append(work / f"shard-{n:06d}.npz")
-        write_shard(shards[-1], Shard(chunk, regions, pooled, status))
-    assemble(path, shards, len(ids), channels, 49, {"backbone": "test", "format_version": 1})
+        rows.write(start, Shard(chunk, regions, pooled, status))
+    rows.finish(path, {"backbone": "test", "format_version": 1})
     return path
 
 
@@ -122,19 +120,32 @@ def test_check_finds_zeros_and_nonzeros_in_the_wrong_place(store_path):
     ]
 
 
-def test_assemble_never_leaves_a_partial_store(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    write_shard(work / "a.npz", Shard(["a", "b"], np.zeros((2, 49, 3), np.float16), np.ones((2, 3), np.float32),
-                                      np.zeros(2, np.uint8)))
+def test_rows_are_written_in_place_into_a_contiguous_store(tmp_path):
+    rows = RowsFile(tmp_path / "store.partial.h5")
+    rows.create(["a", "b", "c"], 3, 49)
+    assert rows.matches(["a", "b", "c"], 3, 49) and not rows.matches(["a", "b"], 3, 49)
+    # allocated, not written: the file holds the rows' space, not a copy of zeros (sparse where it can)
+    assert rows.path.stat().st_size >= 3 * 49 * 3 * 2
+    rows.write(1, Shard(["b", "c"], np.ones((2, 49, 3), np.float16), np.ones((2, 3), np.float32),
+                        np.array([0, 2], np.uint8)))
+    rows.write(0, Shard(["a"], np.zeros((1, 49, 3), np.float16), np.zeros((1, 3), np.float32), np.zeros(1, np.uint8)))
+    assert rows.status().tolist() == [0, 0, 2]
     out = tmp_path / "store.h5"
-    with pytest.raises(RuntimeError, match="shards hold 2 images, expected 3"):
-        assemble(out, [work / "a.npz"], 3, 3, 49, {})
-    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["work"]
-    assemble(out, [work / "a.npz"], 2, 3, 49, {"x": 1})
+    rows.finish(out, {"x": 1})
+    assert not rows.path.exists()
     with h5py.File(out, "r") as f:
         assert json.loads(f.attrs["fingerprint"]) == {"x": 1}
         assert f["regions"].chunks is None and f["regions"].compression is None
+        assert f["pooled"][:].tolist() == [[0, 0, 0], [1, 1, 1], [1, 1, 1]]
+    assert FeatureStore(out).image_ids == ["a", "b", "c"]
+
+
+def test_a_rows_file_cut_short_is_not_taken_for_a_store(tmp_path):
+    rows = RowsFile(tmp_path / "store.partial.h5")
+    rows.create(["a", "b"], 3, 49)
+    data = rows.path.read_bytes()
+    rows.path.write_bytes(data[: len(data) // 3])  # a crash while the file was being made
+    assert not rows.matches(["a", "b"], 3, 49)
 
 
 def test_store_differences_ignore_library_versions_with_a_warning(caplog):
@@ -147,3 +158,22 @@ def test_store_differences_ignore_library_versions_with_a_warning(caplog):
     other = dict(newer, weights={"kind": "file", "identity": "sha256:cd"})
     assert store_differences(other, made) == "weights.identity: 'sha256:cd' there, 'sha256:ab' now"
     assert store_differences(made, made) == ""
+
+
+def test_writing_rows_changes_no_byte_outside_the_rows(tmp_path):
+    """So a run killed while writing rows leaves HDF5's metadata as created: the file still reads."""
+    rows = RowsFile(tmp_path / "rows.h5")
+    rows.create([f"{i:03d}" for i in range(10)], 8, 49)
+
+    def outside_the_rows() -> bytes:
+        data = bytearray(rows.path.read_bytes())
+        with h5py.File(rows.path, "r") as f:
+            for name in ("regions", "pooled", "status"):
+                start, size = f[name].id.get_offset(), f[name].id.get_storage_size()
+                data[start:start + size] = bytes(size)
+        return bytes(data)
+
+    before = outside_the_rows()
+    rows.write(2, Shard(["002", "003"], np.ones((2, 49, 8), np.float16), np.ones((2, 8), np.float32),
+                        np.ones(2, np.uint8)))
+    assert outside_the_rows() == before and rows.status().tolist() == [0, 0, 1, 1] + [0] * 6
