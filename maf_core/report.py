@@ -135,6 +135,12 @@ def type_bars(runs: list[Run], out: Path, split: str = "test") -> Path | None:
     return _save(plt, fig, out / "types.png")
 
 
+def corpus_annotations(meta: dict) -> Path | None:
+    """annotations.jsonl beside the corpus a text was tokenized from (the sample corpus has one)."""
+    source = meta.get("source")
+    return Path(source) / "annotations.jsonl" if source else None
+
+
 def read_annotations(path: Path | None) -> dict[str, dict]:
     if path is None or not path.is_file():
         return {}
@@ -374,8 +380,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, case_run: str | Pa
     if annotations is None:  # the sample corpus keeps them beside its splits
         from pipeline.tokenization import read_meta
 
-        source = read_meta(RunDirectory(runs[0].path).data("text_dir", text)).get("source")
-        annotations = Path(source) / "annotations.jsonl" if source else None
+        annotations = corpus_annotations(read_meta(RunDirectory(runs[0].path).data("text_dir", text)))
     notes = read_annotations(Path(annotations) if annotations else None)
     written = {"curves": curves(runs, out), "types": type_bars(runs, out), "match": match_histogram(runs, out, notes)}
     if notes and all(r.report and "test" in r.report for r in runs):

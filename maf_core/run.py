@@ -39,13 +39,6 @@ def check_vocabulary(found: dict, expected: dict, found_in: str, expected_in: st
                         f"{expected['vocab_sha256'][:12]}; {fix}")
 
 
-def load_model(directory: str | Path, device="cpu"):
-    """A trained MAF from a run directory or its best/ (`MAF.from_pretrained`), offline."""
-    from maf_core.model import MAF
-
-    return MAF.from_pretrained(directory, device)
-
-
 def _same_pieces(tokenizer, copy: Path, words: list[str]) -> bool:
     from pipeline.tokenization import load_tokenizer
 
@@ -235,7 +228,9 @@ class RunDirectory:
         model.save_pretrained(self.best)
 
     def load_best(self, device="cpu"):
-        return load_model(self.best, device)
+        from maf_core.model import MAF
+
+        return MAF.from_pretrained(self.best, device)
 
     def write_report(self, report: dict) -> None:
         with atomic_output(self.file(self.REPORT)) as handle:

@@ -302,8 +302,9 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
             logger.warning("the text encoder is %s (no --bert): fine for tests and the offline demo, meaningless "
                            "for real data; pass --bert bert-base-cased or a local encoder directory",
                            describe_encoder(model.config))
-    board = Board(run.file("tb") if rank == 0 and config.tensorboard else None, progress.step,
-                  loss_parts(model.config), dev_annotations(inputs.meta))
+    writes_board = rank == 0 and config.tensorboard
+    board = Board(run.file("tb") if writes_board else None, progress.step, loss_parts(model.config),
+                  dev_annotations(inputs.meta) if writes_board else None)
 
     for epoch in range(progress.epoch, config.epochs + 1):
         started = time.perf_counter()
@@ -355,15 +356,15 @@ def loss_parts(config: MAFConfig) -> tuple[str, ...]:
 
 
 def dev_annotations(meta: dict) -> dict[str, dict]:
-    """annotations.jsonl beside the corpus the text came from (the sample corpus has one): which
-    images match their tweet, so that p's histograms can be drawn per relation."""
-    from maf_core.report import read_annotations
+    """Which images match their tweet (the corpus's annotations.jsonl), so that p's histograms
+    can be drawn per relation."""
+    from maf_core.report import corpus_annotations, read_annotations
 
-    source = meta.get("source")
+    path = corpus_annotations(meta)
     try:
-        return read_annotations(Path(source) / "annotations.jsonl") if source else {}
+        return read_annotations(path)
     except (ValueError, KeyError, TypeError, OSError) as err:  # only the histograms need it
-        logger.warning("%s/annotations.jsonl: unreadable (%s); p's histograms are drawn for all tweets", source, err)
+        logger.warning("%s: unreadable (%s); p's histograms are drawn for all tweets", path, err)
         return {}
 
 

@@ -328,9 +328,6 @@ class _ShardFiles:
         """The marker of shard `number`: written once its rows are in store.partial.h5."""
         return self.work / f"shard-{number:06d}.done"
 
-    def paths(self) -> list[Path]:
-        return [self.path(n) for n in range(len(self))]
-
     def ids_of(self, number: int) -> list[str]:
         return self.ids[number * self.size:(number + 1) * self.size]
 

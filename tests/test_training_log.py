@@ -40,6 +40,15 @@ def logged_run(sample_text, sample_store, tmp_path_factory) -> dict:
     return {"run": run, "log": [r.getMessage() for r in records], "steps_per_epoch": steps}
 
 
+def _interrupted_run(store, text, run, config: TrainConfig = CONFIG) -> None:
+    """A tiny run stopped after its first epoch, as Ctrl-C would: last.pt holds epoch 1."""
+    def stop(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(store, text, run, MAFConfig.tiny(scheme="bioes"), config, on_epoch_end=stop)
+
+
 def _events(run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -120,12 +129,7 @@ def test_tensorboard_off_from_the_yaml_config(sample_text, sample_store, tmp_pat
 def test_a_resumed_run_may_switch_tensorboard_and_progress_settings(sample_text, sample_store, tmp_path):
     run = tmp_path / "run"
     config = replace(CONFIG, epochs=2, tensorboard=False)
-
-    def stop(epoch):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), config, on_epoch_end=stop)
+    _interrupted_run(sample_store, sample_text, run, config)
     train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), replace(config, tensorboard=True,
                                                                                    log_every=5.0), resume=True)
     assert [e.step for e in _events(run).Scalars("dev/f1")] == [2]
@@ -159,12 +163,7 @@ def test_short_work_stays_silent_unless_asked_for_a_final_line(caplog):
 
 def test_a_resumed_run_continues_its_curves_without_a_gap_or_a_repeat(sample_text, sample_store, tmp_path):
     run = tmp_path / "run"
-
-    def stop(epoch):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, on_epoch_end=stop)
+    _interrupted_run(sample_store, sample_text, run)
     train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, resume=True)
     steps = [e.step for e in _events(run).Scalars("loss/total")]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) % 2 == 0
@@ -177,12 +176,7 @@ def test_last_pt_of_another_model_is_refused_in_one_line(sample_text, sample_sto
     from pipeline.errors import DataError
 
     run = tmp_path / "run"
-
-    def stop(epoch):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, on_epoch_end=stop)
+    _interrupted_run(sample_store, sample_text, run)
     state = torch.load(run / "last.pt", weights_only=True)
     state["model"] = MAF(MAFConfig.tiny(scheme="bioes", hidden_size=48, text_only=True)).state_dict()
     torch.save(state, run / "last.pt")
