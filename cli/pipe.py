@@ -141,8 +141,10 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
               help="record: store missing/broken images as zeros with their status. fail: stop and list them.")
 @click.option("--decode", type=click.Choice(extract.DECODES), default="full", show_default=True,
               help="full: every image decoded at full size. fast: JPEGs decoded at the smallest DCT scale that "
-                   "still covers 224 pixels (several times faster on large photos, slightly other pixels; "
-                   "recorded in the fingerprint; --transform resize only).")
+                   "still covers 224 pixels (several times faster on large photos, slightly other pixels). "
+                   "device: JPEGs decoded in batches and resized on --device by torchvision (nvJPEG on CUDA; "
+                   "pixels within one level of full), PNG, GIF, CMYK, EXIF-rotated and broken files through "
+                   "PIL as with full. fast and device are recorded in the fingerprint; --transform resize only.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(extract.PRECISIONS), default="fp32", show_default=True,
               help="Forward precision; tf32 and bf16 need CUDA. Recorded in the fingerprint.")

@@ -40,6 +40,8 @@ from pipeline.images import (
     TRANSFORMS,
     ImageIndex,
     Transform,
+    decode_on_device,
+    jpeg_for_device,
     load_tensor,
     locate,
     normalise,
@@ -51,7 +53,9 @@ from pipeline.store import FORMAT_VERSION, RowsFile, Shard, differences
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "tf32", "bf16")
-DECODES = ("full", "fast")
+DECODES = ("full", "fast", "device")
+# what the fingerprint records of each (full: nothing, as stores always were)
+DECODE_PRINTS = {"fast": "fast-jpeg-draft", "device": "device-jpeg"}
 __all__ = [
     "BACKBONES",
     "DECODES",
@@ -74,7 +78,8 @@ class ExtractConfig:
     weights: str = "imagenet"        # imagenet | path to a .pth state dict | none (random, seeded)
     transform: str = "resize"        # resize | maf-crop
     # full: every image decoded at full size; fast: JPEGs at the smallest DCT scale that still
-    # covers 224 pixels (PIL's draft mode; slightly other pixels, so recorded in the fingerprint)
+    # covers 224 pixels (PIL's draft mode; slightly other pixels, so recorded in the fingerprint);
+    # device: JPEGs decoded and resized by torchvision on --device (nvJPEG on CUDA), the rest as full
     decode: str = "full"
     bn_stats: str = "imagenet"       # imagenet (those of the weights) | dataset (AdaBN)
     bn_samples: int = 256            # images sampled to re-estimate BatchNorm statistics
@@ -104,8 +109,9 @@ class ExtractConfig:
             raise DataError(f"--bn-stats {self.bn_stats}: expected imagenet or dataset")
         if self.decode not in DECODES:
             raise DataError(f"--decode {self.decode}: expected one of {', '.join(DECODES)}")
-        if self.decode == "fast" and self.transform != "resize":
-            raise DataError(f"--decode fast needs --transform resize ({self.transform} crops at full resolution)")
+        if self.decode != "full" and self.transform != "resize":
+            raise DataError(f"--decode {self.decode} needs --transform resize "
+                            f"({self.transform} crops at full resolution, with PIL)")
         if self.precision not in PRECISIONS:
             raise DataError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
         if self.precision != "fp32" and not self.device.startswith("cuda"):
@@ -136,7 +142,7 @@ def fingerprint(config: ExtractConfig, weights_identity: dict) -> dict:
         "precision": config.precision,
         "channels_last": config.channels_last,
         "max_pixels": config.max_pixels,
-        **({"decode": "fast-jpeg-draft"} if config.decode == "fast" else {}),  # full: as stores always were
+        **({"decode": DECODE_PRINTS[config.decode]} if config.decode in DECODE_PRINTS else {}),
         "dtype": {"regions": "float16", "pooled": "float32"},
         "versions": {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0],
                      "pillow": PIL.__version__},
@@ -225,9 +231,13 @@ def _build_model(job: ShardJob, state: dict) -> tuple[ResNetFeatures, torch.devi
     return _MODEL["model"], _MODEL["device"]
 
 
-def _decoded_batches(items, job: ShardJob):
-    """Yield (first position, [(status, uint8 array or None)]) per batch; with a pool, the next
-    batch is decoded while the caller runs the current one through the model."""
+_ON_DEVICE = "device"  # a decode result that says: decode this JPEG on the device, with its batch
+
+
+def _decoded_batches(items, job: ShardJob, device: torch.device):
+    """Yield (first position, [(status, image or None)]) per batch, an image being a uint8
+    (3, S, S) array, or a tensor on `device` for JPEGs decoded there (--decode device).
+    With a pool, the next batch is read while the caller runs the current one through the model."""
     transform = Transform(job.transform, job.seed)
     pool = _MODEL.get("pool")
 
@@ -235,56 +245,106 @@ def _decoded_batches(items, job: ShardJob):
         image_id, status, data = item
         if status != STATUS["ok"]:
             return status, None
+        if job.decode == "device" and jpeg_for_device(data, job.max_pixels):
+            return _ON_DEVICE, data
         return load_tensor(data, image_id, transform, job.max_pixels, fast=job.decode == "fast")
+
+    def finish(chunk, results):
+        """The batch's device JPEGs decoded together; one the decoder refuses goes through PIL."""
+        waiting = [n for n, (code, _) in enumerate(results) if code == _ON_DEVICE]
+        if not waiting:
+            return results
+        images = decode_on_device([results[n][1] for n in waiting], device, transform.size)
+        for n, image in zip(waiting, images):
+            image_id, _, data = chunk[n]
+            results[n] = (STATUS["ok"], image) if image is not None else load_tensor(
+                data, image_id, transform, job.max_pixels)
+        return results
 
     size = job.batch_size
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
     if pool is None:
-        for start, chunk in zip(range(0, len(items), size), chunks):
-            yield start, [decode(item) for item in chunk]
+        for n, chunk in enumerate(chunks):
+            yield n * size, finish(chunk, [decode(item) for item in chunk])
         return
     pending = [pool.submit(decode, item) for item in chunks[0]] if chunks else []
     for n in range(len(chunks)):
         ahead = [pool.submit(decode, item) for item in chunks[n + 1]] if n + 1 < len(chunks) else []
-        yield n * size, [f.result() for f in pending]
+        yield n * size, finish(chunks[n], [f.result() for f in pending])
         pending = ahead
 
 
-def _model_input(arrays: list[np.ndarray], device: torch.device, job: ShardJob) -> torch.Tensor:
-    """uint8 images → a normalised float batch on `device` (copied as uint8: 4x fewer bytes)."""
-    batch = torch.from_numpy(np.stack(arrays))
-    if device.type == "cuda":
-        batch = batch.pin_memory().to(device, non_blocking=True)
+def _model_input(images: list, device: torch.device, job: ShardJob) -> torch.Tensor:
+    """uint8 images → a normalised float batch on `device`. Arrays are copied as uint8 (4x fewer
+    bytes than floats), through pinned memory on CUDA; tensors already there stay there."""
+    host = [n for n, image in enumerate(images) if isinstance(image, np.ndarray)]
+    arrays = torch.from_numpy(np.stack([images[n] for n in host])) if host else None
+    if arrays is not None and device.type == "cuda":
+        arrays = arrays.pin_memory().to(device, non_blocking=True)
+    if len(host) == len(images):
+        batch = arrays
+    else:  # some decoded on the device: the batch in its order
+        from_host = dict(zip(host, arrays)) if host else {}
+        batch = torch.stack([from_host.get(n, image) for n, image in enumerate(images)])
     batch = normalise(batch)
     if job.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
 
 
-def _forward(model, device, job: ShardJob, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    batch = _model_input(arrays, device, job)
+def _launch(model, device, job: ShardJob, images: list) -> tuple:
+    """Start one batch's forward and its copy back; `_land` waits for it. On CUDA the copies go
+    into pinned memory without blocking, so the next batch is queued before this one is read."""
+    batch = _model_input(images, device, job)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.precision == "bf16"):
         regions, pooled = model(batch)
-    return regions.to(torch.float16).cpu().numpy(), pooled.float().cpu().numpy()
+        regions, pooled = regions.to(torch.float16), pooled.float()
+        if device.type != "cuda":
+            return regions, pooled, None
+        host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (regions, pooled))
+        for target, source in zip(host, (regions, pooled)):
+            target.copy_(source, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+    return *host, done
+
+
+def _land(launched: tuple) -> tuple[np.ndarray, np.ndarray]:
+    regions, pooled, done = launched
+    if done is not None:
+        done.synchronize()
+    return regions.numpy(), pooled.numpy()
 
 
 def extract_shard(items: list[tuple[str, int, bytes | None]], job: ShardJob, state: dict) -> Shard:
-    """Worker task: (id, driver status, file bytes) per image → a Shard (zeros where not ok)."""
+    """Worker task: (id, driver status, file bytes) per image → a Shard (zeros where not ok).
+
+    Batch n + 1 is read and its forward queued before the features of batch n are copied out,
+    so the device never waits for one batch's results to be stored."""
     model, device = _worker_model(job, state)
     n, channels = len(items), job.channels
     regions = np.zeros((n, GRID * GRID, channels), np.float16)
     pooled = np.zeros((n, channels), np.float32)
     status = np.zeros(n, np.uint8)
-    for start, decoded in _decoded_batches(items, job):
-        ok = []
-        for offset, (code, array) in enumerate(decoded):
+    in_flight = None  # (rows, launched) of the batch before
+
+    def store(rows, launched):
+        regions[rows], pooled[rows] = _land(launched)
+
+    for start, decoded in _decoded_batches(items, job, device):
+        rows, images = [], []
+        for offset, (code, image) in enumerate(decoded):
             status[start + offset] = code
-            if array is not None:
-                ok.append((start + offset, array))
-        if ok:
-            r, p = _forward(model, device, job, [a for _, a in ok])
-            rows = [row for row, _ in ok]
-            regions[rows], pooled[rows] = r, p
+            if image is not None:
+                rows.append(start + offset)
+                images.append(image)
+        if images:
+            launched = (rows, _launch(model, device, job, images))
+            if in_flight:
+                store(*in_flight)
+            in_flight = launched
+    if in_flight:
+        store(*in_flight)
     return Shard([item[0] for item in items], regions, pooled, status)
 
 
@@ -294,10 +354,10 @@ def estimate_shard_bn(items: list[tuple[str, int, bytes | None]], job: ShardJob,
     model, device = _worker_model(job, state)
 
     def batches():
-        for _, decoded in _decoded_batches(items, job):
-            arrays = [a for _, a in decoded if a is not None]
-            if arrays:
-                yield _model_input(arrays, device, job)
+        for _, decoded in _decoded_batches(items, job, device):
+            images = [image for _, image in decoded if image is not None]
+            if images:
+                yield _model_input(images, device, job)
 
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.precision == "bf16"):
         buffers = estimate_bn_stats(model, batches())

@@ -225,3 +225,70 @@ def load_tensor(data: bytes, image_id: str, transform: Transform, max_pixels: in
         return STATUS["too_large"], None
     except Exception:  # noqa: BLE001 - any decoder failure is this image's status, not a crash
         return STATUS["unreadable"], None
+
+
+# ---------------------------------------------------------------- --decode device
+
+# The JPEGs the device decoder takes exactly as `decode` would read them: YCbCr (RGB) or
+# grayscale, upright, complete. CMYK, EXIF-rotated, truncated and over-limit files take the
+# PIL path, and so get the same statuses whichever path is chosen.
+_DEVICE_MODES = ("RGB", "L")
+_EXIF_ORIENTATION = 0x0112
+
+
+def jpeg_for_device(data: bytes, max_pixels: int = MAX_PIXELS) -> bool:
+    """True for a JPEG that `decode_on_device` may decode: read from its header alone (no pixels).
+
+    It must start with the JPEG start marker and end with the end marker (a cut file lacks it;
+    nvJPEG may fill the rest with grey where PIL refuses), be YCbCr or grayscale, carry no EXIF
+    rotation, and be within `max_pixels`. Everything else keeps the PIL path.
+    """
+    if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
+        return False
+    try:
+        img = Image.open(io.BytesIO(data))
+        return (img.format == "JPEG" and img.mode in _DEVICE_MODES and img.width * img.height <= max_pixels
+                and img.getexif().get(_EXIF_ORIENTATION, 1) == 1)
+    except Exception:  # noqa: BLE001 - an unreadable header: the PIL path gives its status
+        return False
+
+
+def decode_on_device(datas: list[bytes], device, size: int = SIZE) -> list:
+    """Decode JPEGs with torchvision on `device` (nvJPEG in one batch on CUDA, libjpeg-turbo on
+    CPU) and resize each to size x size with antialiased bilinear, as `Transform('resize')`
+    does with PIL (within one level per pixel): uint8 (3, size, size) tensors on `device`, and
+    None for any file the decoder refused (the caller reads those with PIL, for their status).
+    """
+    import warnings
+
+    import torch
+
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # torchvision moved its decoders to torchcodec
+        raise ImportError("--decode device needs torchvision.io.decode_jpeg, which this torchvision lacks; "
+                          "use --decode full or fast") from None
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision")
+        try:
+            images = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:  # one bad file fails the whole batch: decode them one by one
+            images = []
+            for tensor in tensors:
+                try:
+                    images.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    images.append(None)
+    return [None if image is None else resize_tensor(image, size) for image in images]
+
+
+def resize_tensor(image, size: int = SIZE):
+    """uint8 (C, H, W) tensor → uint8 (3, size, size) on its device: bilinear, antialiased, rounded."""
+    import torch
+
+    if image.shape[0] == 1:  # grayscale: the three channels PIL's convert("RGB") gives
+        image = image.expand(3, -1, -1)
+    resized = torch.nn.functional.interpolate(image[None].float(), size=(size, size), mode="bilinear",
+                                              antialias=True, align_corners=False)
+    return resized.round_().clamp_(0, 255).to(torch.uint8)[0]

@@ -404,10 +404,85 @@ def test_fast_decoding_keeps_statuses_and_features(mixed_images, tmp_path):
     assert store_differences(b.fingerprint, a.fingerprint, str(fast))  # a run on one refuses the other
 
 
-def test_fast_decoding_needs_the_resize_transform(images, tmp_path):
-    with pytest.raises(DataError, match="--decode fast needs --transform resize"):
+@pytest.mark.parametrize("decode", ["fast", "device"])
+def test_reduced_decoding_needs_the_resize_transform(images, tmp_path, decode):
+    with pytest.raises(DataError, match=f"--decode {decode} needs --transform resize"):
         extract_images(images, tmp_path / "s.h5", ExtractConfig(backbone="resnet18", weights="none", workers=0,
-                                                                transform="maf-crop", decode="fast"))
+                                                                transform="maf-crop", decode=decode))
+
+
+def _cosines(a: FeatureStore, b: FeatureStore) -> dict[str, float]:
+    fa, fb = a.gather(a.image_ids), b.gather(b.image_ids)
+    return {image_id: float(np.dot(fa.pooled[row], fb.pooled[row])
+                            / (np.linalg.norm(fa.pooled[row]) * np.linalg.norm(fb.pooled[row])))
+            for row, image_id in enumerate(a.image_ids) if a.status[row] == STATUS["ok"]}
+
+
+@pytest.mark.parametrize("decode_threads", [1, 3])
+def test_device_decoding_keeps_statuses_and_features(mixed_images, tmp_path, decode_threads):
+    """--decode device (torchvision's decoder on the extraction device; here the CPU's
+    libjpeg-turbo, on CUDA nvJPEG) against full: the same statuses; CMYK, EXIF-rotated, PNG,
+    GIF and the cut JPEG read by PIL byte for byte; the other JPEGs within one pixel level."""
+    from pipeline.store import store_differences
+
+    full, device = tmp_path / "full.h5", tmp_path / "device.h5"
+    for out, decode in ((full, "full"), (device, "device")):
+        extract_images(mixed_images, out, ExtractConfig(backbone="resnet18", weights="none", workers=0, batch_size=3,
+                                                        decode=decode, decode_threads=decode_threads))
+    a, b = FeatureStore(full), FeatureStore(device)
+    assert a.image_ids == b.image_ids and np.array_equal(a.status, b.status)
+    assert a.status[a.rows["cut"]] == STATUS["unreadable"] and (a.status == STATUS["ok"]).sum() == 9
+    fa, fb = a.gather(a.image_ids), b.gather(b.image_ids)
+    for image_id in ("cmyk", "rotated", "png", "gif", "cut"):
+        assert np.array_equal(fa.pooled[a.rows[image_id]], fb.pooled[b.rows[image_id]]), image_id
+    cosines = _cosines(a, b)
+    assert min(cosines.values()) > 0.9999, cosines
+    assert not np.array_equal(fa.pooled[a.rows["jpeg0"]], fb.pooled[b.rows["jpeg0"]])  # really another decoder
+    assert b.fingerprint["decode"] == "device-jpeg"
+    assert store_differences(b.fingerprint, a.fingerprint, str(device))  # a run on one refuses the other
+
+
+def test_files_the_device_decoder_refuses_are_read_by_pil(mixed_images, tmp_path, monkeypatch):
+    """Every file sent to the device decoder, PNG, GIF and the cut JPEG included: those it
+    refuses get PIL's pixels and status, as with --decode full."""
+    import pipeline.extract as extract
+
+    monkeypatch.setattr(extract, "jpeg_for_device", lambda data, max_pixels: True)
+    full, device = tmp_path / "full.h5", tmp_path / "device.h5"
+    for out, decode in ((full, "full"), (device, "device")):
+        extract_images(mixed_images, out, ExtractConfig(backbone="resnet18", weights="none", workers=0, batch_size=4,
+                                                        decode=decode))
+    a, b = FeatureStore(full), FeatureStore(device)
+    assert np.array_equal(a.status, b.status) and a.status[a.rows["cut"]] == STATUS["unreadable"]
+    fa, fb = a.gather(a.image_ids), b.gather(b.image_ids)
+    for image_id in ("png", "gif"):
+        assert np.array_equal(fa.pooled[a.rows[image_id]], fb.pooled[b.rows[image_id]]), image_id
+
+
+def test_batches_in_flight_land_in_their_rows(mixed_images):
+    """extract_shard queues batch n + 1 before storing batch n: with batches of one, a batch of
+    no readable image between them, every row holds its own image's features."""
+    from pipeline.extract import _MODEL, ShardJob, extract_shard
+    from pipeline.images import ImageIndex, read_image_bytes
+
+    index = ImageIndex(mixed_images)
+    ids = ["jpeg3", "cut", "nothing-here", "jpeg4", "png"]
+    items = [(image_id, *read_image_bytes(index, image_id)) for image_id in ids]
+    state, _ = resolve_weights("resnet18", "none", 0)
+    job = ShardJob(key="test", backbone="resnet18", channels=512, transform="resize", seed=0,
+                   max_pixels=10**8, precision="fp32", channels_last=True, device="cpu", batch_size=1,
+                   threads=1, decode_threads=1)
+    _MODEL.clear()
+    shard = extract_shard(items, job, state)
+    assert list(shard.status) == [STATUS["ok"], STATUS["unreadable"], STATUS["missing"], STATUS["ok"], STATUS["ok"]]
+    for row in (1, 2):
+        assert not shard.pooled[row].any()
+    for row in (0, 3, 4):  # each alone: the same features as in the queued run
+        alone = extract_shard([items[row]], job, state)
+        assert np.array_equal(alone.pooled[0], shard.pooled[row]), ids[row]
+        assert np.array_equal(alone.regions[0], shard.regions[row]), ids[row]
+    assert len({shard.pooled[row].tobytes() for row in (0, 3, 4)}) == 3
+    _MODEL.clear()
 
 
 def test_the_memory_layout_moves_features_by_rounding_only(images, tmp_path):

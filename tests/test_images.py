@@ -16,6 +16,8 @@ from pipeline.images import (
     ImageIndex,
     Transform,
     decode,
+    decode_on_device,
+    jpeg_for_device,
     load_tensor,
     normalise,
     read_image_bytes,
@@ -154,6 +156,33 @@ def test_resize_then_normalise_matches_torchvision():
     ])(img).numpy()
     ours = normalise(torch.from_numpy(Transform("resize")(img, "a"))[None])[0].numpy()
     assert np.abs(ours - reference).max() < 1e-5
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("rgb_jpeg", True), ("gray_jpeg", True),
+    ("cmyk_jpeg", False), ("exif_rotated_jpeg", False),  # PIL converts or rotates them
+    ("palette_png", False), ("gif", False), ("webp", False),
+])
+def test_which_files_the_device_decoder_takes(kind, expected):
+    assert jpeg_for_device(kinds()[kind]) is expected
+
+
+def test_cut_or_oversized_jpegs_stay_with_pil():
+    jpeg = kinds()["rgb_jpeg"]
+    assert not jpeg_for_device(jpeg[: len(jpeg) // 2])  # no end marker
+    assert not jpeg_for_device(jpeg, max_pixels=40 * 30 - 1)  # PIL's path says too_large
+    assert not jpeg_for_device(b"\xff\xd8" + b"\0" * 50 + b"\xff\xd9")  # no header PIL reads
+
+
+def test_device_decoding_matches_pil_within_one_level():
+    photos = {"rgb": _photo((300, 180), seed=3), "gray": _photo((50, 20), seed=4).convert("L")}
+    datas = [_save(img, "JPEG", quality=95) for img in photos.values()]
+    decoded = decode_on_device(datas + [kinds()["palette_png"]], "cpu")
+    assert decoded[-1] is None  # refused: the caller reads it with PIL
+    for data, tensor in zip(datas, decoded):
+        reference = load_tensor(data, "a", Transform())[1]
+        assert tensor.dtype.is_floating_point is False and tuple(tensor.shape) == reference.shape
+        assert np.abs(tensor.numpy().astype(int) - reference.astype(int)).max() <= 1
 
 
 def test_small_images_are_upscaled_or_padded_never_replaced():
