@@ -8,7 +8,7 @@ efficiency = pipeline images/s / bare images/s.
 
     .venv/bin/python benchmarks/extract.py --images 480            # ResNet-152, CPU
     python3 benchmarks/extract.py --device cuda --images 12000 --batch-size 128 --shard-size 1024 \
-        --precision bf16 --channels-last        # benchmarks/gpu_extract.sh runs the GPU set
+        --precision bf16        # benchmarks/gpu_suite.sh runs the GPU set
 
 The last line printed is a JSON object with the figures.
 """

@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--bert", default="base", choices=["tiny", "small", "base"])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--backbone", default="resnet152", help="resnet18 for a quick check of the script")
     parser.add_argument("--original-steps", type=int, default=0,
                         help="time only this many steps of the original design and scale to an epoch (0: whole epoch)")
     parser.add_argument("--profile", default=None, help="write a torch.profiler table of 20 training steps here")
@@ -51,6 +52,7 @@ def main() -> None:
     from maf_core.model import MAF
     from maf_core.online import OnlineFeatures
     from maf_core.train import TrainConfig, _to, optimizer_for, train, train_step
+    from pipeline.backbone import BACKBONES
     from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
     from pipeline.sample import make_sample
     from pipeline.store import FeatureStore
@@ -72,7 +74,7 @@ def main() -> None:
     if not store.is_file():
         started = time.perf_counter()
         summary = extract_images(data / "images", store, ExtractConfig(
-            backbone="resnet152", weights="none", bn_stats="dataset", bn_samples=256, device=args.device,
+            backbone=args.backbone, weights="none", bn_stats="dataset", bn_samples=256, device=args.device,
             precision="bf16" if device.type == "cuda" else "fp32", channels_last=device.type == "cuda",
             batch_size=128, shard_size=1024), ids=ids)
         extract_s = time.perf_counter() - started
@@ -91,9 +93,10 @@ def main() -> None:
 
     # the original design on the same device: pad to 128, ResNet-152 on every step
     split = load_split(text, "train")
-    online = OnlineFeatures(data / "images", ExtractConfig(backbone="resnet152", weights="none"), device=args.device)
+    online = OnlineFeatures(data / "images", ExtractConfig(backbone=args.backbone, weights="none"), device=args.device)
     model = MAF(MAFConfig.from_preset("paper", bert_size=args.bert, tags=meta["tags"],
-                                      vocab_size=meta["tokenizer"]["vocab_size"])).to(device).train()
+                                      vocab_size=meta["tokenizer"]["vocab_size"],
+                                      image_dim=BACKBONES[args.backbone])).to(device).train()
     optimizer = optimizer_for(model, TrainConfig())
     batches = bucketed_batches([len(x) for x in split.input_ids], args.batch_size, shuffle=True, seed=0)
     timed = batches if args.original_steps <= 0 else batches[: args.original_steps + 2]
@@ -123,7 +126,8 @@ def main() -> None:
 
         store_ = FeatureStore(store)
         model = MAF(MAFConfig.from_preset("paper", bert_size=args.bert, tags=meta["tags"],
-                                          vocab_size=meta["tokenizer"]["vocab_size"])).to(device).train()
+                                          vocab_size=meta["tokenizer"]["vocab_size"],
+                                          image_dim=BACKBONES[args.backbone])).to(device).train()
         optimizer = optimizer_for(model, TrainConfig())
         chosen = batches[:24]
 
