@@ -305,7 +305,7 @@ def _launch(model, device, job: ShardJob, images: list) -> tuple:
         for target, source in zip(host, (regions, pooled)):
             target.copy_(source, non_blocking=True)
         done = torch.cuda.Event()
-        done.record()
+        done.record(torch.cuda.current_stream(device))  # the stream the copies were queued on
     return *host, done
 
 
