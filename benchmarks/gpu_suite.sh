@@ -36,13 +36,13 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: JSON lines to stdout, everything
     timeout --kill-after=10 "$limit" "$@" 2>>"$OUT/$name.log" | tee -a "$OUT/$name.log" | grep '^{'
     local rc=${PIPESTATUS[0]}
     if [ $rc -ne 0 ]; then
-        echo "{\"benchmark\": \"gpu_suite\", \"step\": \"$name\", \"rc\": $rc, \"timed_out\": $([ $rc -ge 124 ] && echo true || echo false), \"log\": \"$OUT/$name.log\"}"
+        echo "{\"benchmark\": \"gpu_suite\", \"step\": \"$name\", \"rc\": $rc, \"timed_out\": $([ $rc -eq 124 ] || [ $rc -eq 137 ] && echo true || echo false), \"log\": \"$OUT/$name.log\"}"
         tail -5 "$OUT/$name.log" >&2
     fi
 }
 
 "$PY" - <<'EOF' || exit 1
-import importlib, json, os, platform
+import importlib.util, json, os, platform
 need = ["torch", "torchvision", "PIL", "h5py", "numpy", "transformers", "tokenizers", "safetensors",
         "tensorboard", "yaml"]
 missing = [name for name in need if importlib.util.find_spec(name) is None]
@@ -63,8 +63,8 @@ if [ "$SMOKE" = 1 ]; then
         --device cpu --batch-size 16 --original-steps 2 --dir "$WORK/epoch"
 else
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader > "$OUT/nvidia-smi.txt" 2>&1
-    step extract 270 "$PY" benchmarks/gpu_extract.py --images 10000 --dir "$WORK/extract"
-    step epoch 170 "$PY" benchmarks/gpu_epoch.py --train 4000 --epochs 3 --bert base --device cuda \
+    step extract 250 "$PY" benchmarks/gpu_extract.py --images 10000 --dir "$WORK/extract"
+    step epoch 160 "$PY" benchmarks/gpu_epoch.py --train 4000 --epochs 3 --bert base --device cuda \
         --batch-size 64 --dir "$WORK/epoch"
 fi
 echo "{\"benchmark\": \"gpu_suite\", \"figure\": \"done\", \"seconds\": $(( $(date +%s) - started )), \"logs\": \"$OUT\"}"

@@ -143,7 +143,7 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
               help="full: every image decoded at full size. fast: JPEGs decoded at the smallest DCT scale that "
                    "still covers 224 pixels (several times faster on large photos, slightly other pixels). "
                    "device: JPEGs decoded in batches and resized on --device by torchvision (nvJPEG on CUDA; "
-                   "pixels within one level of full), PNG, GIF, CMYK, EXIF-rotated and broken files through "
+                   "pixels within one level of full on the CPU), PNG, GIF, CMYK, EXIF-rotated and broken files through "
                    "PIL as with full. fast and device are recorded in the fingerprint; --transform resize only.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(extract.PRECISIONS), default="fp32", show_default=True,

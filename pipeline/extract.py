@@ -38,8 +38,10 @@ from pipeline.images import (
     STATUS,
     STATUS_NAMES,
     TRANSFORMS,
+    DeviceDecoderError,
     ImageIndex,
     Transform,
+    check_device_decoder,
     decode_on_device,
     jpeg_for_device,
     load_tensor,
@@ -118,6 +120,12 @@ class ExtractConfig:
             raise DataError(f"--precision {self.precision} needs --device cuda")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise DataError("--device cuda: no CUDA device is visible here")
+        if self.decode == "device":
+            try:
+                check_device_decoder(self.device)
+            except DeviceDecoderError as err:
+                raise DataError(f"--decode device: torchvision cannot decode JPEGs on {self.device} here "
+                                f"({err}); use --decode fast or full") from None
         if self.missing not in ("record", "fail"):
             raise DataError(f"--missing {self.missing}: expected record or fail")
         for name in ("batch_size", "shard_size", "bn_samples"):
@@ -205,7 +213,10 @@ def _worker_model(job: ShardJob, state: dict) -> tuple[ResNetFeatures, torch.dev
     # every task: Dask runs tasks on pool threads, and a new thread starts from OMP_NUM_THREADS=1
     torch.set_num_threads(job.threads or max(1, (os.cpu_count() or 1) // distribute.worker_threads()))
     with _MODEL_LOCK:
-        return _build_model(job, state)
+        model, device = _build_model(job, state)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # per thread: pinned buffers and streams belong to this GPU
+    return model, device
 
 
 def _build_model(job: ShardJob, state: dict) -> tuple[ResNetFeatures, torch.device]:

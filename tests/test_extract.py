@@ -442,6 +442,32 @@ def test_device_decoding_keeps_statuses_and_features(mixed_images, tmp_path, dec
     assert store_differences(b.fingerprint, a.fingerprint, str(device))  # a run on one refuses the other
 
 
+@pytest.mark.parametrize("broken, message", [
+    ("missing", "torchvision cannot decode JPEGs on cpu here (no decoder here)"),
+    ("wrong", "its pixels differ from PIL's"),
+])
+def test_an_unusable_device_decoder_is_refused_before_any_work(images, tmp_path, monkeypatch, broken, message):
+    """A torchvision without the decoder (or one that decodes wrongly) is refused up front,
+    in one line, rather than sending every file to PIL under a device-jpeg fingerprint."""
+    import pipeline.images as images_module
+    from pipeline.images import DeviceDecoderError
+
+    def missing():
+        raise DeviceDecoderError("no decoder here")
+
+    def wrong():
+        return (lambda tensors, mode, device: [torch.zeros((3, 32, 48), dtype=torch.uint8) for _ in tensors],
+                None)
+
+    monkeypatch.setattr(images_module, "_torchvision_decoder", {"missing": missing, "wrong": wrong}[broken])
+    out = tmp_path / "s.h5"
+    result = CliRunner().invoke(pipe, ["extract-images", str(images), "--out", str(out), "--backbone", "resnet18",
+                                       "--weights", "none", "--decode", "device"])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "s.h5.work").exists()
+
+
 def test_files_the_device_decoder_refuses_are_read_by_pil(mixed_images, tmp_path, monkeypatch):
     """Every file sent to the device decoder, PNG, GIF and the cut JPEG included: those it
     refuses get PIL's pixels and status, as with --decode full."""

@@ -174,6 +174,16 @@ def test_cut_or_oversized_jpegs_stay_with_pil():
     assert not jpeg_for_device(b"\xff\xd8" + b"\0" * 50 + b"\xff\xd9")  # no header PIL reads
 
 
+def test_adobe_rgb_jpegs_stay_with_pil():
+    """An Adobe APP14 marker with transform 0: three components stored as RGB, not YCbCr."""
+    jpeg = kinds()["rgb_jpeg"]
+    adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+    assert Image.open(io.BytesIO(jpeg[:2] + adobe + jpeg[2:])).info["adobe_transform"] == 0
+    assert not jpeg_for_device(jpeg[:2] + adobe + jpeg[2:])
+    ycc = adobe[:-1] + b"\x01"  # transform 1: YCbCr, as usual
+    assert jpeg_for_device(jpeg[:2] + ycc + jpeg[2:])
+
+
 def test_device_decoding_matches_pil_within_one_level():
     photos = {"rgb": _photo((300, 180), seed=3), "gray": _photo((50, 20), seed=4).convert("L")}
     datas = [_save(img, "JPEG", quality=95) for img in photos.values()]
