@@ -331,7 +331,7 @@ def extract_shard(items: list[tuple[str, int, bytes | None]], job: ShardJob, sta
     """Worker task: (id, driver status, file bytes) per image → a Shard (zeros where not ok).
 
     Batch n + 1 is read and its forward queued before the features of batch n are copied out,
-    so the device never waits for one batch's results to be stored."""
+    so the device need not wait while the host stores one batch's results."""
     model, device = _worker_model(job, state)
     n, channels = len(items), job.channels
     regions = np.zeros((n, GRID * GRID, channels), np.float16)

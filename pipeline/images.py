@@ -301,6 +301,8 @@ def decode_on_device(datas: list[bytes], device, size: int = SIZE) -> list:
 
     device = torch.device(device)
     tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
+    if device.type == "cuda" and device.index is None:  # torchvision keeps one decoder per device name
+        device = torch.device("cuda", torch.cuda.current_device())
     if device.type != "cuda":
         return _decode_and_resize(tensors, device, size)
     side, current = _side_stream(device), torch.cuda.current_stream(device)
