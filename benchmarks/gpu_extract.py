@@ -204,8 +204,8 @@ def parity(root: Path, device: str, batch_size: int) -> dict:
     from PIL import Image
 
     from benchmarks.decode import photo
-    from pipeline.extract import ShardJob, _decoded_batches
-    from pipeline.images import MAX_PIXELS, STATUS
+    from pipeline.extract import ExtractConfig, ShardJob, _decoded_batches
+    from pipeline.images import STATUS
 
     rng = random.Random(0)
     files: dict[str, bytes] = {}
@@ -226,9 +226,8 @@ def parity(root: Path, device: str, batch_size: int) -> dict:
     items = [(name, STATUS["ok"], data) for name, data in sorted(files.items())]
     results = {}
     for decode in ("full", "device"):
-        job = ShardJob(key="parity", backbone="resnet18", channels=512, transform="resize", seed=0,
-                       max_pixels=MAX_PIXELS, precision="fp32", channels_last=True, device=device,
-                       batch_size=batch_size, threads=None, decode_threads=1, decode=decode)
+        job = ShardJob.of(ExtractConfig(backbone="resnet18", weights="none", device=device, batch_size=batch_size,
+                                        decode=decode, decode_threads=1), key="parity")
         results[decode] = [r for _, batch in _decoded_batches(items, job, torch.device(device)) for r in batch]
     statuses = {"full": [int(c) for c, _ in results["full"]], "device": [int(c) for c, _ in results["device"]]}
     differ = [name for (name, _, _), a, b in zip(items, statuses["full"], statuses["device"]) if a != b]

@@ -495,9 +495,8 @@ def test_batches_in_flight_land_in_their_rows(mixed_images):
     ids = ["jpeg3", "cut", "nothing-here", "jpeg4", "png"]
     items = [(image_id, *read_image_bytes(index, image_id)) for image_id in ids]
     state, _ = resolve_weights("resnet18", "none", 0)
-    job = ShardJob(key="test", backbone="resnet18", channels=512, transform="resize", seed=0,
-                   max_pixels=10**8, precision="fp32", channels_last=True, device="cpu", batch_size=1,
-                   threads=1, decode_threads=1)
+    job = ShardJob.of(ExtractConfig(backbone="resnet18", weights="none", batch_size=1, threads=1, decode_threads=1),
+                      key="test")
     _MODEL.clear()
     shard = extract_shard(items, job, state)
     assert list(shard.status) == [STATUS["ok"], STATUS["unreadable"], STATUS["missing"], STATUS["ok"], STATUS["ok"]]
