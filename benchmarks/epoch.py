@@ -56,11 +56,12 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from maf_core.config import MAFConfig
+    from maf_core.config import MAFConfig, TrainConfig
     from maf_core.data import bucketed_batches, collate, load_split
     from maf_core.model import MAF
     from maf_core.online import OnlineFeatures
-    from maf_core.train import TrainConfig, optimizer_for, train_step
+    from maf_core.optim import optimizer_for
+    from maf_core.train import train_step
     from pipeline.extract import ExtractConfig
     from pipeline.store import FeatureStore
     from pipeline.tokenization import read_meta

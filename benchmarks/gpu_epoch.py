@@ -47,11 +47,13 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from maf_core.config import MAFConfig
+    from maf_core.config import MAFConfig, TrainConfig
     from maf_core.data import bucketed_batches, collate, load_split
+    from maf_core.inference import to_device
     from maf_core.model import MAF
     from maf_core.online import OnlineFeatures
-    from maf_core.train import TrainConfig, _to, optimizer_for, train, train_step
+    from maf_core.optim import optimizer_for
+    from maf_core.train import train, train_step
     from pipeline.backbone import BACKBONES
     from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
     from pipeline.sample import make_sample
@@ -106,7 +108,7 @@ def main() -> None:
         pad = 128 - batch["input_ids"].shape[1]
         batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, pad))
         batch["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, pad))
-        train_step(model, optimizer, _to(batch, device), device, generator=torch.Generator().manual_seed(n))
+        train_step(model, optimizer, to_device(batch, device), device, generator=torch.Generator().manual_seed(n))
 
     warm = min(2, len(timed) - 1)
     for n, indices in enumerate(timed[:warm]):  # warm-up (cuDNN autotuning of the ResNet shapes)
@@ -132,7 +134,7 @@ def main() -> None:
         chosen = batches[:24]
 
         def trainer_step(n, indices):
-            train_step(model, optimizer, _to(collate(split, indices, store_), device), device,
+            train_step(model, optimizer, to_device(collate(split, indices, store_), device), device,
                        generator=torch.Generator().manual_seed(n))
 
         for n, indices in enumerate(chosen[:4]):

@@ -103,9 +103,11 @@ def prepare(root: Path, tweets: int, backbone: str) -> dict:
 
 
 def analyse(run: Path, annotations: dict) -> dict:
-    from maf_core.report import image_decided_scores, load_runs
+    from maf_core.metrics import image_decided_scores
+    from maf_core.report import load_runs
 
-    return image_decided_scores(load_runs([run])[0], annotations)
+    finished = load_runs([run])[0]
+    return image_decided_scores(finished.predictions, annotations, finished.report, finished.has_matching)
 
 
 def main() -> None:
@@ -125,8 +127,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    from maf_core.config import MAFConfig
-    from maf_core.train import TrainConfig, train
+    from maf_core.config import MAFConfig, TrainConfig
+    from maf_core.train import train
 
     root = Path(args.dir or f"benchmarks/.sample-experiment-{args.tweets}")
     paths = prepare(root, args.tweets, args.backbone)

@@ -1,10 +1,12 @@
-"""What the click groups share: expected input errors become one line, not a traceback."""
+"""What the click groups share: expected input errors become one line, not a traceback; --config
+FILE.yaml as a command's defaults; logging."""
 from __future__ import annotations
 
 import logging
 import os
 
 import click
+import yaml
 
 from pipeline.errors import DataError
 
@@ -30,3 +32,30 @@ def setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--config FILE.yaml: its keys become this command's defaults; flags given still win."""
+    if value is None:
+        return value
+    try:
+        with open(value, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle) or {}
+    except OSError as err:
+        raise click.BadParameter(f"{value}: {err.strerror}", ctx, param) from None
+    except yaml.YAMLError as err:
+        raise click.BadParameter(f"{value}: not valid YAML ({err})", ctx, param) from None
+    if not isinstance(loaded, dict):
+        raise click.BadParameter(f"{value}: expected a mapping of option names to values", ctx, param)
+    names = {}  # long option name (text, batch-size) -> parameter name (text_dir, batch_size)
+    for option in ctx.command.params:
+        if option.name != "config":
+            for flag in option.opts:
+                if flag.startswith("--") and not flag.startswith("--no-"):
+                    names[flag[2:]] = option.name
+    unknown = sorted(str(k) for k in loaded if str(k).replace("_", "-") not in names)
+    if unknown:
+        raise DataError(f"{value}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    values = {names[str(k).replace("_", "-")]: v for k, v in loaded.items()}
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value

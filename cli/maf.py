@@ -1,46 +1,34 @@
 """`maf`: train, evaluate, apply and score MAF, and draw reports of runs."""
 from __future__ import annotations
 
-import json
 import os
 
 import click
 
-from cli.common import Group, setup_logging
-from maf_core.config import BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS
+from cli.common import Group, load_config_file, setup_logging
+from maf_core import distributed
+from maf_core.config import BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS, MAFConfig, TrainConfig
+from maf_core.inference import evaluate_run
+from maf_core.metrics import read_pair, score, table
+from maf_core.online import features_source
+from maf_core.predict import MAFPredictor, read_items, write_records
+from maf_core.report import write_figures
+from maf_core.seeds import summary_table, train_runs
+from pipeline.errors import DataError
+from pipeline.extract import ExtractConfig
+from pipeline.images import TRANSFORMS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """--config FILE.yaml: its keys become this command's defaults; flags given still win."""
-    if value is None:
-        return value
-    import yaml
-
-    from pipeline.errors import DataError
-
+def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] | None:
+    """--seeds 1,2,3 (or a YAML list) as integers."""
+    if not value:
+        return None
     try:
-        with open(value, encoding="utf-8") as handle:
-            loaded = yaml.safe_load(handle) or {}
-    except OSError as err:
-        raise click.BadParameter(f"{value}: {err.strerror}", ctx, param) from None
-    except yaml.YAMLError as err:
-        raise click.BadParameter(f"{value}: not valid YAML ({err})", ctx, param) from None
-    if not isinstance(loaded, dict):
-        raise click.BadParameter(f"{value}: expected a mapping of option names to values", ctx, param)
-    names = {}  # long option name (text, batch-size) -> parameter name (text_dir, batch_size)
-    for option in ctx.command.params:
-        if option.name != "config":
-            for flag in option.opts:
-                if flag.startswith("--") and not flag.startswith("--no-"):
-                    names[flag[2:]] = option.name
-    unknown = sorted(str(k) for k in loaded if str(k).replace("_", "-") not in names)
-    if unknown:
-        raise DataError(f"{value}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    values = {names[str(k).replace("_", "-")]: v for k, v in loaded.items()}
-    ctx.default_map = {**(ctx.default_map or {}), **values}
-    return value
+        return [int(x) for x in (value.split(",") if isinstance(value, str) else value) if str(x).strip()]
+    except (TypeError, ValueError):
+        raise DataError(f"--seeds {value!r}: expected comma-separated integers such as 1,2,3") from None
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -60,9 +48,10 @@ def main(verbose: bool) -> None:
 @click.option("--images", "images_dir", type=click.Path(file_okay=False),
               help="Instead of --features: run the frozen ResNet on these images in every step (the original "
                    "design, as a baseline; slow). With --backbone, --weights, --transform.")
-@click.option("--backbone", default="resnet152", show_default=True, help="With --images.")
-@click.option("--weights", default="imagenet", show_default=True, help="With --images: imagenet, a .pth, or none.")
-@click.option("--transform", type=click.Choice(["resize", "maf-crop"]), default="resize", show_default=True,
+@click.option("--backbone", default=ExtractConfig.backbone, show_default=True, help="With --images.")
+@click.option("--weights", default=ExtractConfig.weights, show_default=True,
+              help="With --images: imagenet, a .pth, or none.")
+@click.option("--transform", type=click.Choice(TRANSFORMS), default=ExtractConfig.transform, show_default=True,
               help="With --images.")
 @click.option(
     "--text", "text_dir", required=True, type=click.Path(file_okay=False), help="TEXT_DIR from maf-pipe tokenize."
@@ -73,20 +62,22 @@ def main(verbose: bool) -> None:
                    "(bert-base-cased, bert-large-cased, roberta-large, xlm-roberta-large, vinai/bertweet-base, "
                    "DeBERTa ...). The text must be tokenized with its tokenizer. d, CI's heads and widths follow "
                    "its config.")
-@click.option("--bert-config", type=click.Choice(list(BERT_SIZES)), default="base", show_default=True,
+@click.option("--bert-config", type=click.Choice(list(BERT_SIZES)), default=MAFConfig.bert_size, show_default=True,
               help="Without --bert: a RANDOM-init BERT of this size with the tokenizer's vocabulary (tests and "
                    "the offline demo; the run and its report say so).")
-@click.option("--preset", type=click.Choice(PRESETS), default="paper", show_default=True,
+@click.option("--preset", type=click.Choice(PRESETS), default=PRESETS[0], show_default=True,
               help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
                    "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "
                    "negatives made from another tweet's image, a bilinear CM and tags learned on each "
                    "tweet's own image, the setting whose p tells related images from unrelated ones. "
-                   "Every value: README, The model.")
-@click.option("--epochs", default=24, show_default=True, help="Passes over the training split (the paper: 24).")
-@click.option("--batch-size", default=64, show_default=True,
+                   "Every value: docs/model.md.")
+@click.option("--epochs", default=TrainConfig.epochs, show_default=True,
+              help="Passes over the training split (the paper: 24).")
+@click.option("--batch-size", default=TrainConfig.batch_size, show_default=True,
               help="Tweets per optimisation step, over all processes under torchrun (the paper: 64).")
-@click.option("--lr", default=5e-5, show_default=True, help="AdamW learning rate (10% warm-up, linear decay to 0).")
-@click.option("--head-lr", type=float, default=None,
+@click.option("--lr", default=TrainConfig.lr, show_default=True,
+              help="AdamW learning rate (10% warm-up, linear decay to 0).")
+@click.option("--head-lr", type=float, default=TrainConfig.head_lr,
               help="Learning rate of everything after BERT (CA, CI, CM, CF, CRF) [default: --lr].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
               help="adamw (10% warm-up, linear decay to 0, global clipping) or bertadam (the released "
@@ -94,10 +85,11 @@ def main(verbose: bool) -> None:
 @click.option("--batching", type=click.Choice(BATCHINGS), default=None,
               help="Batches of similar-length tweets (less padding; rows in random order inside) or "
                    "random batches [default: the preset's; released-code: random, others: length].")
-@click.option("--seed", default=1, show_default=True,
+@click.option("--seed", default=TrainConfig.seed, show_default=True,
               help="Seeds the model's initialisation, batch order, dropout and CM negatives: same seed, same run.")
-@click.option("--seeds", default=None, help="Comma-separated seeds (1,2,3): one run per seed in OUT/seed-N, "
-                                             "and OUT/summary.json with mean and std.")
+@click.option("--seeds", default=None, callback=_seed_list,
+              help="Comma-separated seeds (1,2,3): one run per seed in OUT/seed-N, and OUT/summary.json with "
+                   "mean and std.")
 @click.option("--swap", type=click.Choice(CHOICES["swap"]), default=None,
               help="CM negatives: the other tweet's C (c, the paper's wording, which a linear CM cannot "
                    "separate, see README) or C recomputed from this text and the other tweet's image "
@@ -108,7 +100,7 @@ def main(verbose: bool) -> None:
 @click.option("--ner-pairs", type=click.Choice(CHOICES["ner_pairs"]), default=None,
               help="In training, a tweet whose C was swapped learns its tags from p times the swapped C "
                    "(swapped) or from its own image (true) [default: the preset's: swapped, recommended: true].")
-@click.option("--pooling", type=click.Choice(CHOICES["pooling"]), default="auto", show_default=True,
+@click.option("--pooling", type=click.Choice(CHOICES["pooling"]), default=MAFConfig.pooling, show_default=True,
               help="T_s, the sentence vector CA aligns with the image: the encoder's tanh pooler (BERT, the "
                    "paper), the first token's state, or the mean of the pieces; auto: pooler for BERT, first for "
                    "RoBERTa, XLM-R, BERTweet and DeBERTa (whose pooler is untrained or absent).")
@@ -117,16 +109,16 @@ def main(verbose: bool) -> None:
 @click.option("--no-alignment", is_flag=True, help="Ablation: without CA.")
 @click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
 @click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=None, help="bf16 autocast [default: on with CUDA, off on CPU].")
+@click.option("--device", default=TrainConfig.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=TrainConfig.amp, help="bf16 autocast [default: on with CUDA, off on CPU].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
+@click.option("--tensorboard/--no-tensorboard", default=TrainConfig.tensorboard, show_default=True,
               help="TensorBoard event files in OUT/tb/: losses and learning rates per step, dev P/R/F1 and "
                    "histograms of p per epoch (`tensorboard --logdir runs/`).")
-@click.option("--log-every", default=30.0, show_default=True,
+@click.option("--log-every", default=TrainConfig.log_every, show_default=True,
               help="Seconds between progress lines when stderr is not a terminal (a live bar when it is).")
 @click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
-              callback=_load_config_file,
+              callback=load_config_file,
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
 def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, preset, epochs,
@@ -145,70 +137,32 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
     stays the global batch, split over the processes; CA and CM draw negatives from all of it,
     so N processes train what one process would. The first process writes the run.
     """
-    from maf_core.config import MAFConfig
-    from maf_core.train import TrainConfig
-    from pipeline.errors import DataError
-
-    if (features is None) == (images_dir is None):
-        raise DataError(
-            "give exactly one of --features store.h5 (cached features) and --images DIR (the ResNet in every step)"
-        )
-    if images_dir is not None:
-        from maf_core.online import OnlineFeatures
-        from maf_core.train import resolve_device
-        from pipeline.extract import ExtractConfig
-
-        features = OnlineFeatures(images_dir, ExtractConfig(backbone=backbone, weights=weights, transform=transform,
-                                                            seed=seed), resolve_device(device))
-    chosen = {"swap": swap, "matching_head": matching_head, "ner_pairs": ner_pairs, "heads": heads}
-    try:
-        model_config = MAFConfig.from_preset(preset, bert=bert, bert_size=bert_config, pooling=pooling,
-                                             **{k: v for k, v in chosen.items() if v is not None})
-    except ValueError as error:  # a combination the model refuses, with its reason
-        flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in chosen.items() if value)
-        raise DataError(f"--preset {preset} {flags}: {error}") from None
-    model_config = model_config.with_ablation(no_alignment, no_matching, text_only)
+    source = features_source(features, images_dir, ExtractConfig(backbone=backbone, weights=weights,
+                                                                 transform=transform, seed=seed), device)
+    model_config = MAFConfig.from_options(preset, no_alignment, no_matching, text_only, bert=bert,
+                                          bert_size=bert_config, pooling=pooling, swap=swap,
+                                          matching_head=matching_head, ner_pairs=ner_pairs, heads=heads)
     config = TrainConfig.for_preset(preset, epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, seed=seed,
                                     device=device, amp=amp, optimizer=optimizer, batching=batching,
                                     tensorboard=tensorboard, log_every=log_every)
-    from maf_core import distributed
-
-    lead = int(os.environ.get("RANK", "0")) == 0
-    try:
-        _train(features, text_dir, out_dir, model_config, config, seeds, resume, lead)
-    finally:
-        if distributed.rank_and_world()[1] > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+    with distributed.session():
+        result = train_runs(source, text_dir, out_dir, model_config, config, seeds, resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the first process prints
+        _print_training(result, seeds, out_dir, model_config.bert is None)
 
 
-def _train(features, text_dir, out_dir, model_config, config, seeds, resume, lead: bool) -> None:
-    from maf_core.metrics import table
-    from maf_core.train import summary_table, train_seeds
-    from maf_core.train import train as run_training
-    from pipeline.errors import DataError
-
-    echo = click.echo if lead else (lambda *args, **kwargs: None)
-    if seeds:
-        try:
-            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-        except ValueError:
-            raise DataError(f"--seeds {seeds!r}: expected comma-separated integers such as 1,2,3") from None
-        summary = train_seeds(features, text_dir, out_dir, model_config, config, seed_list, resume=resume)
-        for split in ("valid", "test"):
-            if split in summary:
-                echo(summary_table(summary, split))
-        echo(f"{len(seed_list)} runs and summary.json written to {out_dir}")
-        return
-    report = run_training(features, text_dir, out_dir, model_config, config, resume=resume)
+def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_encoder: bool) -> None:
+    """The test table of one run (with its best epoch), or mean ± std over seeds."""
     for split in ("valid", "test"):
-        if split in report:
-            echo(table(report[split], split))
-    echo(f"best epoch {report['best_epoch']}; run written to {out_dir}")
-    if model_config.bert is None:
-        echo(f"note: the text encoder was {report['encoder']} (no --bert): these scores say nothing about a "
-             "pretrained encoder")
+        if split in result:
+            click.echo(summary_table(result, split) if seeds else table(result[split], split))
+    if seeds:
+        click.echo(f"{len(seeds)} runs and summary.json written to {out_dir}")
+        return
+    click.echo(f"best epoch {result['best_epoch']}; run written to {out_dir}")
+    if random_encoder:
+        click.echo(f"note: the text encoder was {result['encoder']} (no --bert): these scores say nothing about a "
+                   "pretrained encoder")
 
 
 @main.command("evaluate")
@@ -227,32 +181,7 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
 
     The store and the text must belong to the run: same store fingerprint, same vocabulary
     and tag scheme; if they have moved since training, pass --features and --text."""
-    from pathlib import Path
-
-    from maf_core.data import check_store, load_split
-    from maf_core.metrics import table
-    from maf_core.run import RunDirectory
-    from maf_core.train import evaluate_split, resolve_device, write_predictions
-    from pipeline.errors import DataError
-    from pipeline.store import FeatureStore
-    from pipeline.tokenization import read_meta
-
-    run = RunDirectory.open(run_dir)
-    store = FeatureStore(run.data("features", features))
-    run.check_store(store, hint="; extract with the run's settings, or use `maf predict --images`, which extracts "
-                                "with the run's exact backbone")
-    text = run.data("text_dir", text_dir)
-    meta = read_meta(text)
-    run.check_text(meta, text)
-    if split not in meta["splits"]:
-        raise DataError(f"{text}: has no split {split!r} (it has {', '.join(meta['splits'])})")
-    data = load_split(text, split)
-    check_store(data, store, text)
-    device = resolve_device("auto")
-    model = run.load_best(device)
-    scores, predicted, probs = evaluate_split(model, data, store, model.config.tags, model.config.scheme, 64, device)
-    target = Path(out_dir) if out_dir else run.predictions(text_dir)
-    write_predictions(target, data, predicted, probs)
+    scores, target = evaluate_run(run_dir, split, features, text_dir, out_dir, 64)
     click.echo(table(scores, split))
     click.echo(f"predictions written to {target}/{split}.conll and .jsonl")
 
@@ -272,15 +201,9 @@ def predict(run_dir, input_path, images_dir, features, weights, out_path) -> Non
     Images come from a store made with the run's fingerprint (--features), or are extracted
     now from --images with the run's own backbone, transform and BatchNorm statistics, so
     new features match the ones the model was trained on."""
-    from maf_core.predict import MAFPredictor, read_items
-    from pipeline.files import atomic_output
-
-    items = read_items(input_path)
-    predictor = MAFPredictor.from_pretrained(run_dir)
-    records = predictor.predict(items, features=features, images_dir=images_dir, weights=weights)
-    with atomic_output(out_path) as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    records = MAFPredictor.from_pretrained(run_dir).predict(read_items(input_path), features=features,
+                                                            images_dir=images_dir, weights=weights)
+    write_records(out_path, records)
     found = sum(len(r["entities"]) for r in records)
     click.echo(f"{len(records)} tweets, {found} entities -> {out_path}")
 
@@ -294,15 +217,12 @@ def score_cmd(gold: str, pred: str | None) -> None:
     GOLD and PRED: two CoNLL files (IMGID records, same tweets and words in order).
     GOLD alone: one file of `word gold predicted` columns, blank lines between sentences.
     """
-    from maf_core.metrics import read_pair, score, table
-
     gold_tags, pred_tags = read_pair(gold, pred)
     scores = score(gold_tags, pred_tags)
     click.echo(table(scores, "score"))
     for name, values in sorted(scores["types"].items()):
         click.echo(f"  {name:<6} P {values['precision']:6.2f}  R {values['recall']:6.2f}  "
                    f"F1 {values['f1']:6.2f}  ({values['support']} gold)")
-
 
 
 @main.command("report")
@@ -325,9 +245,7 @@ def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations, fea
     """PNG figures of finished runs (a --seeds folder counts as all its seeds): training curves,
     F1 per type side by side, histograms of the match probability p, and a case study of CI
     attention over the image for each predicted entity."""
-    from maf_core.report import write_report
-
-    written = write_report(list(run_dirs), out_dir, case_run, [i.strip() for i in ids.split(",")] if ids else None,
+    written = write_figures(list(run_dirs), out_dir, case_run, [i.strip() for i in ids.split(",")] if ids else None,
                            count, images_dir, annotations, features, text_dir)
     if "comparison" in written:
         click.echo(written["comparison"].read_text(encoding="utf-8"))

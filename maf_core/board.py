@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maf_core.metrics import p_by_relation
+
 LOSS_PARTS = ("total", "ner", "ca", "cm")
 
 
@@ -29,7 +31,7 @@ class Board:
         self.parts = parts
         self.annotations = annotations or {}
         self.writer = None
-        if directory is not None:
+        if directory is not None:  # tensorboard loads only where it writes
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(directory), purge_step=first_step + 1 if first_step else None)
@@ -52,8 +54,6 @@ class Board:
         for metric in ("precision", "recall", "f1"):
             self.writer.add_scalar(f"dev/{metric}", dev["overall"][metric], epoch)
         if with_p:
-            from maf_core.report import p_by_relation
-
             for group, values in p_by_relation(ids, probs, self.annotations).items():
                 if values:
                     tag = "p/dev_" + group.replace("tweets with an image", "with_image")

@@ -1,9 +1,12 @@
-"""MAFConfig: one dataclass that rebuilds the model; saved with every checkpoint as JSON."""
+"""MAFConfig, one dataclass that rebuilds the model (saved with every checkpoint as JSON), and
+TrainConfig, the training settings a run records; their presets and the values each setting accepts."""
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
+
+from pipeline.errors import DataError
 
 # Random-init BERT sizes (the offline stand-ins); `base` is BERT-base's shape.
 BERT_SIZES = {
@@ -20,7 +23,7 @@ CHOICES = {  # setting -> the values it accepts
     "interaction_activation": ("relu", "gelu"), "init": ("default", "bert"), "dropout_on": ("emissions", "text"),
     "crf_over": ("words", "pieces"), "pooling": ("auto", "pooler", "first", "mean"),
 }
-# training settings of TrainConfig (maf_core/train.py) that the presets set
+# training settings of TrainConfig (below) that the presets set
 OPTIMIZERS = ("adamw", "bertadam")
 BATCHINGS = ("length", "random")
 # the extra CRF states of crf_over="pieces" (the released code's label list): continuation
@@ -205,6 +208,20 @@ class MAFConfig:
         values.update(overrides)
         return cls(**values)
 
+    @classmethod
+    def from_options(cls, preset: str, no_alignment: bool = False, no_matching: bool = False, text_only: bool = False,
+                     **settings) -> "MAFConfig":
+        """`maf train`'s model: the preset with the settings given (None: the preset's own), then the
+        ablation; a combination the model refuses is a DataError naming the flags."""
+        given = {k: v for k, v in settings.items() if v is not None}
+        try:
+            config = cls.from_preset(preset, **given)
+        except ValueError as error:  # a combination the model refuses, with its reason
+            chosen = {k: v for k, v in settings.items() if k not in ("bert", "bert_size", "pooling")}
+            flags = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in chosen.items() if value)
+            raise DataError(f"--preset {preset} {flags}: {error}") from None
+        return config.with_ablation(no_alignment, no_matching, text_only)
+
     def with_ablation(
         self, no_alignment: bool = False, no_matching: bool = False, text_only: bool = False
     ) -> "MAFConfig":
@@ -231,3 +248,41 @@ class MAFConfig:
     def load(cls, path: str | os.PathLike) -> "MAFConfig":
         with open(path, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle))
+
+
+DISPLAY_ONLY = ("log_every", "tensorboard")  # TrainConfig fields a resumed run may change
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 24
+    batch_size: int = 64
+    eval_batch_size: int = 64
+    lr: float = 5e-5
+    head_lr: float | None = None  # learning rate of everything but BERT (CA, CI, CM, CF, emissions, CRF); None = lr
+    weight_decay: float = 0.01
+    warmup: float = 0.1          # fraction of all steps, linear warm-up, then linear decay to 0
+    clip: float = 1.0            # gradient norm: global (adamw), or of each tensor (bertadam)
+    seed: int = 1
+    device: str = "auto"
+    amp: bool | None = None      # bf16 autocast; None = on for CUDA, off for CPU
+    # adamw: AdamW with linear_schedule; bertadam: the released code's optimizer and schedule
+    # (maf_core/optim.py)
+    optimizer: str = "adamw"
+    # length: batches of tweets of similar length, rows in random order inside (less padding);
+    # random: random batches (the released code's RandomSampler)
+    batching: str = "length"
+    log_every: float = 30.0      # seconds between progress lines where stderr is not a terminal
+    tensorboard: bool = True     # TensorBoard event files in RUN/tb/ (maf_core/board.py)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise DataError(f"optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.batching not in BATCHINGS:
+            raise DataError(f"batching {self.batching!r}: expected one of {', '.join(BATCHINGS)}")
+
+    @classmethod
+    def for_preset(cls, name: str, **values) -> "TrainConfig":
+        """The preset's optimizer and batching (released-code: BertAdam, random batches); `values` win."""
+        preset = {"optimizer": "bertadam", "batching": "random"} if name == "released-code" else {}
+        return cls(**{**preset, **{k: v for k, v in values.items() if v is not None}})

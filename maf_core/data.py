@@ -61,7 +61,7 @@ def load_split(text_dir: str | Path, split: str) -> Split:
                  table["word_starts"], table["tag_ids"])
 
 
-def check_store(split: Split, store: FeatureStore | None, text_dir: str | Path) -> None:
+def check_ids_in_store(split: Split, store: FeatureStore | None, text_dir: str | Path) -> None:
     """Every tweet's image id must be in the store (its status may be anything)."""
     if store is None:
         return

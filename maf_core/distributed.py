@@ -11,7 +11,9 @@ process with the whole batch (tests/test_distributed.py checks this with gloo on
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -117,3 +119,13 @@ def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x)
     return x / dist.get_world_size()
+
+
+@contextmanager
+def session() -> Iterator[None]:
+    """Work under torchrun: the process group it started is closed afterwards, even after an error."""
+    try:
+        yield
+    finally:
+        if rank_and_world()[1] > 1:
+            dist.destroy_process_group()

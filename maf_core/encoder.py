@@ -15,6 +15,7 @@ from pathlib import Path
 
 from maf_core.config import BERT_SIZES, MAFConfig
 from pipeline.errors import DataError
+from pipeline.tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +143,6 @@ def save_random_encoder(tokenizer_dir: str | Path, out: str | Path, model_type: 
     stand-in for a downloaded model of that family, for tests and benchmarks."""
     import torch
     from transformers import AutoConfig, AutoModel
-
-    from pipeline.tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(str(tokenizer_dir))
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=layers,

@@ -1,11 +1,17 @@
-"""Entity-level scores as conlleval computes them (seqeval's default mode), and `maf score`'s reader."""
+"""Entity-level scores as conlleval computes them (seqeval's default mode), `maf score`'s reader,
+and the statistics of annotated corpora (the sample corpus' annotations.jsonl): p per relation
+(matched / unrelated image), its AUC, and scores on the entities only the image decides."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.conll import ENTITY_TYPES, iter_conll, normalize_label
 from pipeline.errors import DataError
+from pipeline.schemes import get_entities
 
 
 def score(gold: list[list[str]], pred: list[list[str]]) -> dict:
@@ -80,3 +86,82 @@ def read_pair(gold_path: str | os.PathLike, pred_path: str | os.PathLike | None 
     if not gold:
         raise DataError(f"{path}: no tagged words found")
     return gold, pred
+
+
+def corpus_annotations(meta: dict) -> Path | None:
+    """annotations.jsonl beside the corpus a text was tokenized from (the sample corpus has one)."""
+    source = meta.get("source")
+    return Path(source) / "annotations.jsonl" if source else None
+
+
+def read_annotations(path: Path | None) -> dict[str, dict]:
+    if path is None or not path.is_file():
+        return {}
+    notes = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            notes[str(record["image_id"])] = record
+    return notes
+
+
+def p_by_relation(ids: list, probs: list[float], annotations: dict[str, dict]) -> dict[str, list[float]]:
+    """p of tweets with a readable image: matched / unrelated where annotated, else "tweets with an image"."""
+    if annotations:
+        groups: dict[str, list[float]] = {"matched": [], "unrelated": []}
+        for image_id, p in zip(ids, probs):
+            note = annotations.get(str(image_id))
+            if note and note.get("image_file") == "ok" and note.get("relation") in groups:
+                groups[note["relation"]].append(p)
+        return groups
+    return {"tweets with an image": [p for p in probs if p > 0]}
+
+
+def auc(positive: list[float], negative: list[float]) -> float | None:
+    """P(p of a matched pair > p of an unrelated one), ties counted half (Mann-Whitney)."""
+    if not positive or not negative:
+        return None
+    pos, neg = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
+    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
+
+
+def image_decided_scores(predictions: list[dict], annotations: dict[str, dict], report: dict | None,
+                         with_p: bool) -> dict:
+    """Test scores of a run's test predictions (predictions/test.jsonl rows) and report.json, split by
+    what decides the entity type (annotated corpora such as the sample's). `with_p`: the run has CM.
+
+    image-decided: the entities whose type only the image tells; P, R and F1 over their spans
+    (a prediction counts when its span is one of them). other: F1 over all other entities,
+    image-decided spans left out on both sides. p: mean match probability of test tweets with
+    a matched and with an unrelated image, and the AUC between the two groups.
+    """
+    gold_d = pred_d = hit_d = 0
+    tp = n_pred = n_gold = 0
+    for row in predictions:
+        note = annotations.get(str(row["id"]), {})
+        decided = {(e["type"], e["start"], e["end"]) for e in note.get("image_decided", [])}
+        spans = {(s, e) for _, s, e in decided}
+        predicted = {(e["type"], e["start"], e["end"]) for e in row["entities"]}
+        gold = set(get_entities(row["gold"]))
+        on_decided = {e for e in predicted if (e[1], e[2]) in spans}
+        gold_d, pred_d, hit_d = gold_d + len(decided), pred_d + len(on_decided), hit_d + len(decided & on_decided)
+        other_gold = {g for g in gold if (g[1], g[2]) not in spans}
+        other_pred = {e for e in predicted if (e[1], e[2]) not in spans}
+        tp, n_pred, n_gold = tp + len(other_gold & other_pred), n_pred + len(other_pred), n_gold + len(other_gold)
+
+    def f1(hits: int, predicted: int, wanted: int) -> tuple[float, float, float]:
+        precision, recall = hits / predicted if predicted else 0.0, hits / wanted if wanted else 0.0
+        return 100 * precision, 100 * recall, 100 * (2 * precision * recall / (precision + recall) if hits else 0.0)
+
+    groups = p_by_relation([r["id"] for r in predictions], [r["match_prob"] for r in predictions],
+                           annotations) if with_p else {}
+    matched, unrelated = groups.get("matched", []), groups.get("unrelated", [])
+    decided_p, decided_r, decided_f1 = f1(hit_d, pred_d, gold_d)
+    return {
+        "f1": report["test"]["overall"]["f1"] if report and "test" in report else None,
+        "image_decided_precision": decided_p, "image_decided_recall": decided_r, "image_decided_f1": decided_f1,
+        "image_decided_entities": gold_d, "other_f1": f1(tp, n_pred, n_gold)[2],
+        "p_matched": float(np.mean(matched)) if matched else None,
+        "p_unrelated": float(np.mean(unrelated)) if unrelated else None,
+        "p_auc": auc(matched, unrelated),
+    }

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from maf_core.alignment import CrossModalAlignment
+from maf_core.checkpoint import CONFIG, load_state_into, load_weights, save_weights
 from maf_core.config import MAFConfig
 from maf_core.crf import CRF
 from maf_core.distributed import BatchShard, gather_rows
@@ -21,6 +23,12 @@ from maf_core.encoder import build_encoder, fit_to_encoder, resolve_pooling
 from maf_core.fusion import CrossModalFusion
 from maf_core.interaction import CrossModalInteraction
 from maf_core.matching import CrossModalMatching, choose_negatives
+from pipeline.errors import DataError
+from pipeline.files import atomic_output
+
+FEATURE_KEYS = ("regions", "pooled", "image_ok")
+# the batch keys MAF.forward reads (besides tags): what every caller passes it
+MODEL_KEYS = ("input_ids", "attention_mask", "word_starts", "word_mask", *FEATURE_KEYS)
 
 
 @dataclass
@@ -218,11 +226,6 @@ class MAF(nn.Module):
 
     def save_pretrained(self, directory) -> None:
         """DIR/config.json + DIR/model.safetensors: everything `MAF.from_pretrained` needs, offline."""
-        from pathlib import Path
-
-        from maf_core.checkpoint import CONFIG, save_weights
-        from pipeline.files import atomic_output
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_weights(self.state_dict(), directory)
@@ -233,11 +236,6 @@ class MAF(nn.Module):
     def from_pretrained(cls, directory, device: torch.device | str = "cpu") -> "MAF":
         """A saved MAF in eval mode: a directory from `save_pretrained`, a run's best/, or the
         run directory itself (its best/ is used). Needs no network and no trainer."""
-        from pathlib import Path
-
-        from maf_core.checkpoint import CONFIG, load_state_into, load_weights
-        from pipeline.errors import DataError
-
         directory = Path(directory)
         if not (directory / CONFIG).is_file() or (directory / "best" / CONFIG).is_file():
             directory = directory / "best"

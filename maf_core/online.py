@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maf_core.inference import resolve_device
 from pipeline.backbone import ResNetFeatures, resolve_weights
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, fingerprint
@@ -60,3 +61,14 @@ class OnlineFeatures:
         bad = status != STATUS["ok"]
         regions[bad], pooled[bad] = 0, 0
         return Features(regions, pooled, status)
+
+
+def features_source(features: str | Path | None, images_dir: str | Path | None, config: ExtractConfig,
+                    device: str):
+    """What `maf train` reads images from: a store.h5 path (--features), or OnlineFeatures over
+    --images DIR (the backbone in every step); exactly one of them."""
+    if (features is None) == (images_dir is None):
+        raise DataError(
+            "give exactly one of --features store.h5 (cached features) and --images DIR (the ResNet in every step)"
+        )
+    return features if images_dir is None else OnlineFeatures(images_dir, config, resolve_device(device))

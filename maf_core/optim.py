@@ -1,4 +1,5 @@
-"""BertAdam and its warmup_linear schedule, as the released code trains MAF.
+"""Optimisers and learning-rate schedules: AdamW with a linear warm-up and decay (`linear_schedule`),
+or BertAdam and its warmup_linear schedule, as the released code trains MAF.
 
 The released code (xubodhu/MAF, `mybert/optimization.py`, pytorch-pretrained-bert's BertAdam)
 differs from AdamW in four ways, all kept here:
@@ -16,9 +17,12 @@ stops at zero instead (`released_schedule`).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable
 
 import torch
+
+from maf_core.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -82,3 +86,47 @@ def released_schedule(total: int, warmup: float) -> Callable[[int], float]:
                         "rate negative here; it stays at 0", step, total)
         return max(0.0, 1.0 - x)
     return factor
+
+
+def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or BertAdam; no weight decay on biases and LayerNorm weights; `head_lr` for the parts after BERT."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        no_decay = name.endswith("bias") or "norm" in name.lower()
+        head = not name.startswith("bert.")
+        groups.setdefault((head, no_decay), []).append(param)
+    head_lr = config.lr if config.head_lr is None else config.head_lr
+    param_groups = [{"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
+                     "lr": head_lr if head else config.lr,
+                     "name": ("heads" if head else "bert") + ("_no_decay" if no_decay else "")}
+                    for (head, no_decay), params in sorted(groups.items())]
+    if config.optimizer == "bertadam":
+        return BertAdam(param_groups, lr=config.lr, max_grad_norm=config.clip)
+    cuda = all(p.is_cuda for params in groups.values() for p in params)
+    return torch.optim.AdamW(param_groups, lr=config.lr,
+                             fused=True if cuda else None)  # one kernel for all parameters on a GPU
+
+
+def linear_schedule(total: int, warmup: float) -> Callable[[int], float]:
+    """Multiplier of the learning rate at step s: up to 1 over the warm-up, then down to exactly 0.
+
+    Not transformers' get_linear_schedule_with_warmup: that one gives step 0 a rate of 0 (a step
+    that trains nothing) and is one step later throughout; this one, which every run so far was
+    trained with, is kept so that results stay as they were."""
+    warm = max(1, math.ceil(total * warmup))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step - 1) / max(1, total - warm))
+    return factor
+
+
+def schedule_for(config: TrainConfig, tweets: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning-rate multiplier per step: linear_schedule, or BertAdam's warmup_linear over
+    the released code's step count."""
+    if config.optimizer == "bertadam":
+        return released_schedule(released_total_steps(tweets, config.batch_size, config.epochs), config.warmup)
+    return linear_schedule(steps_per_epoch * config.epochs, config.warmup)

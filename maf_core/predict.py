@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 from maf_core.data import Split
+from maf_core.inference import predict_split, resolve_device
 from maf_core.run import RunDirectory
-from maf_core.train import predict_split, resolve_device
 from pipeline.backbone import random_seed
 from pipeline.conll import Tweet
 from pipeline.errors import DataError
+from pipeline.files import atomic_output
 from pipeline.schemes import get_entities
 from pipeline.store import FeatureStore, store_differences
 from pipeline.tokenization import tokenize_tweets
@@ -46,7 +47,7 @@ class MAFPredictor:
         wanted = self.run.record["store_fingerprint"]
         if features is not None:
             store = FeatureStore(features)
-            self.run.check_store(store)
+            self.run.check_fingerprint(store)
             return store
         if images_dir is None:
             return None
@@ -146,3 +147,10 @@ def read_items(path: str | Path) -> list[dict]:
     from pipeline.conll import iter_conll
 
     return [{"id": t.image_id, "words": t.words, "image": t.image_id} for t in iter_conll(path)]
+
+
+def write_records(path: str | Path, records: list[dict]) -> None:
+    """`maf predict`'s output: one JSON object per tweet, written whole or not at all."""
+    with atomic_output(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")

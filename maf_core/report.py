@@ -20,12 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
+from maf_core.data import load_split
+from maf_core.inference import tag_rows
+from maf_core.metrics import auc, corpus_annotations, image_decided_scores, p_by_relation, read_annotations
 from maf_core.run import RunDirectory
 from pipeline.conll import ENTITY_TYPES
 from pipeline.errors import DataError
+from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, read_image_bytes
+from pipeline.schemes import bioes_to_bio, get_entities
+from pipeline.store import FeatureStore
+from pipeline.tokenization import read_meta
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -135,87 +141,9 @@ def type_bars(runs: list[Run], out: Path, split: str = "test") -> Path | None:
     return _save(plt, fig, out / "types.png")
 
 
-def corpus_annotations(meta: dict) -> Path | None:
-    """annotations.jsonl beside the corpus a text was tokenized from (the sample corpus has one)."""
-    source = meta.get("source")
-    return Path(source) / "annotations.jsonl" if source else None
-
-
-def read_annotations(path: Path | None) -> dict[str, dict]:
-    if path is None or not path.is_file():
-        return {}
-    notes = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            notes[str(record["image_id"])] = record
-    return notes
-
-
 def match_groups(run: Run, annotations: dict[str, dict]) -> dict[str, list[float]]:
     """p of the run's test tweets: matched / unrelated (when annotated), or all with an image."""
     return p_by_relation([r["id"] for r in run.predictions], [r["match_prob"] for r in run.predictions], annotations)
-
-
-def p_by_relation(ids: list, probs: list[float], annotations: dict[str, dict]) -> dict[str, list[float]]:
-    """p of tweets with a readable image: matched / unrelated where annotated, else "tweets with an image"."""
-    if annotations:
-        groups: dict[str, list[float]] = {"matched": [], "unrelated": []}
-        for image_id, p in zip(ids, probs):
-            note = annotations.get(str(image_id))
-            if note and note.get("image_file") == "ok" and note.get("relation") in groups:
-                groups[note["relation"]].append(p)
-        return groups
-    return {"tweets with an image": [p for p in probs if p > 0]}
-
-
-def auc(positive: list[float], negative: list[float]) -> float | None:
-    """P(p of a matched pair > p of an unrelated one), ties counted half (Mann-Whitney)."""
-    if not positive or not negative:
-        return None
-    pos, neg = np.asarray(positive)[:, None], np.asarray(negative)[None, :]
-    return float(((pos > neg) + 0.5 * (pos == neg)).mean())
-
-
-def image_decided_scores(run: Run, annotations: dict[str, dict]) -> dict:
-    """Test scores split by what decides the entity type (annotated corpora such as the sample's).
-
-    image-decided: the entities whose type only the image tells; P, R and F1 over their spans
-    (a prediction counts when its span is one of them). other: F1 over all other entities,
-    image-decided spans left out on both sides. p: mean match probability of test tweets with
-    a matched and with an unrelated image, and the AUC between the two groups.
-    """
-    from pipeline.schemes import get_entities
-
-    gold_d = pred_d = hit_d = 0
-    tp = n_pred = n_gold = 0
-    for row in run.predictions:
-        note = annotations.get(str(row["id"]), {})
-        decided = {(e["type"], e["start"], e["end"]) for e in note.get("image_decided", [])}
-        spans = {(s, e) for _, s, e in decided}
-        predicted = {(e["type"], e["start"], e["end"]) for e in row["entities"]}
-        gold = set(get_entities(row["gold"]))
-        on_decided = {e for e in predicted if (e[1], e[2]) in spans}
-        gold_d, pred_d, hit_d = gold_d + len(decided), pred_d + len(on_decided), hit_d + len(decided & on_decided)
-        other_gold = {g for g in gold if (g[1], g[2]) not in spans}
-        other_pred = {e for e in predicted if (e[1], e[2]) not in spans}
-        tp, n_pred, n_gold = tp + len(other_gold & other_pred), n_pred + len(other_pred), n_gold + len(other_gold)
-
-    def f1(hits: int, predicted: int, wanted: int) -> tuple[float, float, float]:
-        precision, recall = hits / predicted if predicted else 0.0, hits / wanted if wanted else 0.0
-        return 100 * precision, 100 * recall, 100 * (2 * precision * recall / (precision + recall) if hits else 0.0)
-
-    groups = match_groups(run, annotations) if run.has_matching else {}
-    matched, unrelated = groups.get("matched", []), groups.get("unrelated", [])
-    decided_p, decided_r, decided_f1 = f1(hit_d, pred_d, gold_d)
-    return {
-        "f1": run.report["test"]["overall"]["f1"] if run.report and "test" in run.report else None,
-        "image_decided_precision": decided_p, "image_decided_recall": decided_r, "image_decided_f1": decided_f1,
-        "image_decided_entities": gold_d, "other_f1": f1(tp, n_pred, n_gold)[2],
-        "p_matched": float(np.mean(matched)) if matched else None,
-        "p_unrelated": float(np.mean(unrelated)) if unrelated else None,
-        "p_auc": auc(matched, unrelated),
-    }
 
 
 def comparison_table(runs: list[Run], annotations: dict[str, dict]) -> str:
@@ -225,7 +153,7 @@ def comparison_table(runs: list[Run], annotations: dict[str, dict]) -> str:
     )
     lines = [head]
     for run in runs:
-        scores = image_decided_scores(run, annotations)
+        scores = image_decided_scores(run.predictions, annotations, run.report, run.has_matching)
 
         def cell(key: str, width: int, digits: int, scores: dict = scores) -> str:
             value = scores[key]
@@ -271,14 +199,6 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
                features: str | Path | None = None, text: str | Path | None = None) -> Path | None:
     """Heatmaps of CI attention over the image for each predicted entity's first word.
     `features`, `text`: the run's store and text where they are now, if moved."""
-    import torch
-
-    from maf_core.data import collate, load_split
-    from maf_core.train import MODEL_KEYS
-    from pipeline.images import STATUS
-    from pipeline.store import FeatureStore
-    from pipeline.tokenization import read_meta
-
     if run.text_only:
         return None
     directory = RunDirectory(run.path)
@@ -304,18 +224,13 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
     if not chosen:
         return None
     model = directory.load_best("cpu")
-    batch = collate(split, chosen, store)
-    with torch.no_grad():
-        output = model(**{k: batch[k] for k in MODEL_KEYS}, decode=True)
+    batch, output = tag_rows(model, split, chosen, store)
     return _draw_cases(run, model, split, chosen, batch, output, store, images_dir, annotations, out)
 
 
 def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, store, images_dir: Path,
                 annotations: dict[str, dict] | None, out: Path) -> Path:
     """One row per chosen tweet: its image under each predicted entity's attention, then its tags."""
-    from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, read_image_bytes
-    from pipeline.schemes import bioes_to_bio, get_entities
-
     fingerprint = store.fingerprint
     transform = Transform(fingerprint["transform"]["name"], fingerprint["transform"].get("seed", 0))
     index = ImageIndex(images_dir)
@@ -368,7 +283,7 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
     return _save(plt, fig, out / "cases.png", dpi=100)
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path, case_run: str | Path | None = None,
+def write_figures(run_dirs: list[str | Path], out: str | Path, case_run: str | Path | None = None,
                  ids: list[str] | None = None, count: int = 4, images_dir: str | Path | None = None,
                  annotations: str | Path | None = None, features: str | Path | None = None,
                  text: str | Path | None = None) -> dict[str, Path]:
@@ -378,8 +293,6 @@ def write_report(run_dirs: list[str | Path], out: str | Path, case_run: str | Pa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if annotations is None:  # the sample corpus keeps them beside its splits
-        from pipeline.tokenization import read_meta
-
         annotations = corpus_annotations(read_meta(RunDirectory(runs[0].path).data("text_dir", text)))
     notes = read_annotations(Path(annotations) if annotations else None)
     written = {"curves": curves(runs, out), "types": type_bars(runs, out), "match": match_histogram(runs, out, notes)}

@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from maf_core.checkpoint import load_pickled_state, weights_file
 from maf_core.config import MAFConfig
+from maf_core.model import MAF
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
+from pipeline.store import store_differences
+from pipeline.tokenization import load_tokenizer, vocab_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +46,6 @@ def check_vocabulary(found: dict, expected: dict, found_in: str, expected_in: st
 
 
 def _same_pieces(tokenizer, copy: Path, words: list[str]) -> bool:
-    from pipeline.tokenization import load_tokenizer
-
     texts = [" ".join(words[i:i + 20]) for i in range(0, min(len(words), 4000), 20)] or ["probe"]
     try:
         again = load_tokenizer(copy)
@@ -61,8 +65,6 @@ class RunDirectory:
     def open(cls, path: str | Path) -> "RunDirectory":
         """A finished run: RUN itself, or its best/ (DataError unless config.json and best/ are there)."""
         path = Path(path)
-        from maf_core.checkpoint import weights_file
-
         if path.name == cls.BEST and (path.parent / cls.CONFIG).is_file():
             path = path.parent
         run = cls(path)
@@ -128,10 +130,6 @@ class RunDirectory:
         training text) into the same pieces; a tokenizer that cannot be copied faithfully, or
         loaded now (a Hub name not in the cache), is left out with a warning: predicting then
         needs it where it was."""
-        import shutil
-
-        from pipeline.tokenization import load_tokenizer, vocab_sha256
-
         try:
             tokenizer = load_tokenizer(name_or_path)
         except DataError as err:
@@ -158,8 +156,6 @@ class RunDirectory:
     def load_tokenizer(self):
         """The run's own copy of its tokenizer (runs before that copy existed: where config.json
         says it was), checked against the vocabulary the run was trained with."""
-        from pipeline.tokenization import load_tokenizer, vocab_sha256
-
         saved = self.record["tokenizer"]
         own = self.file(self.TOKENIZER)
         source = str(own) if own.is_dir() else saved["name_or_path"]
@@ -192,10 +188,8 @@ class RunDirectory:
         if meta["scheme"] != scheme:
             raise DataError(f"{text_dir}: tokenized with tag scheme {meta['scheme']!r}, the run uses {scheme!r}")
 
-    def check_store(self, store, hint: str = "") -> None:
+    def check_fingerprint(self, store, hint: str = "") -> None:
         """A store must have been extracted with the run's store's settings (same fingerprint)."""
-        from pipeline.store import store_differences
-
         changed = store_differences(store.fingerprint, self.record["store_fingerprint"], str(store.path))
         if changed:
             raise DataError(f"{store.path}: extracted with other settings than the store {self.path} was trained "
@@ -212,14 +206,10 @@ class RunDirectory:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def save_last(self, state: dict) -> None:
-        import torch
-
         with atomic_output(self.last, "wb") as handle:
             torch.save(state, handle)
 
     def load_last(self) -> dict:
-        from maf_core.checkpoint import load_pickled_state
-
         if not self.last.is_file():
             raise DataError(f"{self.path}: no last.pt to resume from")
         return load_pickled_state(self.last)
@@ -228,8 +218,6 @@ class RunDirectory:
         model.save_pretrained(self.best)
 
     def load_best(self, device="cpu"):
-        from maf_core.model import MAF
-
         return MAF.from_pretrained(self.best, device)
 
     def write_report(self, report: dict) -> None:

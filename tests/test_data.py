@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from maf_core.data import Split, bucketed_batches, collate
-from maf_core.train import linear_schedule
+from maf_core.optim import linear_schedule
 
 
 def test_linear_schedule_warms_up_then_ends_at_exactly_zero():

@@ -11,12 +11,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from maf_core.config import MAFConfig
+from maf_core.config import MAFConfig, TrainConfig
 from maf_core.data import Split
 from maf_core.distributed import BatchShard, gather_rows, split_sizes
+from maf_core.inference import predict_split
 from maf_core.matching import choose_negatives
-from maf_core.model import MAF
-from maf_core.train import MODEL_KEYS, TrainConfig, optimizer_for, predict_split
+from maf_core.model import MAF, MODEL_KEYS
+from maf_core.optim import optimizer_for
 from pipeline.store import Features
 
 TAGS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]

@@ -16,11 +16,11 @@ from helpers import build_bertweet_style_tokenizer
 
 from cli.maf import main as maf
 from cli.pipe import main as pipe
-from maf_core.config import MAFConfig
+from maf_core.config import MAFConfig, TrainConfig
 from maf_core.encoder import save_random_encoder
 from maf_core.model import MAF
 from maf_core.predict import MAFPredictor
-from maf_core.train import TrainConfig, train
+from maf_core.train import train
 from pipeline.conll import find_splits, iter_conll
 from pipeline.errors import DataError
 from pipeline.tokenization import load_tokenizer, read_meta, tokenize_corpus, tokenizer_family

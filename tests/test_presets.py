@@ -9,10 +9,10 @@ from helpers import make_batch
 from torch import nn
 
 from maf_core.alignment import contrastive_loss
-from maf_core.config import PIECE_TAGS, MAFConfig
+from maf_core.config import PIECE_TAGS, MAFConfig, TrainConfig
 from maf_core.model import MAF
-from maf_core.optim import BertAdam, released_schedule, released_total_steps
-from maf_core.train import TrainConfig, optimizer_for, schedule_for, train_step
+from maf_core.optim import BertAdam, optimizer_for, released_schedule, released_total_steps, schedule_for
+from maf_core.train import train_step
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

@@ -13,12 +13,12 @@ import torch
 from click.testing import CliRunner
 
 from cli.maf import main as maf
-from maf_core.config import MAFConfig
+from maf_core.config import MAFConfig, TrainConfig
 from maf_core.data import collate, load_split
-from maf_core.model import MAF
+from maf_core.model import MAF, MODEL_KEYS
 from maf_core.predict import MAFPredictor
 from maf_core.run import RunDirectory
-from maf_core.train import MODEL_KEYS, TrainConfig, train
+from maf_core.train import train
 from pipeline.errors import DataError
 from pipeline.store import FeatureStore
 from pipeline.tokenization import tokenize_corpus

@@ -18,8 +18,8 @@ import torch
 from maf_core.config import MAFConfig
 from maf_core.data import bucketed_batches
 from maf_core.matching import CrossModalMatching, choose_negatives
+from maf_core.metrics import auc
 from maf_core.model import MAF
-from maf_core.report import auc
 
 TAGS = ["O", "B-PER", "I-PER", "E-PER", "S-PER"]
 CLASSES = 4           # kinds of picture; token CLASS_TOKEN + c names class c in a tweet

@@ -13,10 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from cli.maf import main as maf
-from maf_core.config import MAFConfig
+from maf_core.config import MAFConfig, TrainConfig
 from maf_core.data import load_split
 from maf_core.run import RunDirectory
-from maf_core.train import TrainConfig, train
+from maf_core.train import train
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
 from pipeline.tokenization import tokenize_corpus

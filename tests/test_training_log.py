@@ -10,8 +10,8 @@ import yaml
 from click.testing import CliRunner
 
 from cli.maf import main as maf
-from maf_core.config import MAFConfig
-from maf_core.train import TrainConfig, epoch_batches, train
+from maf_core.config import MAFConfig, TrainConfig
+from maf_core.train import epoch_batches, train
 from pipeline.progress import Progress
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=3, device="cpu", log_every=0.0)
