@@ -162,8 +162,8 @@ def test_unwritable_output_is_an_error_not_a_traceback(tmp_path, sample_dir, tok
     assert "Traceback" not in result.output
 
 
-def test_readme_cli_reference_matches_help():
-    from cli.reference import README, current, reference
+def test_cli_reference_page_matches_help():
+    from cli.reference import PAGE, current, reference
 
-    assert current(README.read_text(encoding="utf-8")) == reference(), \
-        "README.md's CLI reference is stale: run .venv/bin/python -m cli.reference --write"
+    assert current(PAGE.read_text(encoding="utf-8")) == reference(), \
+        "docs/cli.md's CLI reference is stale: run .venv/bin/python -m cli.reference --write"

@@ -1,0 +1,74 @@
+"""The README stays short, and its links (and the docs pages' links) lead somewhere."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+MAX_README_LINES = 200
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+# a Markdown link: [text](target) or [text](target#anchor)
+LINK = re.compile(r"\]\(([^)\s#]*)(?:#([^)\s]*))?\)")
+
+
+def local_links(text: str) -> list[tuple[str, str]]:
+    """(target, anchor) of every relative link in a Markdown text; web links are left out."""
+    return [(target, anchor) for target, anchor in LINK.findall(text)
+            if not re.match(r"[a-z][a-z0-9+.-]*:", target)]
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to
+    hyphens, -1, -2 ... on repeats; lines inside code fences are not headings."""
+    found: set[str] = set()
+    repeats: dict[str, int] = {}
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        heading = re.match(r"#{1,6} +(.*)", line)
+        if fenced or not heading:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+        found.add(f"{slug}-{repeats[slug]}" if slug in repeats else slug)
+        repeats[slug] = repeats.get(slug, 0) + 1
+    return found
+
+
+def test_local_links_reads_plain_and_anchored_links_and_skips_web_ones():
+    text = "see [a](docs/a.md), [b](docs/b.md#some-part), [web](https://x.org/c.md), [c](#here), [d](data/README.md)"
+    assert local_links(text) == [("docs/a.md", ""), ("docs/b.md", "some-part"), ("", "here"), ("data/README.md", "")]
+
+
+def test_anchors_follow_githubs_rule():
+    text = ("# maf\n## Feature store (`store.h5`)\n```\n# not a heading\n```\n"
+            "## Run directory (`maf train --out`)\n## Notes\n## Notes\n")
+    assert anchors(text) == {"maf", "feature-store-storeh5", "run-directory-maf-train---out", "notes", "notes-1"}
+
+
+def test_readme_is_under_200_lines():
+    lines = len(README.read_text(encoding="utf-8").splitlines())
+    assert lines < MAX_README_LINES, f"README.md has {lines} lines; move detail to docs/"
+
+
+def test_readme_links_to_every_docs_page():
+    linked = {target for target, _ in local_links(README.read_text(encoding="utf-8"))}
+    pages = {f"docs/{page.name}" for page in PAGES[1:]}
+    assert pages <= linked, f"README.md does not link to {sorted(pages - linked)}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_leads_to_a_file_and_heading(page: Path):
+    broken = []
+    for target, anchor in local_links(page.read_text(encoding="utf-8")):
+        path = (page.parent / target) if target else page
+        if not path.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and path.suffix == ".md" and anchor not in anchors(path.read_text(encoding="utf-8")):
+            broken.append(f"{target}#{anchor}: no such heading")
+    assert not broken, f"{page.relative_to(ROOT)} has broken links: {broken}"
