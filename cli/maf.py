@@ -92,7 +92,7 @@ def main(verbose: bool) -> None:
                    "mean and std.")
 @click.option("--swap", type=click.Choice(CHOICES["swap"]), default=None,
               help="CM negatives: the other tweet's C (c, the paper's wording, which a linear CM cannot "
-                   "separate, see README) or C recomputed from this text and the other tweet's image "
+                   "separate, see docs/model.md) or C recomputed from this text and the other tweet's image "
                    "[default: the preset's: c, recommended: image].")
 @click.option("--matching-head", type=click.Choice(CHOICES["matching_head"]), default=None,
               help="CM classifier: linear on flatten([T; C]) (the paper) or bilinear on mean T and mean C, "

@@ -176,7 +176,7 @@ class MAFConfig:
     def from_preset(cls, name: str, **overrides) -> "MAFConfig":
         """`paper` (section 4.3), `released-code` (the authors' repository, xubodhu/MAF) or
         `recommended` (the paper with CM negatives that can be told apart); every value and
-        its source: README, "The model", and docs/design.md."""
+        its source: docs/model.md and docs/design.md."""
         paper = dict(temperature=0.102, alignment_direction=0.7, negatives="pairs", matching_pairs=15,
                      loss_weighting="paper", alpha=0.2, beta=0.2, scheme="bioes")
         if name == "paper":
