@@ -32,6 +32,7 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(package_name="maf", prog_name="maf", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 def main(verbose: bool) -> None:
     """Train, evaluate and apply MAF for multimodal NER on tweets with images.
@@ -175,13 +176,16 @@ def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Where predictions go [default: RUN_DIR/predictions, or RUN_DIR/predictions-<TEXT name> "
                    "with --text].")
-def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | None, out_dir: str | None) -> None:
+@click.option("--batch-size", type=int, default=None,
+              help="Tweets per forward [default: the run's own evaluation batch, 64 unless it was set].")
+def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | None, out_dir: str | None,
+             batch_size: int | None) -> None:
     """Score RUN_DIR/best on a split, of the run's own data or of other tokenized data, and
     write its predictions (CoNLL and JSONL).
 
     The store and the text must belong to the run: same store fingerprint, same vocabulary
     and tag scheme; if they have moved since training, pass --features and --text."""
-    scores, target = evaluate_run(run_dir, split, features, text_dir, out_dir, 64)
+    scores, target = evaluate_run(run_dir, split, features, text_dir, out_dir, batch_size)
     click.echo(table(scores, split))
     click.echo(f"predictions written to {target}/{split}.conll and .jsonl")
 

@@ -148,6 +148,13 @@ def test_installed_console_script_prints_no_traceback(tmp_path, tokenizer_dir):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_maf_version_is_the_package_version():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(maf.main, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"maf {version('maf')}"
+
+
 def test_installed_maf_script_answers_help():
     proc = subprocess.run([str(BIN / "maf"), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "Usage: maf" in proc.stdout

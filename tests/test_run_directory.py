@@ -173,3 +173,13 @@ def test_a_moved_run_says_where_its_data_went_and_takes_the_new_place(trained, t
         shutil.move(tmp_path / "run-kept", trained / "run")
         shutil.move(tmp_path / "store-kept.h5", trained / "store.h5")
         shutil.move(tmp_path / "tok-kept", trained / "tok")
+
+
+def test_maf_evaluate_takes_a_batch_size_that_changes_no_tag(trained, tmp_path):
+    """--batch-size (default: the run's own evaluation batch) changes how tweets are grouped, never their tags."""
+    run = trained / "run"
+    for name, extra in (("own", []), ("five", ["--batch-size", "5"])):
+        done = CliRunner().invoke(maf, ["evaluate", str(run), "--out", str(tmp_path / name), *extra])
+        assert done.exit_code == 0, done.output
+    assert (tmp_path / "own" / "test.conll").read_bytes() == (tmp_path / "five" / "test.conll").read_bytes()
+    assert json.loads((run / "config.json").read_text())["train"]["eval_batch_size"] == 64
