@@ -20,9 +20,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]' $(TORCH_PINS)
 	touch $(STAMP)
 
-# ruff: pyflakes, import order, bugbear, 120 columns (settings in pyproject.toml)
+# ruff: pyflakes, import order, bugbear, 120 columns (settings in pyproject.toml);
+# lint-imports: the dependency contracts in setup.cfg (the layer map: maf_core/__init__.py)
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # all tests, the slower marked ones included (pytest exits non-zero when it collects none)
 test: install

@@ -4,6 +4,26 @@ cross-modal alignment (CA), interaction (CI), matching (CM) and fusion (CF) + CR
 Training reads image features from the feature store; the ResNet is loaded only to extract
 new images at prediction time (`maf predict --images`) and by the online baseline
 (`maf train --images`), both through `pipeline`.
+
+Layers: a module imports only from the rows below its own (`make lint` checks it with
+import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_core` or `cli`.
+
+    cli                       maf, maf-pipe: options -> config -> one library call -> printing
+    report  predict  seeds    figures of finished runs; MAFPredictor; --seeds runs and summary.json
+    train                     the training loop
+    board  run_summary  optim  online
+                              TensorBoard; the start-of-run text; optimizers and schedules;
+                              the backbone in every step (the original design, a baseline)
+    inputs                    what a run reads, checked against itself and against --resume
+    inference                 the device, tagging and scoring a split, evaluate_run
+    run                       the run directory: its files and the checks of data against it
+    model                     MAF, MODEL_KEYS, save_pretrained / from_pretrained
+    alignment interaction matching fusion crf encoder checkpoint data metrics
+                              the model's parts; weights files; batches; conlleval scores and
+                              the annotation statistics (p per relation, AUC, image-decided)
+    distributed  config       process groups; MAFConfig, TrainConfig and their choices
+
+Using a trained model (inference, predict, report, board) never imports the trainer.
 """
 from maf_core.config import MAFConfig
 from maf_core.model import MAF, MAFOutput, count_parameters
