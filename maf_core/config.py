@@ -177,27 +177,7 @@ class MAFConfig:
         """`paper` (section 4.3), `released-code` (the authors' repository, xubodhu/MAF) or
         `recommended` (the paper with CM negatives that can be told apart); every value and
         its source: docs/model.md and docs/design.md."""
-        paper = dict(temperature=0.102, alignment_direction=0.7, negatives="pairs", matching_pairs=15,
-                     loss_weighting="paper", alpha=0.2, beta=0.2, scheme="bioes")
-        if name == "paper":
-            values = paper
-        elif name == "recommended":
-            # negatives pair T^a with C made from b's image, a bilinear CM scores them, and the
-            # tags always learn from the tweet's own image
-            values = dict(paper, swap="image", matching_head="bilinear", ner_pairs="true")
-        elif name == "released-code":
-            # run_gate_cl.py defaults and gate_cl_modeling.py's MTCCMBertForMMTokenClassificationCRF:
-            # temp 0.179; temp_lamb 0.7 weights the text-to-image direction (text_toimage_loss
-            # anchors on the text), so lambda_c (the image-to-text weight) is 0.3; the last 16
-            # rows of a batch of more than 16 swap C (k = 8, whatever the batch size); 0.62 NER +
-            # 0.38 (CA + CM); BIO tags with X, [CLS], [SEP] on a CRF over every piece
-            values = dict(temperature=0.179, alignment_direction=0.3, negatives="tail", matching_pairs=8,
-                          matching_batch=None, loss_weighting="released-code", alpha=0.38, beta=0.38, scheme="bio",
-                          swap="c", matching_head="linear", ner_pairs="swapped", matching_positions="all",
-                          matching_outputs=2, interaction_activation="gelu", layer_norm_eps=1e-12, init="bert",
-                          dropout_on="text", fusion_image_bias=True, crf_over="pieces")
-        else:
-            raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        values = dict(preset_settings(name))
         # d, m and the widths that follow d come from the encoder when the model is built
         # (maf_core/encoder.py): BERT-base gives the paper's 768, 12 heads, 3072
         size = BERT_SIZES.get(overrides.get("bert_size", "base"), BERT_SIZES["base"])
@@ -248,6 +228,42 @@ class MAFConfig:
     def load(cls, path: str | os.PathLike) -> "MAFConfig":
         with open(path, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle))
+
+def preset_settings(name: str) -> dict:
+    """The model settings a preset sets (the rest keep MAFConfig's defaults): `paper` (section 4.3),
+    `released-code` (the authors' repository, xubodhu/MAF) or `recommended` (the paper with CM
+    negatives that can be told apart); every value and its source: docs/model.md."""
+    paper = dict(temperature=0.102, alignment_direction=0.7, negatives="pairs", matching_pairs=15,
+                 loss_weighting="paper", alpha=0.2, beta=0.2, scheme="bioes")
+    if name == "paper":
+        return paper
+    if name == "recommended":
+        # negatives pair T^a with C made from b's image, a bilinear CM scores them, and the
+        # tags always learn from the tweet's own image
+        return dict(paper, swap="image", matching_head="bilinear", ner_pairs="true")
+    if name == "released-code":
+        # run_gate_cl.py defaults and gate_cl_modeling.py's MTCCMBertForMMTokenClassificationCRF:
+        # temp 0.179; temp_lamb 0.7 weights the text-to-image direction (text_toimage_loss
+        # anchors on the text), so lambda_c (the image-to-text weight) is 0.3; the last 16
+        # rows of a batch of more than 16 swap C (k = 8, whatever the batch size); 0.62 NER +
+        # 0.38 (CA + CM); BIO tags with X, [CLS], [SEP] on a CRF over every piece
+        return dict(temperature=0.179, alignment_direction=0.3, negatives="tail", matching_pairs=8,
+                    matching_batch=None, loss_weighting="released-code", alpha=0.38, beta=0.38, scheme="bio",
+                    swap="c", matching_head="linear", ner_pairs="swapped", matching_positions="all",
+                    matching_outputs=2, interaction_activation="gelu", layer_norm_eps=1e-12, init="bert",
+                    dropout_on="text", fusion_image_bias=True, crf_over="pieces")
+    raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+
+
+def preset_of(config: MAFConfig) -> str | None:
+    """The preset whose settings `config` has (sizes, encoder and ablations aside), or None."""
+    keys = sorted(set().union(*(preset_settings(name) for name in PRESETS)))
+    for name in PRESETS:
+        reference = MAFConfig.from_preset(name)
+        if all(getattr(config, key) == getattr(reference, key) for key in keys):
+            return name
+    return None
+
 
 
 DISPLAY_ONLY = ("log_every", "tensorboard")  # TrainConfig fields a resumed run may change

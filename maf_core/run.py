@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import ModelCard, ModelCardData
 
 from maf_core.checkpoint import load_pickled_state, weights_file
-from maf_core.config import MAFConfig
-from maf_core.model import MAF
+from maf_core.config import MAFConfig, preset_of
+from maf_core.encoder import describe as describe_encoder
+from maf_core.model import CARD_TAGS, MAF, MODEL_CARD
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.store import store_differences
@@ -223,6 +225,34 @@ class RunDirectory:
     def write_report(self, report: dict) -> None:
         with atomic_output(self.file(self.REPORT)) as handle:
             json.dump(report, handle, indent=2, sort_keys=True)
+
+    def write_model_card(self, report: dict) -> None:
+        """best/README.md, the model card: MAF's, then what this run is (preset, encoder, tag scheme,
+        the store's fingerprint) and best/'s scores, so that the folder says what it holds when
+        pushed to the Hub (`MAF.from_pretrained(RUN).push_to_hub(...)`)."""
+        config, store = self.model_config, self.record["store_fingerprint"]
+        preset = preset_of(config)
+        model = "text-only BERT-CRF" if config.text_only else "MAF, " + (
+            f"preset `{preset}`" if preset else "settings of no preset (config.json)")
+        if config.visual and not (config.use_alignment and config.use_matching):
+            model += " without " + " and ".join(n for n, on in (("CA", config.use_alignment),
+                                                               ("CM", config.use_matching)) if not on)
+        bn = store["bn_stats"]
+        features = (f"{store['backbone']}, weights {store['weights']['identity']}, transform "
+                    f"{store['transform']['name']}, BatchNorm {bn['mode']}"
+                    + (f" (sha256 {bn['sha256'][:12]})" if bn.get("sha256") else "")
+                    + f", {store['precision']}, decode {store.get('decode', 'full')}")
+        rows = [("model", model), ("text encoder", describe_encoder(config)), ("tag scheme", config.scheme),
+                ("image features", features), ("best epoch", str(report["best_epoch"]))]
+        lines = ["", "## This run", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
+                 "## Scores (entity level, conlleval's rules)", "", "| split | P | R | F1 |", "|---|---|---|---|"]
+        for split in ("valid", "test"):
+            if split in report:
+                o = report[split]["overall"]
+                lines.append(f"| {split} | {o['precision']:.2f} | {o['recall']:.2f} | {o['f1']:.2f} |")
+        card = ModelCard.from_template(ModelCardData(library_name="maf", tags=CARD_TAGS), template_str=MODEL_CARD)
+        with atomic_output(self.best / "README.md") as handle:
+            handle.write(str(card).rstrip() + "\n" + "\n".join(lines) + "\n")
 
     def read_report(self) -> dict | None:
         path = self.file(self.REPORT)

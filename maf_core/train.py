@@ -324,6 +324,7 @@ def evaluate_best(run: RunDirectory, splits: dict[str, Split], store: FeatureSto
         logger.debug("%s\n%s", name, table(scores, name))
     if lead:
         run.write_report(report)
+        run.write_model_card(report)
     distributed.barrier()
     return report
 

@@ -49,10 +49,32 @@ def _emissions(model: MAF, project: Path) -> torch.Tensor:
         return model(**{k: batch[k] for k in MODEL_KEYS}, decode=True).emissions
 
 
-def test_best_is_safetensors_beside_its_config(trained):
+def test_best_is_safetensors_beside_its_config_and_model_card(trained):
     best = trained / "run" / "best"
-    assert sorted(p.name for p in best.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in best.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert (best / "model.safetensors").read_bytes()[8:9] == b"{"  # a safetensors header, not a zip or pickle
+
+
+def test_the_model_card_says_what_the_run_is_and_its_scores(trained):
+    card = (trained / "run" / "best" / "README.md").read_text(encoding="utf-8")
+    report = json.loads((trained / "run" / "report.json").read_text())
+    assert card.startswith("---\nlibrary_name: maf\n")
+    assert "| model | MAF, settings of no preset (config.json) |" in card  # MAFConfig.tiny is no preset
+    assert "| tag scheme | bioes |" in card and "| image features | resnet18, weights random:" in card
+    assert f"| best epoch | {report['best_epoch']} |" in card
+    test = report["test"]["overall"]
+    assert f"| test | {test['precision']:.2f} | {test['recall']:.2f} | {test['f1']:.2f} |" in card
+
+
+def test_a_saved_model_loads_by_hub_name_from_the_hugging_face_cache(trained, tmp_path):
+    """A Hub name resolves through huggingface_hub (offline here: a cache laid out as a download leaves it)."""
+    snapshot = tmp_path / "cache" / "models--someone--maf-tiny" / "snapshots" / "0123abcd"
+    MAF.from_pretrained(trained / "run").save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    model = MAF.from_pretrained("someone/maf-tiny", cache_dir=tmp_path / "cache", local_files_only=True)
+    assert not model.training
+    assert torch.equal(_emissions(model, trained), _emissions(MAF.from_pretrained(trained / "run"), trained))
 
 
 def test_save_and_load_give_identical_emissions(trained, tmp_path):
