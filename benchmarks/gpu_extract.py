@@ -139,7 +139,8 @@ def decode_only(folder: Path, mode: str, threads: int, device: str, batch_size: 
     """Images/s of decode + resize to 224 for one --decode mode, from bytes already in memory."""
     import torch
 
-    from pipeline.images import Transform, decode_on_device, load_tensor
+    from pipeline.device_decode import decode_on_device
+    from pipeline.images import Transform, load_tensor
 
     datas = [path.read_bytes() for path in sorted(folder.glob("*.jpg"))[:limit]]
     transform = Transform()

@@ -31,6 +31,7 @@ import torchvision
 from pipeline import distribute
 from pipeline.backbone import BACKBONES, GRID, ResNetFeatures, estimate_bn_stats, resolve_weights, state_sha256
 from pipeline.conll import find_splits, iter_conll
+from pipeline.device_decode import DeviceDecoderError, check_device_decoder, decode_on_device, jpeg_for_device
 from pipeline.errors import DataError
 from pipeline.files import atomic_output, output_lock
 from pipeline.images import (
@@ -38,12 +39,8 @@ from pipeline.images import (
     STATUS,
     STATUS_NAMES,
     TRANSFORMS,
-    DeviceDecoderError,
     ImageIndex,
     Transform,
-    check_device_decoder,
-    decode_on_device,
-    jpeg_for_device,
     load_tensor,
     locate,
     normalise,

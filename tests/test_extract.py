@@ -449,8 +449,8 @@ def test_device_decoding_keeps_statuses_and_features(mixed_images, tmp_path, dec
 def test_an_unusable_device_decoder_is_refused_before_any_work(images, tmp_path, monkeypatch, broken, message):
     """A torchvision without the decoder (or one that decodes wrongly) is refused up front,
     in one line, rather than sending every file to PIL under a device-jpeg fingerprint."""
-    import pipeline.images as images_module
-    from pipeline.images import DeviceDecoderError
+    import pipeline.device_decode as images_module
+    from pipeline.device_decode import DeviceDecoderError
 
     def missing():
         raise DeviceDecoderError("no decoder here")
