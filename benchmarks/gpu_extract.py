@@ -205,7 +205,8 @@ def parity(root: Path, device: str, batch_size: int) -> dict:
     from PIL import Image
 
     from benchmarks.decode import photo
-    from pipeline.extract import ExtractConfig, ShardJob, _decoded_batches
+    from pipeline.extract import ExtractConfig
+    from pipeline.extract_worker import ShardJob, _decoded_batches
     from pipeline.images import STATUS
 
     rng = random.Random(0)

@@ -23,8 +23,9 @@ from maf_core.train import predict_split, resolve_device
 from pipeline.backbone import random_seed
 from pipeline.conll import Tweet
 from pipeline.errors import DataError
+from pipeline.fingerprint import store_differences
 from pipeline.schemes import get_entities
-from pipeline.store import FeatureStore, store_differences
+from pipeline.store import FeatureStore
 from pipeline.tokenization import tokenize_tweets
 
 logger = logging.getLogger(__name__)

@@ -194,7 +194,7 @@ class RunDirectory:
 
     def check_store(self, store, hint: str = "") -> None:
         """A store must have been extracted with the run's store's settings (same fingerprint)."""
-        from pipeline.store import store_differences
+        from pipeline.fingerprint import store_differences
 
         changed = store_differences(store.fingerprint, self.record["store_fingerprint"], str(store.path))
         if changed:

@@ -29,9 +29,10 @@ from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.conll import ENTITY_TYPES, Tweet, write_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output, output_lock
+from pipeline.fingerprint import store_differences
 from pipeline.progress import Progress as PipelineProgress
 from pipeline.schemes import bioes_to_bio, get_entities
-from pipeline.store import FeatureStore, store_differences
+from pipeline.store import FeatureStore
 from pipeline.tokenization import read_meta
 
 logger = logging.getLogger(__name__)

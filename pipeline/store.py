@@ -105,42 +105,6 @@ class RowsFile:
         os.replace(self.path, out)
 
 
-# fingerprint fields that change features in the last digits only: the library versions, and
-# channels_last (1.2e-7 on ResNet-152's pooled features in fp32, benchmarks/cpu_forward.py)
-ROUNDING_ONLY = ("versions", "channels_last")
-
-
-def differences(found: dict, wanted: dict) -> str:
-    """The fields in which two records (fingerprints, job records) differ, 'there' vs 'now'."""
-    keys = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
-    return "; ".join(_difference(found, wanted, k) for k in keys)
-
-
-def store_differences(found: dict, wanted: dict, what: str = "") -> str:
-    """How two store fingerprints differ in what makes the features ('' when they agree).
-
-    The one rule for using a store with a run (resume, `maf evaluate`, `maf predict`): every
-    field must agree except those that move features by rounding only (ROUNDING_ONLY): the
-    versions (a torch or torchvision patch release), logged as a warning naming `what`, and
-    the memory layout of the forward.
-    """
-    if found.get("versions") != wanted.get("versions"):
-        logger.warning("%sthe store was made with %s, the run's store with %s; features may differ in "
-                       "the last digits", f"{what}: " if what else "", found.get("versions"), wanted.get("versions"))
-    return differences({k: v for k, v in found.items() if k not in ROUNDING_ONLY},
-                       {k: v for k, v in wanted.items() if k not in ROUNDING_ONLY})
-
-
-def _difference(found: dict, wanted: dict, key: str) -> str:
-    a, b = found.get(key), wanted.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-        inner = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        return f"{key}." + ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in inner)
-    if key == "ids_sha256":
-        return "another list of image ids"
-    return f"{key}: {a!r} there, {b!r} now"
-
-
 @dataclass
 class Features:
     """A gathered batch: numpy arrays in the order of the ids asked for."""

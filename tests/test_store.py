@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import DataError
+from pipeline.fingerprint import store_differences
 from pipeline.images import STATUS
-from pipeline.store import FeatureStore, RowsFile, Shard, store_differences
+from pipeline.store import FeatureStore, RowsFile, Shard
 
 
 def build_store(path: Path, ids: list[str], channels: int = 6, seed: int = 0, shard_size: int = 4) -> Path:
