@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import threading
+import warnings
 
 import numpy as np
+import torch
 from PIL import Image
 
 from pipeline.images import MAX_PIXELS, SIZE, Transform, load_tensor
@@ -41,8 +43,6 @@ def jpeg_for_device(data: bytes, max_pixels: int = MAX_PIXELS) -> bool:
 def _torchvision_decoder():
     """torchvision's JPEG decoder, its deprecation warning silenced once for the process
     (warnings.catch_warnings is not thread-safe, and two shards decode at once on a GPU)."""
-    import warnings
-
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:  # torchvision moved its decoders to torchcodec
@@ -59,8 +59,6 @@ _SIDE_STREAMS = threading.local()  # per thread: {device index: the stream it de
 
 
 def _side_stream(device):
-    import torch
-
     streams = _SIDE_STREAMS.__dict__.setdefault("streams", {})
     if device.index not in streams:
         streams[device.index] = torch.cuda.Stream(device)
@@ -79,8 +77,6 @@ def decode_on_device(datas: list[bytes], device, size: int = SIZE) -> list:
     allocated on, so on the forward's stream it can be handed memory that queued kernels
     still read (pytorch/vision PR 9606). The forward's stream then waits for the results.
     """
-    import torch
-
     device = torch.device(device)
     tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in datas]
     if device.type == "cuda" and device.index is None:  # torchvision keeps one decoder per device name
@@ -136,8 +132,6 @@ def check_device_decoder(device) -> None:
 
 def resize_tensor(image, size: int = SIZE):
     """uint8 (C, H, W) tensor → uint8 (3, size, size) on its device: bilinear, antialiased, rounded."""
-    import torch
-
     if image.shape[0] == 1:  # grayscale: the three channels PIL's convert("RGB") gives
         image = image.expand(3, -1, -1)
     resized = torch.nn.functional.interpolate(image[None].float(), size=(size, size), mode="bilinear",

@@ -7,6 +7,10 @@ written once into their final place, and a marker `shard-NNNNNN.done` records th
 A rerun with the same fingerprint skips marked shards; the finished file gets its
 fingerprint and is renamed onto the output, so the output path never holds a partial
 store. A different fingerprint in the same work directory is refused unless --overwrite.
+
+This is the driver. What runs on the workers is `pipeline/extract_worker.py`, the settings
+are `pipeline/extract_config.py`, and what a store's fingerprint holds and when two agree is
+`pipeline/fingerprint.py`.
 """
 from __future__ import annotations
 
@@ -28,26 +32,18 @@ from pipeline import distribute
 from pipeline.backbone import BACKBONES, GRID, resolve_weights, state_sha256
 from pipeline.conll import find_splits, iter_conll
 from pipeline.errors import DataError
-from pipeline.extract_config import DECODES, PRECISIONS, ExtractConfig
+from pipeline.extract_config import ExtractConfig
 from pipeline.extract_worker import ShardJob, estimate_shard_bn, extract_shard
 from pipeline.files import atomic_output, output_lock
 from pipeline.fingerprint import _spec, _without_rounding, differences, fingerprint
-from pipeline.images import STATUS, STATUS_NAMES, TRANSFORMS, ImageIndex, locate, read_image_bytes
+from pipeline.images import STATUS, STATUS_NAMES, ImageIndex, locate, read_image_bytes
 from pipeline.progress import Progress
-from pipeline.store import RowsFile
+from pipeline.store import FeatureStore, RowsFile
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "BACKBONES",
-    "DECODES",
-    "PRECISIONS",
-    "TRANSFORMS",
-    "ExtractConfig",
-    "extract_images",
-    "ids_from_corpus",
-    "summary_text",
-]
+# ExtractConfig's home is pipeline/extract_config.py; it is named here too, as the argument of extract_images
+__all__ = ["ExtractConfig", "extract_images", "ids_from_corpus", "plan_workers", "summary_text"]
 JOB_FILE = "job.json"
 BN_FILE = "bn_stats.pt"
 
@@ -62,9 +58,6 @@ def ids_from_corpus(data_dir: str | os.PathLike) -> list[str]:
 
 def ids_sha256(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
-
-
-# ---------------------------------------------------------------- driver side
 
 
 @dataclass(frozen=True)
@@ -209,8 +202,6 @@ def _images_to_extract(images_dir: Path, out: Path, ids: list[str] | None) -> tu
 
 def _reuse_or_refuse(out: Path, print_: dict, ids: list[str]) -> dict:
     """`out` exists (no --overwrite): the summary of that store when it is this very extraction, else refuse."""
-    from pipeline.store import FeatureStore
-
     try:
         existing = FeatureStore(out)
     except DataError as err:
@@ -271,7 +262,7 @@ def _run_shards(config: ExtractConfig, job: ShardJob, state: dict, weights_ident
     cuda = config.device.startswith("cuda")
     threads_per_worker = 2 if cuda else 1  # on GPU, one shard decodes while the other runs
     runner = distribute.make_runner(config.workers, threads_per_worker, config.scheduler, config.threads,
-                                    preload=(__name__,))  # workers load torch and the backbone code at once
+                                    preload=(extract_shard.__module__,))  # workers load torch and the backbone at once
     ids = shards.ids
     to_extract = sum(len(shards.ids_of(n)) for n in todo)
     logger.info("extracting %d images with %s (%s, weights %s) on %s", to_extract,
@@ -314,7 +305,7 @@ def _assemble(out: Path, shards: _ShardFiles, config: ExtractConfig, print_: dic
         buffers = torch.load(shards.work / BN_FILE, weights_only=True)
         final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(buffers))
         buffers = {k: v.numpy() for k, v in buffers.items()}
-    shards.rows.finish(out, final_print, extra_attrs={"extraction": {"device": config.device,
+    shards.rows.publish(out, final_print, extra_attrs={"extraction": {"device": config.device,
                                                                      "batch_size": config.batch_size,
                                                                      "ids_sha256": ids_sha}}, bn_stats=buffers)
 

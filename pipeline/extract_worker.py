@@ -38,7 +38,7 @@ class ShardJob:
     batch_size: int
     threads: int | None       # torch threads per task; None: the worker's cores over its task threads
     decode_threads: int       # > 1: a pool decodes the next batch during the forward
-    decode: str = "full"      # full | fast (JPEG draft mode)
+    decode: str = "full"      # full | fast | device (ExtractConfig.decode)
 
     @classmethod
     def of(cls, config: ExtractConfig, key: str) -> ShardJob:
@@ -105,7 +105,7 @@ def _decoded_batches(items, job: ShardJob, device: torch.device):
             return _ON_DEVICE, data
         return load_tensor(data, image_id, transform, job.max_pixels, fast=job.decode == "fast")
 
-    def finish(chunk, results):
+    def decode_waiting_on_device(chunk, results):
         """The batch's device JPEGs decoded together; one the decoder refuses goes through PIL."""
         waiting = [n for n, (code, _) in enumerate(results) if code == _ON_DEVICE]
         if not waiting:
@@ -121,12 +121,12 @@ def _decoded_batches(items, job: ShardJob, device: torch.device):
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
     if pool is None:
         for n, chunk in enumerate(chunks):
-            yield n * size, finish(chunk, [decode(item) for item in chunk])
+            yield n * size, decode_waiting_on_device(chunk, [decode(item) for item in chunk])
         return
     pending = [pool.submit(decode, item) for item in chunks[0]] if chunks else []
     for n in range(len(chunks)):
         ahead = [pool.submit(decode, item) for item in chunks[n + 1]] if n + 1 < len(chunks) else []
-        yield n * size, finish(chunks[n], [f.result() for f in pending])
+        yield n * size, decode_waiting_on_device(chunks[n], [f.result() for f in pending])
         pending = ahead
 
 

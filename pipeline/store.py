@@ -9,7 +9,6 @@ index (about 250 samples/s for a batch of 64 here).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ import numpy as np
 from pipeline.errors import DataError
 from pipeline.images import STATUS, STATUS_NAMES
 
-logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
@@ -40,7 +38,7 @@ class RowsFile:
     feature row is written once, where it stays (no shard files copied in at the end).
 
     `create` writes the ids (known up front) and allocates the numeric datasets contiguously
-    without writing fill values; `write` puts a shard's rows at their offset; `finish` adds the
+    without writing fill values; `write` puts a shard's rows at their offset; `publish` adds the
     fingerprint and BatchNorm statistics and renames the file onto the output. Between those,
     only raw rows are written, never HDF5 metadata, so a run killed mid-write leaves a file
     whose unfinished rows are simply written again (the caller keeps which shards are done).
@@ -87,11 +85,11 @@ class RowsFile:
         with h5py.File(self.path, "r") as f:
             return f["status"][:]
 
-    def finish(self, out: str | os.PathLike, fingerprint: dict, extra_attrs: dict | None = None,
-               bn_stats: dict[str, np.ndarray] | None = None) -> None:
+    def publish(self, out: str | os.PathLike, fingerprint: dict, extra_attrs: dict | None = None,
+                bn_stats: dict[str, np.ndarray] | None = None) -> None:
         """Attributes and BatchNorm statistics, then fsync and rename onto `out`."""
         with h5py.File(self.path, "r+") as f:
-            if "bn_stats" in f:  # a finish cut short before
+            if "bn_stats" in f:  # a publish cut short before
                 del f["bn_stats"]
             for key, value in (bn_stats or {}).items():
                 f.create_dataset(f"bn_stats/{key}", data=np.asarray(value))
@@ -197,6 +195,17 @@ class FeatureStore:
             if "bn_stats" not in f:
                 return None
             return {key: f["bn_stats"][key][:] for key in f["bn_stats"]}
+
+    def describe(self) -> str:
+        """What `maf-pipe inspect` shows: size, shapes and dtypes, counts by status, the fingerprint."""
+        n = len(self)
+        return "\n".join([
+            f"{self.path}: {n} images, {self.path.stat().st_size / 2**20:.1f} MiB",
+            f"  regions ({n}, {self.num_regions}, {self.channels}) float16; "
+            f"pooled ({n}, {self.channels}) float32; status ({n},) uint8",
+            "  status: " + ", ".join(f"{name} {count}" for name, count in self.counts().items()),
+            "  fingerprint: " + json.dumps(self.fingerprint, indent=2, sort_keys=True).replace("\n", "\n  "),
+        ])
 
     def counts(self) -> dict[str, int]:
         names = {code: name for name, code in self.status_codes.items()}

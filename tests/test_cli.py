@@ -167,3 +167,10 @@ def test_readme_cli_reference_matches_help():
 
     assert current(README.read_text(encoding="utf-8")) == reference(), \
         "README.md's CLI reference is stale: run .venv/bin/python -m cli.reference --write"
+
+
+def test_maf_pipe_version_is_the_package_version():
+    from importlib.metadata import version
+
+    result = run(pipe, "--version")
+    assert result.exit_code == 0 and result.output.strip().endswith(f"version {version('maf')}")
