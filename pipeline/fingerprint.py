@@ -1,4 +1,14 @@
-"""The store fingerprint: what the features depend on, and how two fingerprints compare."""
+"""The store fingerprint: what a store's features depend on, and the one module that knows its rules.
+
+- `fingerprint(config, weights_identity)` builds it (extraction, the online baseline);
+- `store_differences(found, wanted)` compares two: every field must agree but those that move
+  features in their last digits only (`ROUNDING_ONLY`);
+- `extract_config_of(print_)` is the inverse: the `ExtractConfig` that makes new images'
+  features as that store's were made (`maf predict --images`).
+
+`ExtractConfig` itself lives in `pipeline/extract_config.py`, which imports nothing of this
+module, the driver or the worker side: each of them imports it without a cycle.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +18,8 @@ import PIL
 import torch
 import torchvision
 
-from pipeline.backbone import BACKBONES, GRID
+from pipeline.backbone import BACKBONES, GRID, random_seed
+from pipeline.errors import DataError
 from pipeline.extract_config import ExtractConfig
 from pipeline.images import Transform
 from pipeline.store import FORMAT_VERSION
@@ -101,3 +112,36 @@ def _spec(print_: dict) -> dict:
         out["bn_stats"] = {k: v for k, v in out["bn_stats"].items() if k != "sha256"}
     return out
 
+
+
+def extract_config_of(print_: dict, weights: str | None = None, bn_buffers: dict | None = None,
+                      source: str = "the store") -> ExtractConfig:
+    """The settings that extract new images as the store of `print_` was made (the inverse of
+    `fingerprint`), in this process. `weights`: the weights file, for a store made from one
+    (the fingerprint keeps its hash, not its path); `bn_buffers`: the BatchNorm statistics of a
+    --bn-stats dataset store, kept instead of re-estimated on the new images. `source` names
+    the store in errors."""
+    identity = print_["weights"]
+    if identity["kind"] == "random":
+        weights_arg, seed = "none", random_seed(identity["identity"])
+        if seed is None:
+            raise DataError(f"{source} was made with random backbone weights of an older init "
+                            f"({identity['identity']}); `--weights none` no longer makes them: re-extract the "
+                            "store (and retrain on it), or pass the store itself")
+    elif identity["kind"] == "imagenet":
+        weights_arg, seed = "imagenet", 0
+    else:
+        if weights is None:
+            raise DataError(f"{source} was made with backbone weights from {identity.get('file')}; pass that "
+                            "file (--weights) so that new images get the same backbone")
+        weights_arg, seed = weights, 0
+    transform = print_["transform"]
+    seed = int(transform.get("seed", seed)) if identity["kind"] != "random" else seed
+    bn = print_["bn_stats"]
+    if bn["mode"] == "dataset" and bn_buffers is None:
+        raise DataError(f"{source} was made with BatchNorm statistics re-estimated on its images "
+                        "(--bn-stats dataset); new images need those statistics")
+    return ExtractConfig(backbone=print_["backbone"], weights=weights_arg, transform=transform["name"],
+                         bn_stats=bn["mode"], bn_samples=bn.get("samples", ExtractConfig.bn_samples), seed=seed,
+                         workers=0, extra={"bn_buffers": bn_buffers} if bn["mode"] == "dataset" else {},
+                         decode="fast" if print_.get("decode") else "full")
