@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 # what the fingerprint records of each (full: nothing, as stores always were)
 DECODE_PRINTS = {"fast": "fast-jpeg-draft", "device": "device-jpeg"}
+DECODE_OF_PRINT = {recorded: decode for decode, recorded in DECODE_PRINTS.items()}
 
 
 def fingerprint(config: ExtractConfig, weights_identity: dict) -> dict:
@@ -117,31 +118,33 @@ def _spec(print_: dict) -> dict:
 def extract_config_of(print_: dict, weights: str | None = None, bn_buffers: dict | None = None,
                       source: str = "the store") -> ExtractConfig:
     """The settings that extract new images as the store of `print_` was made (the inverse of
-    `fingerprint`), in this process. `weights`: the weights file, for a store made from one
-    (the fingerprint keeps its hash, not its path); `bn_buffers`: the BatchNorm statistics of a
-    --bn-stats dataset store, kept instead of re-estimated on the new images. `source` names
-    the store in errors."""
-    identity = print_["weights"]
+    `fingerprint`: every field it records is read back), in this process. `weights`: the
+    weights file, for a store made from one (the fingerprint keeps its hash, not its path);
+    `bn_buffers`: the BatchNorm statistics of a --bn-stats dataset store, kept instead of
+    re-estimated on the new images. `source` names the store in errors."""
+    identity, transform, bn = print_["weights"], print_["transform"], print_["bn_stats"]
     if identity["kind"] == "random":
         weights_arg, seed = "none", random_seed(identity["identity"])
         if seed is None:
             raise DataError(f"{source} was made with random backbone weights of an older init "
                             f"({identity['identity']}); `--weights none` no longer makes them: re-extract the "
                             "store (and retrain on it), or pass the store itself")
-    elif identity["kind"] == "imagenet":
-        weights_arg, seed = "imagenet", 0
     else:
-        if weights is None:
+        if identity["kind"] != "imagenet" and weights is None:
             raise DataError(f"{source} was made with backbone weights from {identity.get('file')}; pass that "
                             "file (--weights) so that new images get the same backbone")
-        weights_arg, seed = weights, 0
-    transform = print_["transform"]
-    seed = int(transform.get("seed", seed)) if identity["kind"] != "random" else seed
-    bn = print_["bn_stats"]
+        weights_arg = "imagenet" if identity["kind"] == "imagenet" else weights
+        seed = int(transform.get("seed", bn.get("seed", 0)))  # one seed made maf-crop's offsets and AdaBN's sample
     if bn["mode"] == "dataset" and bn_buffers is None:
         raise DataError(f"{source} was made with BatchNorm statistics re-estimated on its images "
                         "(--bn-stats dataset); new images need those statistics")
-    return ExtractConfig(backbone=print_["backbone"], weights=weights_arg, transform=transform["name"],
-                         bn_stats=bn["mode"], bn_samples=bn.get("samples", ExtractConfig.bn_samples), seed=seed,
-                         workers=0, extra={"bn_buffers": bn_buffers} if bn["mode"] == "dataset" else {},
-                         decode="fast" if print_.get("decode") else "full")
+    defaults = ExtractConfig()
+    precision = print_.get("precision", defaults.precision)
+    return ExtractConfig(
+        backbone=print_["backbone"], weights=weights_arg, transform=transform["name"],
+        decode=DECODE_OF_PRINT.get(print_.get("decode"), "full"), bn_stats=bn["mode"],
+        bn_samples=bn.get("samples", defaults.bn_samples), seed=seed, precision=precision,
+        channels_last=print_.get("channels_last", defaults.channels_last),
+        max_pixels=print_.get("max_pixels", defaults.max_pixels),
+        device="cpu" if precision == "fp32" else "cuda",  # tf32 and bf16 run on CUDA only
+        workers=0, extra={"bn_buffers": bn_buffers} if bn["mode"] == "dataset" else {})

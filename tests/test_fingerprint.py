@@ -1,0 +1,61 @@
+"""The fingerprint rules (pipeline/fingerprint.py): its inverse gives back the settings a store
+was made with."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maf_core.config import MAFConfig
+from maf_core.predict import MAFPredictor
+from maf_core.train import TrainConfig, train
+from pipeline.backbone import random_identity
+from pipeline.errors import DataError
+from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
+from pipeline.fingerprint import extract_config_of, fingerprint
+
+TINY = dict(backbone="resnet18", weights="none", workers=0, batch_size=4, shard_size=4)
+IMAGENET = {"kind": "imagenet", "identity": "sha256:0123"}
+
+
+@pytest.mark.parametrize("settings, identity", [
+    (dict(), IMAGENET),
+    (dict(decode="fast"), IMAGENET),
+    (dict(decode="device"), IMAGENET),
+    (dict(transform="maf-crop", seed=5), IMAGENET),
+    (dict(bn_stats="dataset", bn_samples=32, seed=3), IMAGENET),
+    (dict(seed=7), {"kind": "random", "identity": random_identity(7)}),
+    (dict(channels_last=False, max_pixels=10**6), IMAGENET),
+    (dict(precision="bf16", device="cuda"), IMAGENET),
+])
+def test_the_inverse_gives_back_every_setting_of_the_fingerprint(settings, identity):
+    made = fingerprint(ExtractConfig(**settings), identity)
+    config = extract_config_of(made, bn_buffers={} if settings.get("bn_stats") == "dataset" else None)
+    assert fingerprint(config, identity) == made
+
+
+def test_the_inverse_asks_for_what_the_fingerprint_does_not_hold():
+    made = fingerprint(ExtractConfig(), {"kind": "file", "identity": "sha256:ab", "file": "resnet152-x.pth"})
+    with pytest.raises(DataError, match=r"the store was made with backbone weights from resnet152-x\.pth; pass that"):
+        extract_config_of(made)
+    assert extract_config_of(made, weights="/w/resnet152-x.pth").weights == "/w/resnet152-x.pth"
+    adabn = fingerprint(ExtractConfig(bn_stats="dataset"), IMAGENET)
+    with pytest.raises(DataError, match=r"re-estimated on its images \(--bn-stats dataset\)"):
+        extract_config_of(adabn)
+
+
+def test_a_run_on_a_device_decoded_store_predicts_new_images(sample_dir, sample_text, tmp_path):
+    """--decode device on the CPU (torchvision's libjpeg-turbo): new images are extracted with
+    the run's decoder, so they match the run's store and give the run's own predictions."""
+    store = tmp_path / "device.h5"
+    extract_images(sample_dir / "images", store, ExtractConfig(**dict(TINY, shard_size=64), decode="device"),
+                   ids=ids_from_corpus(sample_dir))
+    run = tmp_path / "run"
+    train(store, sample_text, run, MAFConfig.tiny(scheme="bioes"),
+          TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3, device="cpu"))
+    expected = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()][:6]
+    items = [{"id": r["id"], "words": r["words"]} for r in expected]
+    predicted = MAFPredictor.from_pretrained(run).predict(items, images_dir=sample_dir / "images")
+    assert [p["tags"] for p in predicted] == [r["predicted"] for r in expected]
+    for p, r in zip(predicted, expected):
+        assert abs(p["match_prob"] - r["match_prob"]) < 1e-5
