@@ -35,7 +35,7 @@ from pipeline.errors import DataError
 from pipeline.extract_config import ExtractConfig
 from pipeline.extract_worker import ShardJob, estimate_shard_bn, extract_shard
 from pipeline.files import atomic_output, output_lock
-from pipeline.fingerprint import _spec, _without_rounding, differences, fingerprint
+from pipeline.fingerprint import fingerprint, job_differences, store_differences
 from pipeline.images import STATUS, STATUS_NAMES, ImageIndex, locate, read_image_bytes
 from pipeline.progress import Progress
 from pipeline.store import FeatureStore, RowsFile
@@ -97,10 +97,9 @@ def _prepare_work_dir(work: Path, job_record: dict, overwrite: bool) -> None:
     if work.exists() and not path.is_file() and any(work.iterdir()):
         raise DataError(f"{work}: exists but is not an extraction work directory (no {JOB_FILE}); remove it")
     if path.is_file():
-        found = json.loads(path.read_text())
-        if _without_rounding(found) != _without_rounding(job_record):
+        detail = job_differences(json.loads(path.read_text()), job_record, str(work))
+        if detail:
             if not overwrite:
-                detail = differences(found, job_record)
                 raise DataError(
                     f"{work}: holds shards of a different extraction ({detail}); rerun with the same "
                     "settings to resume it, or pass --overwrite to discard those shards"
@@ -206,14 +205,13 @@ def _reuse_or_refuse(out: Path, print_: dict, ids: list[str]) -> dict:
         existing = FeatureStore(out)
     except DataError as err:
         raise DataError(f"{err}; pass --overwrite to replace it") from None
-    same = _spec(existing.fingerprint) == _spec(print_) and existing.image_ids == ids
-    if same:
+    settings = store_differences(existing.fingerprint, print_, str(out), planned=True, against="this extraction")
+    other_ids = existing.image_ids != ids
+    if not settings and not other_ids:
         logger.info("%s: already complete with this fingerprint and these ids; nothing to do", out)
         return _summary(out, existing.image_ids, existing.status, reused_store=True)
-    settings = _spec(existing.fingerprint) != _spec(print_)
-    other_ids = existing.image_ids != ids
     reason = " and ".join(
-        r for r, bad in (("with other settings", settings), ("for other image ids", other_ids)) if bad
+        r for r, bad in (("with other settings", bool(settings)), ("for other image ids", other_ids)) if bad
     )
     raise DataError(f"{out}: exists and was made {reason}; pass --overwrite to replace it "
                     "(it stays until the new store is complete)")

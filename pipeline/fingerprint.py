@@ -1,8 +1,10 @@
 """The store fingerprint: what a store's features depend on, and the one module that knows its rules.
 
 - `fingerprint(config, weights_identity)` builds it (extraction, the online baseline);
-- `store_differences(found, wanted)` compares two: every field must agree but those that move
-  features in their last digits only (`ROUNDING_ONLY`);
+- `store_differences(found, wanted)` compares two, for runs and for extraction reusing a store
+  (`job_differences`: the shards of an unfinished one): every field must agree but those that
+  move features in their last digits only (`ROUNDING_ONLY`, listed once), with a warning when
+  the library versions differ;
 - `extract_config_of(print_)` is the inverse: the `ExtractConfig` that makes new images'
   features as that store's were made (`maf predict --images`).
 
@@ -65,25 +67,49 @@ def _json(value: dict) -> dict:
 ROUNDING_ONLY = ("versions", "channels_last")
 
 
-def differences(found: dict, wanted: dict) -> str:
+def store_differences(found: dict, wanted: dict, what: str = "", planned: bool = False,
+                      against: str = "the run's store") -> str:
+    """How two store fingerprints differ in what makes the features ('' when they agree).
+
+    The one rule for using features made earlier: a run's store (resume, `maf evaluate`,
+    `maf predict`), and a complete store that extraction reuses. Every field must agree but
+    those that move features by rounding only (ROUNDING_ONLY): the versions (a torch,
+    torchvision or Pillow release), logged as a warning naming `what` and `against`, and the
+    memory layout of the forward. `planned`: `wanted` is planned before extraction, so the
+    BatchNorm statistics' hash, measured while extracting, is left out of both.
+    """
+    _warn_versions(found, wanted, what, against)
+    return _differences(_deciding(found, planned), _deciding(wanted, planned))
+
+
+def job_differences(found: dict, wanted: dict, what: str) -> str:
+    """How the job record of an unfinished extraction (its fingerprint, ids and shard size)
+    differs from this run's, under the same rule: shards made with other versions or the other
+    memory layout finish the store."""
+    _warn_versions(found.get("fingerprint", {}), wanted["fingerprint"], what, "this extraction")
+    return _differences({**found, "fingerprint": _deciding(found.get("fingerprint", {}), planned=True)},
+                        {**wanted, "fingerprint": _deciding(wanted["fingerprint"], planned=True)})
+
+
+def _deciding(print_: dict, planned: bool) -> dict:
+    """The fields of a fingerprint that decide the features (all but ROUNDING_ONLY); `planned`:
+    also without what is measured only while extracting (the BatchNorm statistics' hash)."""
+    out = {k: v for k, v in print_.items() if k not in ROUNDING_ONLY}
+    if planned and "bn_stats" in out:
+        out["bn_stats"] = {k: v for k, v in out["bn_stats"].items() if k != "sha256"}
+    return out
+
+
+def _warn_versions(found: dict, wanted: dict, what: str, against: str) -> None:
+    if found.get("versions") != wanted.get("versions"):
+        logger.warning("%sthe store was made with %s, %s with %s; features may differ in the last digits",
+                       f"{what}: " if what else "", found.get("versions"), against, wanted.get("versions"))
+
+
+def _differences(found: dict, wanted: dict) -> str:
     """The fields in which two records (fingerprints, job records) differ, 'there' vs 'now'."""
     keys = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
     return "; ".join(_difference(found, wanted, k) for k in keys)
-
-
-def store_differences(found: dict, wanted: dict, what: str = "") -> str:
-    """How two store fingerprints differ in what makes the features ('' when they agree).
-
-    The one rule for using a store with a run (resume, `maf evaluate`, `maf predict`): every
-    field must agree except those that move features by rounding only (ROUNDING_ONLY): the
-    versions (a torch or torchvision patch release), logged as a warning naming `what`, and
-    the memory layout of the forward.
-    """
-    if found.get("versions") != wanted.get("versions"):
-        logger.warning("%sthe store was made with %s, the run's store with %s; features may differ in "
-                       "the last digits", f"{what}: " if what else "", found.get("versions"), wanted.get("versions"))
-    return differences({k: v for k, v in found.items() if k not in ROUNDING_ONLY},
-                       {k: v for k, v in wanted.items() if k not in ROUNDING_ONLY})
 
 
 def _difference(found: dict, wanted: dict, key: str) -> str:
@@ -94,25 +120,6 @@ def _difference(found: dict, wanted: dict, key: str) -> str:
     if key == "ids_sha256":
         return "another list of image ids"
     return f"{key}: {a!r} there, {b!r} now"
-
-
-
-def _without_rounding(job_record: dict) -> dict:
-    """A job record whose fingerprint leaves out the memory layout, which moves features by
-    rounding only: shards made with either layout finish one store (other versions still refuse)."""
-    fingerprint = {k: v for k, v in job_record.get("fingerprint", {}).items() if k != "channels_last"}
-    return {**job_record, "fingerprint": fingerprint}
-
-
-
-def _spec(print_: dict) -> dict:
-    """A fingerprint without the measured BatchNorm hash and the fields that only move features
-    by rounding: what a rerun can compare up front."""
-    out = {k: v for k, v in print_.items() if k not in ("channels_last",)}
-    if "bn_stats" in out:
-        out["bn_stats"] = {k: v for k, v in out["bn_stats"].items() if k != "sha256"}
-    return out
-
 
 
 def extract_config_of(print_: dict, weights: str | None = None, bn_buffers: dict | None = None,
