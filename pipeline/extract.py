@@ -304,8 +304,8 @@ def _assemble(out: Path, shards: _ShardFiles, config: ExtractConfig, print_: dic
         final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(buffers))
         buffers = {k: v.numpy() for k, v in buffers.items()}
     shards.rows.publish(out, final_print, extra_attrs={"extraction": {"device": config.device,
-                                                                     "batch_size": config.batch_size,
-                                                                     "ids_sha256": ids_sha}}, bn_stats=buffers)
+                                                                      "batch_size": config.batch_size,
+                                                                      "ids_sha256": ids_sha}}, bn_stats=buffers)
 
 
 def _missing_message(bad: list[tuple[str, int]], total: int) -> str:

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 # what the fingerprint records of each (full: nothing, as stores always were)
 DECODE_PRINTS = {"fast": "fast-jpeg-draft", "device": "device-jpeg"}
 DECODE_OF_PRINT = {recorded: decode for decode, recorded in DECODE_PRINTS.items()}
+# fingerprint fields that change features in the last digits only: the library versions, and
+# channels_last (1.2e-7 on ResNet-152's pooled features in fp32, benchmarks/cpu_forward.py)
+ROUNDING_ONLY = ("versions", "channels_last")
 
 
 def fingerprint(config: ExtractConfig, weights_identity: dict) -> dict:
@@ -59,12 +62,6 @@ def fingerprint(config: ExtractConfig, weights_identity: dict) -> dict:
 def _json(value: dict) -> dict:
     """As it reads back from JSON (tuples become lists), so fingerprints compare equal."""
     return json.loads(json.dumps(value, sort_keys=True))
-
-
-
-# fingerprint fields that change features in the last digits only: the library versions, and
-# channels_last (1.2e-7 on ResNet-152's pooled features in fp32, benchmarks/cpu_forward.py)
-ROUNDING_ONLY = ("versions", "channels_last")
 
 
 def store_differences(found: dict, wanted: dict, what: str = "", planned: bool = False,
@@ -135,7 +132,7 @@ def extract_config_of(print_: dict, weights: str | None = None, bn_buffers: dict
         if seed is None:
             raise DataError(f"{source} was made with random backbone weights of an older init "
                             f"({identity['identity']}); `--weights none` no longer makes them: re-extract the "
-                            "store (and retrain on it), or pass the store itself")
+                            "store (and retrain on it), or pass the store itself (--features)")
     else:
         if identity["kind"] != "imagenet" and weights is None:
             raise DataError(f"{source} was made with backbone weights from {identity.get('file')}; pass that "
