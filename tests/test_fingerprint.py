@@ -17,6 +17,8 @@ from pipeline.backbone import random_identity
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
 from pipeline.fingerprint import extract_config_of, fingerprint, store_differences
+from pipeline.sample import make_sample
+from pipeline.tokenization import tokenize_corpus
 
 TINY = dict(backbone="resnet18", weights="none", workers=0, batch_size=4, shard_size=4)
 IMAGENET = {"kind": "imagenet", "identity": "sha256:0123"}
@@ -48,18 +50,19 @@ def test_the_inverse_asks_for_what_the_fingerprint_does_not_hold():
         extract_config_of(adabn)
 
 
-def test_a_run_on_a_device_decoded_store_predicts_new_images(sample_dir, sample_text, tmp_path):
+def test_a_run_on_a_device_decoded_store_predicts_new_images(tokenizer_dir, tmp_path):
     """--decode device on the CPU (torchvision's libjpeg-turbo): new images are extracted with
     the run's decoder, so they match the run's store and give the run's own predictions."""
-    store = tmp_path / "device.h5"
-    extract_images(sample_dir / "images", store, ExtractConfig(**dict(TINY, shard_size=64), decode="device"),
-                   ids=ids_from_corpus(sample_dir))
-    run = tmp_path / "run"
-    train(store, sample_text, run, MAFConfig.tiny(scheme="bioes"),
+    corpus, text, store, run = tmp_path / "corpus", tmp_path / "text", tmp_path / "device.h5", tmp_path / "run"
+    make_sample(corpus, tweets=40, seed=4)
+    tokenize_corpus(corpus, str(tokenizer_dir), text, max_length=64)
+    extract_images(corpus / "images", store, ExtractConfig(**dict(TINY, shard_size=64), decode="device"),
+                   ids=ids_from_corpus(corpus))
+    train(store, text, run, MAFConfig.tiny(scheme="bioes"),
           TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3, device="cpu"))
-    expected = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()][:6]
+    expected = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
     items = [{"id": r["id"], "words": r["words"]} for r in expected]
-    predicted = MAFPredictor.from_pretrained(run).predict(items, images_dir=sample_dir / "images")
+    predicted = MAFPredictor.from_pretrained(run).predict(items, images_dir=corpus / "images")
     assert [p["tags"] for p in predicted] == [r["predicted"] for r in expected]
     for p, r in zip(predicted, expected):
         assert abs(p["match_prob"] - r["match_prob"]) < 1e-5
