@@ -33,7 +33,8 @@ def main() -> None:
     import numpy as np
     from PIL import Image
 
-    from pipeline.extract import BACKBONES, GRID, ExtractConfig, extract_images
+    from pipeline.backbone import BACKBONES, GRID
+    from pipeline.extract import ExtractConfig, extract_images
 
     root = Path(tempfile.mkdtemp(prefix="maf-bytes-"))
     rng = np.random.default_rng(0)

@@ -51,7 +51,8 @@ def photo(width: int, height: int, seed: int) -> bytes:
 
 def rate(photos: list[bytes], mode: str, repeat: int = 3) -> tuple[float, list]:
     """Images/s of decode + resize on this thread (the best of `repeat` passes), and the arrays."""
-    from pipeline.images import Transform, decode_on_device, load_tensor
+    from pipeline.device_decode import decode_on_device
+    from pipeline.images import Transform, load_tensor
 
     transform = Transform("resize")
     best, arrays = float("inf"), []

@@ -139,7 +139,8 @@ def decode_only(folder: Path, mode: str, threads: int, device: str, batch_size: 
     """Images/s of decode + resize to 224 for one --decode mode, from bytes already in memory."""
     import torch
 
-    from pipeline.images import Transform, decode_on_device, load_tensor
+    from pipeline.device_decode import decode_on_device
+    from pipeline.images import Transform, load_tensor
 
     datas = [path.read_bytes() for path in sorted(folder.glob("*.jpg"))[:limit]]
     transform = Transform()
@@ -204,7 +205,8 @@ def parity(root: Path, device: str, batch_size: int) -> dict:
     from PIL import Image
 
     from benchmarks.decode import photo
-    from pipeline.extract import ExtractConfig, ShardJob, _decoded_batches
+    from pipeline.extract import ExtractConfig
+    from pipeline.extract_worker import ShardJob, _decoded_batches
     from pipeline.images import STATUS
 
     rng = random.Random(0)

@@ -36,7 +36,7 @@ def write_store(path: Path, n: int, channels: int, seed: int = 0) -> None:
         shard = Shard(ids, rng.standard_normal((m, 49, channels), dtype=np.float32).astype(np.float16),
                       rng.standard_normal((m, channels), dtype=np.float32), np.zeros(m, np.uint8))
         rows.write(start, shard)
-    rows.finish(path, {"benchmark": True})
+    rows.publish(path, {"benchmark": True})
 
 
 def rate(fn, batches: list, seconds: float) -> float:

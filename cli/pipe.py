@@ -1,18 +1,36 @@
-"""`maf-pipe`: the offline stages (sample corpus, vocabulary, tokenization, image features)."""
+"""`maf-pipe`: the offline stages (sample corpus, vocabulary, tokenization, image features).
+
+Each command turns its options into one library call and prints the result. Choices and
+defaults are the library's own (the choice tuples, `ExtractConfig`, the functions'
+parameters), read from there, never copied.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
+from inspect import signature
 
 import click
 
 from cli.common import Group, setup_logging
 from pipeline import extract, sample, tokenization, vocab
+from pipeline.backbone import BACKBONES
+from pipeline.extract_config import BN_STATS, DECODES, MISSING, PRECISIONS, ExtractConfig
+from pipeline.images import TRANSFORMS
 from pipeline.schemes import SCHEMES
+from pipeline.store import FeatureStore
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXTRACT = {field.name: field.default for field in dataclasses.fields(ExtractConfig)}  # extract-images' defaults
+
+
+def default(function, name: str):
+    """The default of `function`'s parameter `name`, which --help shows."""
+    return signature(function).parameters[name].default
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(package_name="maf", prog_name="maf-pipe", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 def main(verbose: bool) -> None:
     """Offline stages of maf: make a sample corpus, build a vocabulary, tokenize a
@@ -27,8 +45,10 @@ def main(verbose: bool) -> None:
 
 @main.command("make-sample")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--tweets", default=1200, show_default=True, help="Number of tweets over the three splits (60/20/20).")
-@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed writes the same files.")
+@click.option("--tweets", default=default(sample.make_sample, "tweets"), show_default=True,
+              help="Number of tweets over the three splits (60/20/20).")
+@click.option("--seed", default=default(sample.make_sample, "seed"), show_default=True,
+              help="Random seed; the same seed writes the same files.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it is not empty.")
 def make_sample(out_dir: str, tweets: int, seed: int, overwrite: bool) -> None:
     """Write a synthetic corpus in which the image decides some entity types.
@@ -49,14 +69,15 @@ def make_sample(out_dir: str, tweets: int, seed: int, overwrite: bool) -> None:
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write the tokenizer to (vocab.txt, tokenizer.json, ...).")
-@click.option("--vocab-size", default=8000, show_default=True, help="Largest vocabulary size, special tokens included.")
+@click.option("--vocab-size", default=default(vocab.build_vocab, "vocab_size"), show_default=True,
+              help="Largest vocabulary size, special tokens included.")
 @click.option(
     "--lowercase/--cased",
-    default=False,
+    default=default(vocab.build_vocab, "lowercase"),
     show_default=True,
     help="Lower-case text (like bert-base-uncased) or keep case.",
 )
-@click.option("--kind", type=click.Choice(vocab.KINDS), default="wordpiece", show_default=True,
+@click.option("--kind", type=click.Choice(vocab.KINDS), default=default(vocab.build_vocab, "kind"), show_default=True,
               help="wordpiece (BERT's), bpe (byte-level BPE, RoBERTa's kind, with <s> </s>) or "
                    "unigram (SentencePiece-style, XLM-R's and DeBERTa-v3's kind).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
@@ -87,9 +108,11 @@ def build_vocab(data_dir: str, out_dir: str, vocab_size: int, lowercase: bool, k
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for {train,valid,test}.arrow and meta.json.")
 @click.option(
-    "--max-length", default=128, show_default=True, help="Most word pieces per tweet, [CLS] and [SEP] included."
+    "--max-length", default=default(tokenization.tokenize_corpus, "max_length"), show_default=True,
+    help="Most word pieces per tweet, [CLS] and [SEP] included."
 )
-@click.option("--scheme", type=click.Choice(SCHEMES), default="bioes", show_default=True,
+@click.option("--scheme", type=click.Choice(SCHEMES), default=default(tokenization.tokenize_corpus, "scheme"),
+              show_default=True,
               help="Tag scheme of the training tags (tag_ids); source labels are kept as they are.")
 def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, scheme: str) -> None:
     """Tokenize the splits of DATA_DIR into Arrow files for training.
@@ -120,55 +143,59 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
 @click.option("--ids-from", "ids_from", type=click.Path(file_okay=False),
               help="A CoNLL corpus directory: extract the IMGIDs of all its splits (each once). "
                    "Default: every image file in IMAGES_DIR.")
-@click.option("--backbone", type=click.Choice(list(extract.BACKBONES)), default="resnet152", show_default=True,
+@click.option("--backbone", type=click.Choice(BACKBONES), default=EXTRACT["backbone"], show_default=True,
               help="torchvision ResNet; 18/34 give 512 channels, 50/101/152 give 2048.")
 @click.option(
     "--weights",
-    default="imagenet",
+    default=EXTRACT["weights"],
     show_default=True,
     help="imagenet (torchvision weights; needs the network or torch's cache), a .pth state dict "
     "(e.g. resnet152-b121ed2d.pth), or none (random init from --seed, each residual block starting as the "
     "identity: demo and tests only).",
 )
-@click.option("--transform", type=click.Choice(extract.TRANSFORMS), default="resize", show_default=True,
+@click.option("--transform", type=click.Choice(TRANSFORMS), default=EXTRACT["transform"], show_default=True,
               help="resize: 224x224 resize, as the paper. maf-crop: the released code's random 224 crop "
                    "and flip, seeded per image id.")
-@click.option("--bn-stats", type=click.Choice(["imagenet", "dataset"]), default="imagenet", show_default=True,
+@click.option("--bn-stats", type=click.Choice(BN_STATS), default=EXTRACT["bn_stats"], show_default=True,
               help="BatchNorm statistics: those of the weights, or re-estimated on a sample of these images "
                    "(AdaBN; makes random-init backbones usable).")
-@click.option("--bn-samples", default=256, show_default=True, help="Images sampled for --bn-stats dataset.")
-@click.option("--missing", type=click.Choice(["record", "fail"]), default="record", show_default=True,
+@click.option("--bn-samples", default=EXTRACT["bn_samples"], show_default=True,
+              help="Images sampled for --bn-stats dataset.")
+@click.option("--missing", type=click.Choice(MISSING), default=EXTRACT["missing"], show_default=True,
               help="record: store missing/broken images as zeros with their status. fail: stop and list them.")
-@click.option("--decode", type=click.Choice(extract.DECODES), default="full", show_default=True,
+@click.option("--decode", type=click.Choice(DECODES), default=EXTRACT["decode"], show_default=True,
               help="full: every image decoded at full size. fast: JPEGs decoded at the smallest DCT scale that "
                    "still covers 224 pixels (several times faster on large photos, slightly other pixels). "
                    "device: JPEGs decoded in batches and resized on --device by torchvision (nvJPEG on CUDA; "
                    "pixels within one level of full on the CPU), PNG, GIF, CMYK, EXIF-rotated and broken files through "
                    "PIL as with full. fast and device are recorded in the fingerprint; --transform resize only.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(extract.PRECISIONS), default="fp32", show_default=True,
+@click.option("--device", default=EXTRACT["device"], show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=EXTRACT["precision"], show_default=True,
               help="Forward precision; tf32 and bf16 need CUDA. Recorded in the fingerprint.")
-@click.option("--channels-last/--no-channels-last", default=True, show_default=True,
+@click.option("--channels-last/--no-channels-last", default=EXTRACT["channels_last"], show_default=True,
               help="channels_last memory format for the forward: faster on this CPU (1.15x, "
                    "benchmarks/cpu_forward.py) and on GPUs; features differ by rounding only, so stores made "
                    "either way are used together (with --bn-stats dataset the re-estimated statistics differ "
                    "slightly too, and a run tells those stores apart).")
-@click.option("--batch-size", default=16, show_default=True, help="Images per forward pass.")
-@click.option("--shard-size", default=256, show_default=True, help="Images per resumable shard (one task).")
-@click.option("--workers", type=int, default=None,
+@click.option("--batch-size", default=EXTRACT["batch_size"], show_default=True, help="Images per forward pass.")
+@click.option("--shard-size", default=EXTRACT["shard_size"], show_default=True,
+              help="Images per resumable shard (one task).")
+@click.option("--workers", type=int, default=EXTRACT["workers"],
               help="Local Dask worker processes, one model each [default: on CPU 1 per 4 cores; on a GPU none: "
                    "in this process, with --decode-threads decoding]; 0 runs in this process without Dask.")
-@click.option("--threads", type=int, default=None, help="torch threads per worker [default: cores / workers].")
+@click.option("--threads", type=int, default=EXTRACT["threads"],
+              help="torch threads per worker [default: cores / workers].")
 @click.option(
     "--decode-threads",
     type=int,
-    default=None,
+    default=EXTRACT["decode_threads"],
     help="Image decoding threads per worker [default: 1 on CPU, up to 16 on GPU].",
 )
-@click.option("--scheduler", default=None,
+@click.option("--scheduler", default=EXTRACT["scheduler"],
               help="Address of a running Dask scheduler (tcp://host:8786): extract on its workers instead of a "
                    "local cluster. Workers need maf installed, no shared file system.")
-@click.option("--seed", default=0, show_default=True, help="Seed of random weights, maf-crop and the AdaBN sample.")
+@click.option("--seed", default=EXTRACT["seed"], show_default=True,
+              help="Seed of random weights, maf-crop and the AdaBN sample.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing store made differently, or discard shards of a different unfinished run.")
 def extract_images(images_dir: str, out: str, ids_from: str | None, overwrite: bool, **options) -> None:
@@ -183,7 +210,7 @@ def extract_images(images_dir: str, out: str, ids_from: str | None, overwrite: b
     fingerprint (backbone, weights hash, transform, BatchNorm mode, versions) that
     training checks. A complete store with the same fingerprint and ids is reused.
     """
-    config = extract.ExtractConfig(**options)  # where the work runs: extract.plan_workers decides
+    config = ExtractConfig(**options)  # where the work runs: extract.plan_workers decides
     ids = extract.ids_from_corpus(ids_from) if ids_from else None
     summary = extract.extract_images(images_dir, out, config, ids=ids, overwrite=overwrite)
     click.echo(extract.summary_text(summary))
@@ -197,14 +224,8 @@ def inspect(store: str, check: bool) -> None:
 
     The fingerprint says how the features were made (backbone, weights, transform, BatchNorm
     statistics); with --check every row is read and verified."""
-    from pipeline.store import FeatureStore
-
     features = FeatureStore(store)
-    click.echo(f"{store}: {len(features)} images, {features.path.stat().st_size / 2**20:.1f} MiB")
-    click.echo(f"  regions ({len(features)}, {features.num_regions}, {features.channels}) float16; "
-               f"pooled ({len(features)}, {features.channels}) float32; status ({len(features)},) uint8")
-    click.echo("  status: " + ", ".join(f"{name} {n}" for name, n in features.counts().items()))
-    click.echo("  fingerprint: " + json.dumps(features.fingerprint, indent=2, sort_keys=True).replace("\n", "\n  "))
+    click.echo(features.describe())
     if check:
         problems = features.check()
         for problem in problems[:20]:

@@ -9,7 +9,8 @@ from maf_core.config import DISPLAY_ONLY, MAFConfig, TrainConfig
 from maf_core.data import Split, check_ids_in_store, load_split
 from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.errors import DataError
-from pipeline.store import FeatureStore, store_differences
+from pipeline.fingerprint import store_differences
+from pipeline.store import FeatureStore
 from pipeline.tokenization import load_tokenizer, read_meta, vocab_sha256
 
 

@@ -14,7 +14,8 @@ import torch
 from maf_core.inference import resolve_device
 from pipeline.backbone import ResNetFeatures, resolve_weights
 from pipeline.errors import DataError
-from pipeline.extract import ExtractConfig, fingerprint
+from pipeline.extract import ExtractConfig
+from pipeline.fingerprint import fingerprint
 from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, normalise, read_image_bytes
 from pipeline.store import Features
 

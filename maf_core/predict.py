@@ -20,12 +20,14 @@ import torch
 from maf_core.data import Split
 from maf_core.inference import predict_split, resolve_device
 from maf_core.run import RunDirectory
-from pipeline.backbone import random_seed
-from pipeline.conll import Tweet
+from pipeline.conll import Tweet, iter_conll
 from pipeline.errors import DataError
+from pipeline.extract import extract_images
 from pipeline.files import atomic_output
+from pipeline.fingerprint import extract_config_of, store_differences
+from pipeline.images import STATUS_NAMES
 from pipeline.schemes import get_entities
-from pipeline.store import FeatureStore, store_differences
+from pipeline.store import FeatureStore
 from pipeline.tokenization import tokenize_tweets
 
 logger = logging.getLogger(__name__)
@@ -51,30 +53,9 @@ class MAFPredictor:
             return store
         if images_dir is None:
             return None
-        from pipeline.extract import ExtractConfig, extract_images
-
-        identity = wanted["weights"]
-        if identity["kind"] == "random":
-            weights_arg, seed = "none", random_seed(identity["identity"])
-            if seed is None:
-                raise DataError(f"{self.run.path} was trained on random backbone weights of an older init "
-                                f"({identity['identity']}); `--weights none` no longer makes them: re-extract the "
-                                "store and retrain, or pass --features with the run's store")
-        elif identity["kind"] == "imagenet":
-            weights_arg, seed = "imagenet", 0
-        else:
-            if weights is None:
-                raise DataError(f"{self.run.path} was trained on features from {identity.get('file')}; pass it with "
-                                "--weights so that new images get the same backbone")
-            weights_arg, seed = weights, 0
-        transform = wanted["transform"]
-        seed = int(transform.get("seed", seed)) if identity["kind"] != "random" else seed
-        extra = {}
-        if wanted["bn_stats"]["mode"] == "dataset":
-            extra["bn_buffers"] = self.run.bn_buffers()
-        config = ExtractConfig(backbone=wanted["backbone"], weights=weights_arg, transform=transform["name"],
-                               bn_stats=wanted["bn_stats"]["mode"], bn_samples=wanted["bn_stats"].get("samples", 256),
-                               seed=seed, workers=0, extra=extra, decode="fast" if wanted.get("decode") else "full")
+        source = f"the store {self.run.path} was trained on"
+        buffers = self.run.bn_buffers() if wanted["bn_stats"]["mode"] == "dataset" else None
+        config = extract_config_of(wanted, weights=weights, bn_buffers=buffers, source=source)
         out = workdir / "store.h5"
         extract_images(images_dir, out, config, ids=sorted(set(image_ids)))
         store = FeatureStore(out)
@@ -122,8 +103,6 @@ class MAFPredictor:
             record = {"id": item["id"], "words": split.words[i], "tags": predicted[i], "entities": entities,
                       "match_prob": probs[i]}
             if store is not None:
-                from pipeline.images import STATUS_NAMES
-
                 record["image_status"] = STATUS_NAMES.get(status[split.image_ids[i]], "?")
             out.append(record)
         return out
@@ -144,8 +123,6 @@ def read_items(path: str | Path) -> list[dict]:
                 except json.JSONDecodeError as err:
                     raise DataError(f"{path}:{number}: not a JSON object ({err.msg})") from None
         return items
-    from pipeline.conll import iter_conll
-
     return [{"id": t.image_id, "words": t.words, "image": t.image_id} for t in iter_conll(path)]
 
 

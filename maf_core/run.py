@@ -31,7 +31,7 @@ from maf_core.encoder import describe as describe_encoder
 from maf_core.model import CARD_TAGS, MAF, MODEL_CARD
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
-from pipeline.store import store_differences
+from pipeline.fingerprint import store_differences
 from pipeline.tokenization import load_tokenizer, vocab_sha256
 
 logger = logging.getLogger(__name__)

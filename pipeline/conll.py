@@ -102,7 +102,7 @@ def iter_conll(path: str | os.PathLike) -> Iterator[Tweet]:
     labels: list[str] = []
     count = 0
 
-    def finish() -> Tweet:
+    def current_tweet() -> Tweet:
         if not words:
             raise DataError(f"{path}:{start}: IMGID:{image_id} has no 'token<TAB>label' lines")
         return Tweet(image_id, words, labels, start)
@@ -110,13 +110,13 @@ def iter_conll(path: str | os.PathLike) -> Iterator[Tweet]:
     for line_no, line in _lines(path):
         if not line.strip():
             if image_id is not None:
-                yield finish()
+                yield current_tweet()
                 count += 1
                 image_id, words, labels = None, [], []
             continue
         if line.startswith(IMGID_PREFIX) and "\t" not in line:
             if image_id is not None:  # a new record without a blank line before it
-                yield finish()
+                yield current_tweet()
                 count += 1
                 words, labels = [], []
             image_id, start = _image_id(path, line_no, line, seen), line_no
@@ -130,7 +130,7 @@ def iter_conll(path: str | os.PathLike) -> Iterator[Tweet]:
         labels.append(label)
 
     if image_id is not None:
-        yield finish()
+        yield current_tweet()
         count += 1
     if count == 0:
         raise DataError(

@@ -6,8 +6,10 @@ yielding results as they complete; the caller (the single writer) stores them.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator
 
 logger = logging.getLogger(__name__)
@@ -36,8 +38,6 @@ class LocalRunner:
             for key, payload in payloads:
                 yield key, fn(payload, *shared)
             return
-        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
         with ThreadPoolExecutor(self.slots) as pool:
             running = {}
             for key, payload in payloads:
@@ -146,8 +146,6 @@ class DaskRunner:
 
 
 def _warm_up(address: str, modules: tuple[str, ...]) -> str:
-    import importlib
-
     for name in modules:
         importlib.import_module(name)
     return address

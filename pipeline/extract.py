@@ -7,6 +7,10 @@ written once into their final place, and a marker `shard-NNNNNN.done` records th
 A rerun with the same fingerprint skips marked shards; the finished file gets its
 fingerprint and is renamed onto the output, so the output path never holds a partial
 store. A different fingerprint in the same work directory is refused unless --overwrite.
+
+This is the driver. What runs on the workers is `pipeline/extract_worker.py`, the settings
+are `pipeline/extract_config.py`, and what a store's fingerprint holds and when two agree is
+`pipeline/fingerprint.py`.
 """
 from __future__ import annotations
 
@@ -17,149 +21,31 @@ import math
 import os
 import random
 import shutil
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import PIL
 import torch
-import torchvision
 
 from pipeline import distribute
-from pipeline.backbone import BACKBONES, GRID, ResNetFeatures, estimate_bn_stats, resolve_weights, state_sha256
+from pipeline.backbone import BACKBONES, GRID, resolve_weights, state_sha256
 from pipeline.conll import find_splits, iter_conll
 from pipeline.errors import DataError
+from pipeline.extract_config import ExtractConfig
+from pipeline.extract_worker import ShardJob, estimate_shard_bn, extract_shard
 from pipeline.files import atomic_output, output_lock
-from pipeline.images import (
-    MAX_PIXELS,
-    STATUS,
-    STATUS_NAMES,
-    TRANSFORMS,
-    DeviceDecoderError,
-    ImageIndex,
-    Transform,
-    check_device_decoder,
-    decode_on_device,
-    jpeg_for_device,
-    load_tensor,
-    locate,
-    normalise,
-    read_image_bytes,
-)
+from pipeline.fingerprint import fingerprint, job_differences, store_differences
+from pipeline.images import STATUS, STATUS_NAMES, ImageIndex, locate, read_image_bytes
 from pipeline.progress import Progress
-from pipeline.store import FORMAT_VERSION, RowsFile, Shard, differences
+from pipeline.store import FeatureStore, RowsFile
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "tf32", "bf16")
-DECODES = ("full", "fast", "device")
-# what the fingerprint records of each (full: nothing, as stores always were)
-DECODE_PRINTS = {"fast": "fast-jpeg-draft", "device": "device-jpeg"}
-__all__ = [
-    "BACKBONES",
-    "DECODES",
-    "PRECISIONS",
-    "TRANSFORMS",
-    "ExtractConfig",
-    "extract_images",
-    "ids_from_corpus",
-    "summary_text",
-]
+# ExtractConfig's home is pipeline/extract_config.py; it is named here too, as the argument of extract_images
+__all__ = ["ExtractConfig", "extract_images", "ids_from_corpus", "plan_workers", "summary_text"]
 JOB_FILE = "job.json"
 BN_FILE = "bn_stats.pt"
-
-
-@dataclass
-class ExtractConfig:
-    """Everything that decides the features (→ fingerprint) and how the work is spread (→ not)."""
-
-    backbone: str = "resnet152"
-    weights: str = "imagenet"        # imagenet | path to a .pth state dict | none (random, seeded)
-    transform: str = "resize"        # resize | maf-crop
-    # full: every image decoded at full size; fast: JPEGs at the smallest DCT scale that still
-    # covers 224 pixels (PIL's draft mode; slightly other pixels, so recorded in the fingerprint);
-    # device: JPEGs decoded and resized by torchvision on --device (nvJPEG on CUDA), the rest as full
-    decode: str = "full"
-    bn_stats: str = "imagenet"       # imagenet (those of the weights) | dataset (AdaBN)
-    bn_samples: int = 256            # images sampled to re-estimate BatchNorm statistics
-    seed: int = 0                    # random weights, maf-crop offsets, AdaBN sample
-    precision: str = "fp32"          # fp32 | tf32 | bf16 (the last two on CUDA only)
-    # channels_last memory format: measured faster on this CPU (1.15x, benchmarks/cpu_forward.py)
-    # and the fast path on GPUs; it moves features by rounding only (1.2e-7 here), so stores
-    # made either way are used together (pipeline/store.py::ROUNDING_ONLY); AdaBN statistics
-    # re-estimated under the other layout differ in their last digits, and so in their hash
-    channels_last: bool = True
-    max_pixels: int = MAX_PIXELS
-    # how the work is spread: never changes the features
-    device: str = "cpu"
-    batch_size: int = 16
-    shard_size: int = 256
-    workers: int | None = None       # local Dask worker processes; 0 = in this process
-    threads: int | None = None       # torch threads per worker
-    decode_threads: int | None = None
-    scheduler: str | None = None
-    missing: str = "record"          # record | fail
-    extra: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise DataError(f"--backbone {self.backbone}: expected one of {', '.join(BACKBONES)}")
-        if self.bn_stats not in ("imagenet", "dataset"):
-            raise DataError(f"--bn-stats {self.bn_stats}: expected imagenet or dataset")
-        if self.decode not in DECODES:
-            raise DataError(f"--decode {self.decode}: expected one of {', '.join(DECODES)}")
-        if self.decode != "full" and self.transform != "resize":
-            raise DataError(f"--decode {self.decode} needs --transform resize "
-                            f"({self.transform} crops at full resolution, with PIL)")
-        if self.precision not in PRECISIONS:
-            raise DataError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
-        if self.precision != "fp32" and not self.device.startswith("cuda"):
-            raise DataError(f"--precision {self.precision} needs --device cuda")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise DataError("--device cuda: no CUDA device is visible here")
-        if self.decode == "device":
-            try:
-                check_device_decoder(self.device)
-            except DeviceDecoderError as err:
-                raise DataError(f"--decode device: torchvision cannot decode JPEGs on {self.device} here "
-                                f"({err}); use --decode fast or full") from None
-        if self.missing not in ("record", "fail"):
-            raise DataError(f"--missing {self.missing}: expected record or fail")
-        for name in ("batch_size", "shard_size", "bn_samples"):
-            if getattr(self, name) < 1:
-                raise DataError(f"--{name.replace('_', '-')} must be at least 1")
-        Transform(self.transform, self.seed)  # raises on an unknown name
-
-
-def fingerprint(config: ExtractConfig, weights_identity: dict) -> dict:
-    """What the features depend on (docs/design.md): training refuses stores whose fingerprints differ."""
-    bn = {"mode": config.bn_stats}
-    if config.bn_stats == "dataset":
-        bn.update(samples=config.bn_samples, seed=config.seed, transform=config.transform)
-    return _json({
-        "format_version": FORMAT_VERSION,
-        "backbone": config.backbone,
-        "channels": BACKBONES[config.backbone],
-        "regions": GRID * GRID,
-        "weights": weights_identity,
-        "transform": Transform(config.transform, config.seed).describe(),
-        "bn_stats": bn,
-        "precision": config.precision,
-        "channels_last": config.channels_last,
-        "max_pixels": config.max_pixels,
-        **({"decode": DECODE_PRINTS[config.decode]} if config.decode in DECODE_PRINTS else {}),
-        "dtype": {"regions": "float16", "pooled": "float32"},
-        "versions": {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0],
-                     "pillow": PIL.__version__},
-    })
-
-
-def _json(value: dict) -> dict:
-    """As it reads back from JSON (tuples become lists), so fingerprints compare equal."""
-    return json.loads(json.dumps(value, sort_keys=True))
 
 
 def ids_from_corpus(data_dir: str | os.PathLike) -> list[str]:
@@ -172,211 +58,6 @@ def ids_from_corpus(data_dir: str | os.PathLike) -> list[str]:
 
 def ids_sha256(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
-
-
-# ---------------------------------------------------------------- worker side
-
-
-@dataclass(frozen=True)
-class ShardJob:
-    """What every worker task reads besides its images and the weights; picklable, so Dask ships it."""
-
-    key: str                  # the job record's hash: a worker keeps its model while this stays the same
-    backbone: str
-    channels: int
-    transform: str
-    seed: int
-    max_pixels: int
-    precision: str
-    channels_last: bool
-    device: str
-    batch_size: int
-    threads: int | None       # torch threads per task; None: the worker's cores over its task threads
-    decode_threads: int       # > 1: a pool decodes the next batch during the forward
-    decode: str = "full"      # full | fast (JPEG draft mode)
-
-    @classmethod
-    def of(cls, config: ExtractConfig, key: str) -> ShardJob:
-        """The job of a planned config (`plan_workers`: decode_threads resolved)."""
-        assert config.decode_threads is not None, "plan_workers(config) first"
-        return cls(key=key, backbone=config.backbone, channels=BACKBONES[config.backbone],
-                   transform=config.transform, seed=config.seed, max_pixels=config.max_pixels,
-                   precision=config.precision, channels_last=config.channels_last, device=config.device,
-                   batch_size=config.batch_size, threads=config.threads, decode_threads=config.decode_threads,
-                   decode=config.decode)
-
-_MODEL: dict = {}  # one model per worker process, built on its first task and kept
-_MODEL_LOCK = threading.Lock()  # tasks of one worker may start together on its threads
-
-
-def _worker_model(job: ShardJob, state: dict) -> tuple[ResNetFeatures, torch.device]:
-    # every task: Dask runs tasks on pool threads, and a new thread starts from OMP_NUM_THREADS=1
-    torch.set_num_threads(job.threads or max(1, (os.cpu_count() or 1) // distribute.worker_threads()))
-    with _MODEL_LOCK:
-        model, device = _build_model(job, state)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # per thread: pinned buffers and streams belong to this GPU
-    return model, device
-
-
-def _build_model(job: ShardJob, state: dict) -> tuple[ResNetFeatures, torch.device]:
-    if _MODEL.get("key") != job.key:
-        if job.device.startswith("cuda"):
-            index = distribute.worker_index() % torch.cuda.device_count()
-            device = torch.device(job.device if ":" in job.device else f"cuda:{index}")
-            tf32 = job.precision == "tf32"
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            torch.backends.cudnn.allow_tf32 = tf32
-            torch.backends.cudnn.benchmark = True
-        else:
-            device = torch.device("cpu")
-        with torch.device("meta"):  # no random init to throw away (seconds for ResNet-152)
-            model = ResNetFeatures(job.backbone)
-        model.load_state_dict(state, assign=True)
-        model.eval().requires_grad_(False).to(device)
-        if job.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        _MODEL.clear()
-        _MODEL.update(key=job.key, model=model, device=device,
-                      pool=ThreadPoolExecutor(job.decode_threads) if job.decode_threads > 1 else None)
-    return _MODEL["model"], _MODEL["device"]
-
-
-_ON_DEVICE = "device"  # a decode result that says: decode this JPEG on the device, with its batch
-
-
-def _decoded_batches(items, job: ShardJob, device: torch.device):
-    """Yield (first position, [(status, image or None)]) per batch, an image being a uint8
-    (3, S, S) array, or a tensor on `device` for JPEGs decoded there (--decode device).
-    With a pool, the next batch is read while the caller runs the current one through the model."""
-    transform = Transform(job.transform, job.seed)
-    pool = _MODEL.get("pool")
-
-    def decode(item):
-        image_id, status, data = item
-        if status != STATUS["ok"]:
-            return status, None
-        if job.decode == "device" and jpeg_for_device(data, job.max_pixels):
-            return _ON_DEVICE, data
-        return load_tensor(data, image_id, transform, job.max_pixels, fast=job.decode == "fast")
-
-    def finish(chunk, results):
-        """The batch's device JPEGs decoded together; one the decoder refuses goes through PIL."""
-        waiting = [n for n, (code, _) in enumerate(results) if code == _ON_DEVICE]
-        if not waiting:
-            return results
-        images = decode_on_device([results[n][1] for n in waiting], device, transform.size)
-        for n, image in zip(waiting, images):
-            image_id, _, data = chunk[n]
-            results[n] = (STATUS["ok"], image) if image is not None else load_tensor(
-                data, image_id, transform, job.max_pixels)
-        return results
-
-    size = job.batch_size
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
-    if pool is None:
-        for n, chunk in enumerate(chunks):
-            yield n * size, finish(chunk, [decode(item) for item in chunk])
-        return
-    pending = [pool.submit(decode, item) for item in chunks[0]] if chunks else []
-    for n in range(len(chunks)):
-        ahead = [pool.submit(decode, item) for item in chunks[n + 1]] if n + 1 < len(chunks) else []
-        yield n * size, finish(chunks[n], [f.result() for f in pending])
-        pending = ahead
-
-
-def _model_input(images: list, device: torch.device, job: ShardJob) -> torch.Tensor:
-    """uint8 images → a normalised float batch on `device`. Arrays are copied as uint8 (4x fewer
-    bytes than floats), through pinned memory on CUDA; tensors already there stay there."""
-    host = [n for n, image in enumerate(images) if isinstance(image, np.ndarray)]
-    arrays = torch.from_numpy(np.stack([images[n] for n in host])) if host else None
-    if arrays is not None and device.type == "cuda":
-        arrays = arrays.pin_memory().to(device, non_blocking=True)
-    if len(host) == len(images):
-        batch = arrays
-    else:  # some decoded on the device: the batch in its order
-        from_host = dict(zip(host, arrays)) if host else {}
-        batch = torch.stack([from_host.get(n, image) for n, image in enumerate(images)])
-    batch = normalise(batch)
-    if job.channels_last:
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
-
-
-def _launch(model, device, job: ShardJob, images: list) -> tuple:
-    """Start one batch's forward and its copy back; `_land` waits for it. On CUDA the copies go
-    into pinned memory without blocking, so the next batch is queued before this one is read."""
-    batch = _model_input(images, device, job)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.precision == "bf16"):
-        regions, pooled = model(batch)
-        regions, pooled = regions.to(torch.float16), pooled.float()
-        if device.type != "cuda":
-            return regions, pooled, None
-        host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (regions, pooled))
-        for target, source in zip(host, (regions, pooled)):
-            target.copy_(source, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record(torch.cuda.current_stream(device))  # the stream the copies were queued on
-    return *host, done
-
-
-def _land(launched: tuple) -> tuple[np.ndarray, np.ndarray]:
-    regions, pooled, done = launched
-    if done is not None:
-        done.synchronize()
-    return regions.numpy(), pooled.numpy()
-
-
-def extract_shard(items: list[tuple[str, int, bytes | None]], job: ShardJob, state: dict) -> Shard:
-    """Worker task: (id, driver status, file bytes) per image → a Shard (zeros where not ok).
-
-    Batch n + 1 is read and its forward queued before the features of batch n are copied out,
-    so the device need not wait while the host stores one batch's results."""
-    model, device = _worker_model(job, state)
-    n, channels = len(items), job.channels
-    regions = np.zeros((n, GRID * GRID, channels), np.float16)
-    pooled = np.zeros((n, channels), np.float32)
-    status = np.zeros(n, np.uint8)
-    in_flight = None  # (rows, launched) of the batch before
-
-    def store(rows, launched):
-        regions[rows], pooled[rows] = _land(launched)
-
-    for start, decoded in _decoded_batches(items, job, device):
-        rows, images = [], []
-        for offset, (code, image) in enumerate(decoded):
-            status[start + offset] = code
-            if image is not None:
-                rows.append(start + offset)
-                images.append(image)
-        if images:
-            launched = (rows, _launch(model, device, job, images))
-            if in_flight:
-                store(*in_flight)
-            in_flight = launched
-    if in_flight:
-        store(*in_flight)
-    return Shard([item[0] for item in items], regions, pooled, status)
-
-
-def estimate_shard_bn(items: list[tuple[str, int, bytes | None]], job: ShardJob, state: dict) -> dict:
-    """Worker task: AdaBN statistics from a sample of images (BatchNorm buffers, on the CPU)."""
-    _MODEL.clear()  # the model below gets new statistics; build a fresh one afterwards
-    model, device = _worker_model(job, state)
-
-    def batches():
-        for _, decoded in _decoded_batches(items, job, device):
-            images = [image for _, image in decoded if image is not None]
-            if images:
-                yield _model_input(images, device, job)
-
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.precision == "bf16"):
-        buffers = estimate_bn_stats(model, batches())
-    _MODEL.clear()
-    return {k: v.cpu() for k, v in buffers.items()}
-
-
-# ---------------------------------------------------------------- driver side
 
 
 @dataclass(frozen=True)
@@ -416,10 +97,9 @@ def _prepare_work_dir(work: Path, job_record: dict, overwrite: bool) -> None:
     if work.exists() and not path.is_file() and any(work.iterdir()):
         raise DataError(f"{work}: exists but is not an extraction work directory (no {JOB_FILE}); remove it")
     if path.is_file():
-        found = json.loads(path.read_text())
-        if _without_rounding(found) != _without_rounding(job_record):
+        detail = job_differences(json.loads(path.read_text()), job_record, str(work))
+        if detail:
             if not overwrite:
-                detail = differences(found, job_record)
                 raise DataError(
                     f"{work}: holds shards of a different extraction ({detail}); rerun with the same "
                     "settings to resume it, or pass --overwrite to discard those shards"
@@ -429,13 +109,6 @@ def _prepare_work_dir(work: Path, job_record: dict, overwrite: bool) -> None:
     work.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as handle:
         json.dump(job_record, handle, indent=1, sort_keys=True)
-
-
-def _without_rounding(job_record: dict) -> dict:
-    """A job record whose fingerprint leaves out the memory layout, which moves features by
-    rounding only: shards made with either layout finish one store (other versions still refuse)."""
-    fingerprint = {k: v for k, v in job_record.get("fingerprint", {}).items() if k != "channels_last"}
-    return {**job_record, "fingerprint": fingerprint}
 
 
 def _finished(path: Path, expected_ids: list[str]) -> bool:
@@ -528,20 +201,17 @@ def _images_to_extract(images_dir: Path, out: Path, ids: list[str] | None) -> tu
 
 def _reuse_or_refuse(out: Path, print_: dict, ids: list[str]) -> dict:
     """`out` exists (no --overwrite): the summary of that store when it is this very extraction, else refuse."""
-    from pipeline.store import FeatureStore
-
     try:
         existing = FeatureStore(out)
     except DataError as err:
         raise DataError(f"{err}; pass --overwrite to replace it") from None
-    same = _spec(existing.fingerprint) == _spec(print_) and existing.image_ids == ids
-    if same:
+    settings = store_differences(existing.fingerprint, print_, str(out), planned=True, against="this extraction")
+    other_ids = existing.image_ids != ids
+    if not settings and not other_ids:
         logger.info("%s: already complete with this fingerprint and these ids; nothing to do", out)
         return _summary(out, existing.image_ids, existing.status, reused_store=True)
-    settings = _spec(existing.fingerprint) != _spec(print_)
-    other_ids = existing.image_ids != ids
     reason = " and ".join(
-        r for r, bad in (("with other settings", settings), ("for other image ids", other_ids)) if bad
+        r for r, bad in (("with other settings", bool(settings)), ("for other image ids", other_ids)) if bad
     )
     raise DataError(f"{out}: exists and was made {reason}; pass --overwrite to replace it "
                     "(it stays until the new store is complete)")
@@ -590,7 +260,7 @@ def _run_shards(config: ExtractConfig, job: ShardJob, state: dict, weights_ident
     cuda = config.device.startswith("cuda")
     threads_per_worker = 2 if cuda else 1  # on GPU, one shard decodes while the other runs
     runner = distribute.make_runner(config.workers, threads_per_worker, config.scheduler, config.threads,
-                                    preload=(__name__,))  # workers load torch and the backbone code at once
+                                    preload=(extract_shard.__module__,))  # workers load torch and the backbone at once
     ids = shards.ids
     to_extract = sum(len(shards.ids_of(n)) for n in todo)
     logger.info("extracting %d images with %s (%s, weights %s) on %s", to_extract,
@@ -633,18 +303,9 @@ def _assemble(out: Path, shards: _ShardFiles, config: ExtractConfig, print_: dic
         buffers = torch.load(shards.work / BN_FILE, weights_only=True)
         final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(buffers))
         buffers = {k: v.numpy() for k, v in buffers.items()}
-    shards.rows.finish(out, final_print, extra_attrs={"extraction": {"device": config.device,
-                                                                     "batch_size": config.batch_size,
-                                                                     "ids_sha256": ids_sha}}, bn_stats=buffers)
-
-
-def _spec(print_: dict) -> dict:
-    """A fingerprint without the measured BatchNorm hash and the fields that only move features
-    by rounding: what a rerun can compare up front."""
-    out = {k: v for k, v in print_.items() if k not in ("channels_last",)}
-    if "bn_stats" in out:
-        out["bn_stats"] = {k: v for k, v in out["bn_stats"].items() if k != "sha256"}
-    return out
+    shards.rows.publish(out, final_print, extra_attrs={"extraction": {"device": config.device,
+                                                                      "batch_size": config.batch_size,
+                                                                      "ids_sha256": ids_sha}}, bn_stats=buffers)
 
 
 def _missing_message(bad: list[tuple[str, int]], total: int) -> str:

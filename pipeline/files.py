@@ -1,12 +1,17 @@
 """Small file helpers shared by the stages: nothing is ever left half-written."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+from pipeline.errors import DataError
 
 
 def _umask() -> int:
@@ -53,8 +58,6 @@ def temp_dir_beside(path: str | os.PathLike) -> Path:
 
 def refuse_non_empty(path: str | os.PathLike, overwrite: bool) -> None:
     """Raise unless `path` is absent or empty, or the user passed --overwrite."""
-    from pipeline.errors import DataError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DataError(f"{path}: exists and is not a directory")
@@ -92,12 +95,6 @@ def output_lock(target: str | os.PathLike) -> Iterator[Path]:
     goes with the process (fcntl.flock), so a killed writer never leaves a stale one; the small
     lock file stays, and its text says who wrote last.
     """
-    import fcntl
-    import socket
-    import time
-
-    from pipeline.errors import DataError
-
     target = Path(target).resolve()  # `--out .` names its directory
     lock = target.with_name(f".{target.name}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)

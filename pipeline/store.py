@@ -9,7 +9,6 @@ index (about 250 samples/s for a batch of 64 here).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ import numpy as np
 from pipeline.errors import DataError
 from pipeline.images import STATUS, STATUS_NAMES
 
-logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
@@ -40,7 +38,7 @@ class RowsFile:
     feature row is written once, where it stays (no shard files copied in at the end).
 
     `create` writes the ids (known up front) and allocates the numeric datasets contiguously
-    without writing fill values; `write` puts a shard's rows at their offset; `finish` adds the
+    without writing fill values; `write` puts a shard's rows at their offset; `publish` adds the
     fingerprint and BatchNorm statistics and renames the file onto the output. Between those,
     only raw rows are written, never HDF5 metadata, so a run killed mid-write leaves a file
     whose unfinished rows are simply written again (the caller keeps which shards are done).
@@ -87,11 +85,11 @@ class RowsFile:
         with h5py.File(self.path, "r") as f:
             return f["status"][:]
 
-    def finish(self, out: str | os.PathLike, fingerprint: dict, extra_attrs: dict | None = None,
-               bn_stats: dict[str, np.ndarray] | None = None) -> None:
+    def publish(self, out: str | os.PathLike, fingerprint: dict, extra_attrs: dict | None = None,
+                bn_stats: dict[str, np.ndarray] | None = None) -> None:
         """Attributes and BatchNorm statistics, then fsync and rename onto `out`."""
         with h5py.File(self.path, "r+") as f:
-            if "bn_stats" in f:  # a finish cut short before
+            if "bn_stats" in f:  # a publish cut short before
                 del f["bn_stats"]
             for key, value in (bn_stats or {}).items():
                 f.create_dataset(f"bn_stats/{key}", data=np.asarray(value))
@@ -103,42 +101,6 @@ class RowsFile:
         with open(self.path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(self.path, out)
-
-
-# fingerprint fields that change features in the last digits only: the library versions, and
-# channels_last (1.2e-7 on ResNet-152's pooled features in fp32, benchmarks/cpu_forward.py)
-ROUNDING_ONLY = ("versions", "channels_last")
-
-
-def differences(found: dict, wanted: dict) -> str:
-    """The fields in which two records (fingerprints, job records) differ, 'there' vs 'now'."""
-    keys = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
-    return "; ".join(_difference(found, wanted, k) for k in keys)
-
-
-def store_differences(found: dict, wanted: dict, what: str = "") -> str:
-    """How two store fingerprints differ in what makes the features ('' when they agree).
-
-    The one rule for using a store with a run (resume, `maf evaluate`, `maf predict`): every
-    field must agree except those that move features by rounding only (ROUNDING_ONLY): the
-    versions (a torch or torchvision patch release), logged as a warning naming `what`, and
-    the memory layout of the forward.
-    """
-    if found.get("versions") != wanted.get("versions"):
-        logger.warning("%sthe store was made with %s, the run's store with %s; features may differ in "
-                       "the last digits", f"{what}: " if what else "", found.get("versions"), wanted.get("versions"))
-    return differences({k: v for k, v in found.items() if k not in ROUNDING_ONLY},
-                       {k: v for k, v in wanted.items() if k not in ROUNDING_ONLY})
-
-
-def _difference(found: dict, wanted: dict, key: str) -> str:
-    a, b = found.get(key), wanted.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-        inner = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        return f"{key}." + ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in inner)
-    if key == "ids_sha256":
-        return "another list of image ids"
-    return f"{key}: {a!r} there, {b!r} now"
 
 
 @dataclass
@@ -233,6 +195,17 @@ class FeatureStore:
             if "bn_stats" not in f:
                 return None
             return {key: f["bn_stats"][key][:] for key in f["bn_stats"]}
+
+    def describe(self) -> str:
+        """What `maf-pipe inspect` shows: size, shapes and dtypes, counts by status, the fingerprint."""
+        n = len(self)
+        return "\n".join([
+            f"{self.path}: {n} images, {self.path.stat().st_size / 2**20:.1f} MiB",
+            f"  regions ({n}, {self.num_regions}, {self.channels}) float16; "
+            f"pooled ({n}, {self.channels}) float32; status ({n},) uint8",
+            "  status: " + ", ".join(f"{name} {count}" for name, count in self.counts().items()),
+            "  fingerprint: " + json.dumps(self.fingerprint, indent=2, sort_keys=True).replace("\n", "\n  "),
+        ])
 
     def counts(self) -> dict[str, int]:
         names = {code: name for name, code in self.status_codes.items()}

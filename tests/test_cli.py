@@ -174,3 +174,10 @@ def test_cli_reference_page_matches_help():
 
     assert current(PAGE.read_text(encoding="utf-8")) == reference(), \
         "docs/cli.md's CLI reference is stale: run .venv/bin/python -m cli.reference --write"
+
+
+def test_maf_pipe_version_is_the_package_version():
+    from importlib.metadata import version
+
+    result = run(pipe, "--version")
+    assert result.exit_code == 0 and result.output.strip() == f"maf-pipe {version('maf')}"

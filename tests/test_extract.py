@@ -399,7 +399,7 @@ def test_fast_decoding_keeps_statuses_and_features(mixed_images, tmp_path):
     big = a.rows["jpeg1"]  # 2048x1536: decoded at 1/4 scale, so its pixels, and features, differ a little
     assert not np.array_equal(fa.pooled[big], fb.pooled[big])
     assert "decode" not in a.fingerprint and b.fingerprint["decode"] == "fast-jpeg-draft"
-    from pipeline.store import store_differences
+    from pipeline.fingerprint import store_differences
 
     assert store_differences(b.fingerprint, a.fingerprint, str(fast))  # a run on one refuses the other
 
@@ -423,7 +423,7 @@ def test_device_decoding_keeps_statuses_and_features(mixed_images, tmp_path, dec
     """--decode device (torchvision's decoder on the extraction device; here the CPU's
     libjpeg-turbo, on CUDA nvJPEG) against full: the same statuses; CMYK, EXIF-rotated, PNG,
     GIF and the cut JPEG read by PIL byte for byte; the other JPEGs within one pixel level."""
-    from pipeline.store import store_differences
+    from pipeline.fingerprint import store_differences
 
     full, device = tmp_path / "full.h5", tmp_path / "device.h5"
     for out, decode in ((full, "full"), (device, "device")):
@@ -449,8 +449,8 @@ def test_device_decoding_keeps_statuses_and_features(mixed_images, tmp_path, dec
 def test_an_unusable_device_decoder_is_refused_before_any_work(images, tmp_path, monkeypatch, broken, message):
     """A torchvision without the decoder (or one that decodes wrongly) is refused up front,
     in one line, rather than sending every file to PIL under a device-jpeg fingerprint."""
-    import pipeline.images as images_module
-    from pipeline.images import DeviceDecoderError
+    import pipeline.device_decode as images_module
+    from pipeline.device_decode import DeviceDecoderError
 
     def missing():
         raise DeviceDecoderError("no decoder here")
@@ -471,7 +471,7 @@ def test_an_unusable_device_decoder_is_refused_before_any_work(images, tmp_path,
 def test_files_the_device_decoder_refuses_are_read_by_pil(mixed_images, tmp_path, monkeypatch):
     """Every file sent to the device decoder, PNG, GIF and the cut JPEG included: those it
     refuses get PIL's pixels and status, as with --decode full."""
-    import pipeline.extract as extract
+    import pipeline.extract_worker as extract
 
     monkeypatch.setattr(extract, "jpeg_for_device", lambda data, max_pixels: True)
     full, device = tmp_path / "full.h5", tmp_path / "device.h5"
@@ -488,7 +488,7 @@ def test_files_the_device_decoder_refuses_are_read_by_pil(mixed_images, tmp_path
 def test_batches_in_flight_land_in_their_rows(mixed_images):
     """extract_shard queues batch n + 1 before storing batch n: with batches of one, a batch of
     no readable image between them, every row holds its own image's features."""
-    from pipeline.extract import _MODEL, ShardJob, extract_shard
+    from pipeline.extract_worker import _MODEL, ShardJob, extract_shard
     from pipeline.images import ImageIndex, read_image_bytes
 
     index = ImageIndex(mixed_images)
@@ -513,7 +513,7 @@ def test_batches_in_flight_land_in_their_rows(mixed_images):
 def test_the_memory_layout_moves_features_by_rounding_only(images, tmp_path):
     """channels_last (the default, faster) and the plain layout give the same features up to
     rounding, so a store made either way is reused and accepted by a run of the other."""
-    from pipeline.store import store_differences
+    from pipeline.fingerprint import store_differences
 
     plain, fast = tmp_path / "plain.h5", tmp_path / "fast.h5"
     extract_images(images, plain, ExtractConfig(backbone="resnet18", weights="none", workers=0, channels_last=False))

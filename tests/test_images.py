@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.device_decode import decode_on_device, jpeg_for_device
 from pipeline.images import (
     MEAN_RGB,
     STATUS,
     ImageIndex,
     Transform,
     decode,
-    decode_on_device,
-    jpeg_for_device,
     load_tensor,
     normalise,
     read_image_bytes,

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import DataError
+from pipeline.fingerprint import store_differences
 from pipeline.images import STATUS
-from pipeline.store import FeatureStore, RowsFile, Shard, store_differences
+from pipeline.store import FeatureStore, RowsFile, Shard
 
 
 def build_store(path: Path, ids: list[str], channels: int = 6, seed: int = 0, shard_size: int = 4) -> Path:
@@ -28,7 +29,7 @@ def build_store(path: Path, ids: list[str], channels: int = 6, seed: int = 0, sh
         pooled = rng.standard_normal((len(chunk), channels)).astype(np.float32)
         regions[status != 0], pooled[status != 0] = 0, 0
         rows.write(start, Shard(chunk, regions, pooled, status))
-    rows.finish(path, {"backbone": "test", "format_version": 1})
+    rows.publish(path, {"backbone": "test", "format_version": 1})
     return path
 
 
@@ -131,7 +132,7 @@ def test_rows_are_written_in_place_into_a_contiguous_store(tmp_path):
     rows.write(0, Shard(["a"], np.zeros((1, 49, 3), np.float16), np.zeros((1, 3), np.float32), np.zeros(1, np.uint8)))
     assert rows.status().tolist() == [0, 0, 2]
     out = tmp_path / "store.h5"
-    rows.finish(out, {"x": 1})
+    rows.publish(out, {"x": 1})
     assert not rows.path.exists()
     with h5py.File(out, "r") as f:
         assert json.loads(f.attrs["fingerprint"]) == {"x": 1}
