@@ -2,6 +2,7 @@
 FILE.yaml as a command's defaults; logging."""
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 
@@ -22,6 +23,35 @@ class Group(click.Group):
             raise click.ClickException(str(err)) from None
         except OSError as err:  # unwritable output, a full disk, a path that is not a directory
             raise click.ClickException(str(err)) from None
+
+
+class LazyGroup(Group):
+    """A group whose commands live in another module, imported only when a command runs or shows
+    its --help (click's lazy subcommands): `maf --help` lists the commands without loading torch.
+
+    `commands_module`: where the commands are; `summaries`: each command's first paragraph, which
+    the group's --help shortens as click does (tests/test_cli.py checks it against the command)."""
+
+    def __init__(self, *args, commands_module: str, summaries: dict[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands_module, self.summaries = commands_module, summaries
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.summaries)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.summaries:
+            return None
+        module = importlib.import_module(self.commands_module)
+        return next(c for c in vars(module).values() if isinstance(c, click.Command) and c.name == name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(map(len, self.summaries))
+        # a bare command of the same text shortens it as click shortens the real one
+        rows = [(name, click.Command(name, help=text).get_short_help_str(limit))
+                for name, text in sorted(self.summaries.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 def setup_logging(verbose: bool) -> None:

@@ -1,11 +1,13 @@
-"""`maf`: train, evaluate, apply and score MAF, and draw reports of runs."""
+"""The commands of `maf` (the group: cli/maf.py). Each turns its options into a config, makes one
+library call and prints the result; defaults and choices are read from the dataclasses and the
+library's tuples, never copied."""
 from __future__ import annotations
 
 import os
 
 import click
 
-from cli.common import Group, load_config_file, setup_logging
+from cli.common import load_config_file
 from maf_core import distributed
 from maf_core.config import BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS, MAFConfig, TrainConfig
 from maf_core.inference import evaluate_run
@@ -18,8 +20,6 @@ from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig
 from pipeline.images import TRANSFORMS
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
 
 def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] | None:
     """--seeds 1,2,3 (or a YAML list) as integers."""
@@ -31,20 +31,7 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
         raise DataError(f"--seeds {value!r}: expected comma-separated integers such as 1,2,3") from None
 
 
-@click.group(cls=Group, context_settings=CONTEXT)
-@click.version_option(package_name="maf", prog_name="maf", message="%(prog)s %(version)s")
-@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
-def main(verbose: bool) -> None:
-    """Train, evaluate and apply MAF for multimodal NER on tweets with images.
-
-    Inputs come from `maf-pipe`: tokenized text (maf-pipe tokenize) and cached image
-    features (store.h5, maf-pipe extract-images). Commands: train, evaluate, predict,
-    score, report.
-    """
-    setup_logging(verbose)
-
-
-@main.command("train")
+@click.command("train")
 @click.option("--features", type=click.Path(dir_okay=False), help="store.h5 from maf-pipe extract-images.")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False),
               help="Instead of --features: run the frozen ResNet on these images in every step (the original "
@@ -166,7 +153,7 @@ def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_
                    "pretrained encoder")
 
 
-@main.command("evaluate")
+@click.command("evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--split", default="test", show_default=True, help="train, valid or test of the text.")
 @click.option("--features", type=click.Path(dir_okay=False), default=None,
@@ -190,7 +177,7 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
     click.echo(f"predictions written to {target}/{split}.conll and .jsonl")
 
 
-@main.command("predict")
+@click.command("predict")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help='JSONL of {"id", "text" or "words", "image"} per line, or a CoNLL file.')
@@ -212,7 +199,7 @@ def predict(run_dir, input_path, images_dir, features, weights, out_path) -> Non
     click.echo(f"{len(records)} tweets, {found} entities -> {out_path}")
 
 
-@main.command("score")
+@click.command("score")
 @click.argument("gold", type=click.Path(dir_okay=False))
 @click.argument("pred", required=False, type=click.Path(dir_okay=False))
 def score_cmd(gold: str, pred: str | None) -> None:
@@ -229,7 +216,7 @@ def score_cmd(gold: str, pred: str | None) -> None:
                    f"F1 {values['f1']:6.2f}  ({values['support']} gold)")
 
 
-@main.command("report")
+@click.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the PNG files.")
 @click.option("--case-run", type=click.Path(file_okay=False), default=None,
@@ -256,6 +243,3 @@ def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations, fea
     for name, path in written.items():
         click.echo(f"{name:<11} {path}")
 
-
-if __name__ == "__main__":  # torchrun --nproc_per_node N -m cli.maf train ...
-    main()

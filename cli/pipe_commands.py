@@ -1,4 +1,4 @@
-"""`maf-pipe`: the offline stages (sample corpus, vocabulary, tokenization, image features).
+"""The commands of `maf-pipe` (the group: cli/pipe.py), the offline stages.
 
 Each command turns its options into one library call and prints the result. Choices and
 defaults are the library's own (the choice tuples, `ExtractConfig`, the functions'
@@ -12,7 +12,6 @@ from inspect import signature
 
 import click
 
-from cli.common import Group, setup_logging
 from pipeline import extract, sample, tokenization, vocab
 from pipeline.backbone import BACKBONES
 from pipeline.extract_config import BN_STATS, DECODES, MISSING, PRECISIONS, ExtractConfig
@@ -20,7 +19,6 @@ from pipeline.images import TRANSFORMS
 from pipeline.schemes import SCHEMES
 from pipeline.store import FeatureStore
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXTRACT = {field.name: field.default for field in dataclasses.fields(ExtractConfig)}  # extract-images' defaults
 
 
@@ -29,21 +27,7 @@ def default(function, name: str):
     return signature(function).parameters[name].default
 
 
-@click.group(cls=Group, context_settings=CONTEXT)
-@click.version_option(package_name="maf", prog_name="maf-pipe", message="%(prog)s %(version)s")
-@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
-def main(verbose: bool) -> None:
-    """Offline stages of maf: make a sample corpus, build a vocabulary, tokenize a
-    CoNLL corpus to Arrow, extract image features once into store.h5, inspect a store.
-
-    A corpus directory holds train.txt, valid.txt (or dev.txt) and test.txt in the
-    UMT/MAF CoNLL format: an IMGID:<id> line, one token<TAB>label line per word, a
-    blank line. See `maf-pipe COMMAND --help`.
-    """
-    setup_logging(verbose)
-
-
-@main.command("make-sample")
+@click.command("make-sample")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--tweets", default=default(sample.make_sample, "tweets"), show_default=True,
               help="Number of tweets over the three splits (60/20/20).")
@@ -65,7 +49,7 @@ def make_sample(out_dir: str, tweets: int, seed: int, overwrite: bool) -> None:
     click.echo(f"  entities: {summary['entities']}, of which image-decided: {summary['image_decided_entities']}")
 
 
-@main.command("build-vocab")
+@click.command("build-vocab")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write the tokenizer to (vocab.txt, tokenizer.json, ...).")
@@ -97,7 +81,7 @@ def build_vocab(data_dir: str, out_dir: str, vocab_size: int, lowercase: bool, k
                f"({summary['lines']} tweets) to {summary['out_dir']}")
 
 
-@main.command("tokenize")
+@click.command("tokenize")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option(
     "--tokenizer",
@@ -135,7 +119,7 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
         )
 
 
-@main.command("extract-images")
+@click.command("extract-images")
 @click.argument("images_dir", type=click.Path(file_okay=False))
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="The feature store to write, e.g. store.h5."
@@ -216,7 +200,7 @@ def extract_images(images_dir: str, out: str, ids_from: str | None, overwrite: b
     click.echo(extract.summary_text(summary))
 
 
-@main.command("inspect")
+@click.command("inspect")
 @click.argument("store", type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True, help="Read every row and verify it (finite values, zeros exactly where not ok).")
 def inspect(store: str, check: bool) -> None:

@@ -22,7 +22,7 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 def _help(group: click.Group, name: str, command: str) -> str:
     """`NAME COMMAND --help` as a user sees it: the group's context settings (-h, --help; width
     100) apply, whatever terminal this runs in and whatever ran before in this process."""
-    sub = group.commands[command]
+    sub = group.get_command(click.Context(group), command)
     settings = {**group.context_settings, "terminal_width": 100}
     with click.Context(group, info_name=name, **settings) as parent:
         with click.Context(sub, info_name=command, parent=parent, **sub.context_settings) as ctx:
@@ -32,7 +32,7 @@ def _help(group: click.Group, name: str, command: str) -> str:
 def reference() -> str:
     parts = [START]
     for name, group in (("maf-pipe", pipe), ("maf", maf)):
-        for command in sorted(group.commands):
+        for command in group.list_commands(click.Context(group)):
             parts += [f"#### `{name} {command}`", "", "```text", _help(group, name, command).rstrip(), "```", ""]
     parts.append(END)
     return "\n".join(parts)

@@ -16,7 +16,12 @@ BIN = Path(sys.executable).parent
 # Both command-line programs by their console-script names, and every command of each, read
 # from the click groups: a new command is covered without editing this list.
 GROUPS = {"maf-pipe": pipe.main, "maf": maf.main}
-COMMANDS = [(program, name) for program, group in GROUPS.items() for name in group.commands]
+COMMANDS = [(program, name) for program, group in GROUPS.items() for name in group.list_commands(click.Context(group))]
+
+
+def command(program: str, name: str) -> click.Command:
+    group = GROUPS[program]
+    return group.get_command(click.Context(group), name)
 
 
 def run(group, *args) -> Result:
@@ -34,13 +39,31 @@ def test_every_command_answers_help(words):
 
 @pytest.mark.parametrize("program, name", COMMANDS, ids=" ".join)
 def test_every_command_says_what_it_does(program, name):
-    assert len(GROUPS[program].commands[name].help) > 150
+    assert len(command(program, name).help) > 150
 
 
 @pytest.mark.parametrize("program, name", COMMANDS, ids=" ".join)
 def test_every_option_is_explained(program, name):
-    options = [p for p in GROUPS[program].commands[name].params if isinstance(p, click.Option) and p.name != "help"]
+    options = [p for p in command(program, name).params if isinstance(p, click.Option) and p.name != "help"]
     assert [p.opts[0] for p in options if not p.help] == []
+
+
+@pytest.mark.parametrize("program, name", COMMANDS, ids=" ".join)
+def test_the_group_lists_each_command_with_its_own_summary(program, name):
+    """The groups list their commands without importing them: the summary they show is the command's."""
+    for limit in (45, 60, 200):
+        summary = click.Command(name, help=GROUPS[program].summaries[name])
+        assert summary.get_short_help_str(limit) == command(program, name).get_short_help_str(limit)
+
+
+@pytest.mark.parametrize("program", sorted(GROUPS))
+def test_the_groups_answer_help_without_loading_torch(program):
+    module = {"maf": "cli.maf", "maf-pipe": "cli.pipe"}[program]
+    script = (f"import sys; from {module} import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+              "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Commands:" in proc.stdout
 
 
 def test_maf_group_has_help():

@@ -1,0 +1,40 @@
+"""`maf`: train, evaluate, apply and score MAF, and draw reports of runs.
+
+The group only: its commands are in cli/maf_commands.py, loaded when one runs (or shows its
+--help), so that `maf --help` answers at once. Several GPUs:
+`torchrun --nproc_per_node N -m cli.maf train ...`.
+"""
+from __future__ import annotations
+
+import click
+
+from cli.common import LazyGroup, setup_logging
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+SUMMARIES = {  # each command's first paragraph (tests/test_cli.py checks them against the commands)
+    "train": "Train MAF on tokenized text joined with cached image features.",
+    "evaluate": "Score RUN_DIR/best on a split, of the run's own data or of other tokenized data, and write its "
+                "predictions (CoNLL and JSONL).",
+    "predict": "Tag new tweets with RUN_DIR/best: entities with type, span and words, and p per tweet.",
+    "score": "conlleval-style P/R/F1 per type and overall.",
+    "report": "PNG figures of finished runs (a --seeds folder counts as all its seeds): training curves, F1 per "
+              "type side by side, histograms of the match probability p, and a case study of CI attention over "
+              "the image for each predicted entity.",
+}
+
+
+@click.group(cls=LazyGroup, commands_module="cli.maf_commands", summaries=SUMMARIES, context_settings=CONTEXT)
+@click.version_option(package_name="maf", prog_name="maf", message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
+def main(verbose: bool) -> None:
+    """Train, evaluate and apply MAF for multimodal NER on tweets with images.
+
+    Inputs come from `maf-pipe`: tokenized text (maf-pipe tokenize) and cached image
+    features (store.h5, maf-pipe extract-images). Commands: train, evaluate, predict,
+    score, report.
+    """
+    setup_logging(verbose)
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m cli.maf train ...
+    main()
