@@ -1,6 +1,9 @@
-"""`maf train`: fit MAF on tokenized text + a feature store; evaluate every epoch; resumable.
+"""`maf train`'s loop: fit MAF on tokenized text + a feature store, score dev every epoch, keep
+the best, test it; resumable.
 
-What a run directory holds, and every check of data against it: maf_core/run.py.
+Around it: what a run reads and the checks on it (inputs.py), the optimizer and schedule
+(optim.py), tagging and scoring a split (inference.py), the start-of-run text (run_summary.py),
+TensorBoard (board.py), several seeds (seeds.py), the run directory's files (run.py).
 """
 from __future__ import annotations
 
