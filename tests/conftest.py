@@ -3,7 +3,13 @@ trained on it. Tests read them and never write into them; a test that changes a 
 tokenizer builds its own in `tmp_path`. Helper functions live in `helpers.py`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Before torch loads OpenMP: idle intra-op threads sleep instead of spinning. The tests' models are
+# tiny, and with spinning threads a tiny training ran 10 times slower on a 2-core machine busy with
+# other work (or with a second pytest-xdist worker). Subprocesses the tests start inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 from helpers import write_text  # noqa: F401  (tests once imported it from here)
