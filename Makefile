@@ -9,7 +9,7 @@ STAMP := $(VENV)/.maf-installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO := demo
 
-.PHONY: install lint test test-fast demo demo-run clean-demo
+.PHONY: install lint test test-fast test-shortcuts demo demo-run clean-demo
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# the shortcut detector's trainings alone (also in `make test`)
+test-shortcuts: install
+	$(BIN)/python -m pytest -q -m shortcuts
 
 # The main job on the sample corpus, offline: corpus -> vocabulary -> tokenized text -> image
 # features -> MAF and the text-only baseline -> evaluation -> comparison and figures.

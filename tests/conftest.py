@@ -3,7 +3,13 @@ trained on it. Tests read them and never write into them; a test that changes a 
 tokenizer builds its own in `tmp_path`. Helper functions live in `helpers.py`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Before torch loads OpenMP: idle intra-op threads sleep instead of spinning. The tests' models are
+# tiny, and with spinning threads a tiny training ran 10 times slower on a 2-core machine busy with
+# other work (or with a second pytest-xdist worker). Subprocesses the tests start inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 from helpers import write_text  # noqa: F401  (tests once imported it from here)
@@ -45,14 +51,21 @@ def other_tokenizer_dir(sample_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_store(sample_dir, tmp_path_factory) -> Path:
-    """Features of every image of `sample_dir`: resnet18, random weights, in-process."""
+def sample_extraction(sample_dir, tmp_path_factory) -> dict:
+    """Features of every image of `sample_dir` (resnet18, random weights, in-process): the store
+    and the summary `extract_images` returned."""
     from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
 
     out = tmp_path_factory.mktemp("store") / "store.h5"
-    extract_images(sample_dir / "images", out, ExtractConfig(backbone="resnet18", weights="none", workers=0,
-                                                             shard_size=64), ids=ids_from_corpus(sample_dir))
-    return out
+    summary = extract_images(sample_dir / "images", out, ExtractConfig(backbone="resnet18", weights="none", workers=0,
+                                                                       shard_size=64), ids=ids_from_corpus(sample_dir))
+    return {"store": out, "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def sample_store(sample_extraction) -> Path:
+    """The store of `sample_extraction`."""
+    return sample_extraction["store"]
 
 
 @pytest.fixture(scope="session")

@@ -359,7 +359,6 @@ def test_parameter_count_of_the_paper_size():
         model = MAF(config)
     assert {p.device.type for p in model.parameters()} == {"meta"}
     counts = count_parameters(model)
-    print(counts)
     assert abs(counts["bert"] - 108.31e6) < 0.05e6
     assert abs(counts["interaction"] - 8.66e6) < 0.05e6
     assert abs(counts["alignment"] - 3.35e6) < 0.05e6

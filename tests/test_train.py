@@ -11,14 +11,18 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from cli.maf import main as maf
 from maf_core.config import MAFConfig, TrainConfig
 from maf_core.data import load_split
+from maf_core.predict import MAFPredictor
 from maf_core.run import RunDirectory
 from maf_core.train import train
+from pipeline.conll import Tweet, write_conll
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
+from pipeline.store import FeatureStore
 from pipeline.tokenization import tokenize_corpus
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=3, device="cpu")
@@ -33,19 +37,58 @@ def corpus(sample_text, sample_store, tmp_path_factory) -> dict:
     return {"text": sample_text, "store": sample_store, "root": tmp_path_factory.mktemp("train")}
 
 
+@pytest.fixture(scope="module")
+def whole(corpus) -> dict:
+    """A tiny MAF trained for CONFIG's two epochs without a break: its directory and report. Tests
+    read it; one that writes into a run (`maf evaluate` without --out, a resume) works on a copy."""
+    run = corpus["root"] / "whole"
+    return {"run": run, "report": train(corpus["store"], corpus["text"], run, tiny_config(), CONFIG)}
+
+
+@pytest.fixture(scope="module")
+def other_store(sample_dir, tmp_path_factory) -> Path:
+    """Every image of `sample_dir` extracted as `sample_store` but with another random-weights seed."""
+    out = tmp_path_factory.mktemp("other-store") / "other.h5"
+    extract_images(sample_dir / "images", out, ExtractConfig(backbone="resnet18", weights="none", workers=0, seed=5),
+                   ids=ids_from_corpus(sample_dir))
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_text(sample_dir, other_tokenizer_dir, tmp_path_factory) -> Path:
+    """`sample_dir` tokenized with `other_tokenizer_dir`: the same corpus, another vocabulary."""
+    out = tmp_path_factory.mktemp("other-text") / "othertext"
+    tokenize_corpus(sample_dir, str(other_tokenizer_dir), out, max_length=64)
+    return out
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
 def _metrics(run: Path) -> list[dict]:
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in line.items() if not k.endswith("seconds")} for line in lines]
 
 
-def test_resume_equals_an_uninterrupted_run(corpus, tmp_path):
-    whole = tmp_path / "whole"
-    report = train(corpus["store"], corpus["text"], whole, tiny_config(), CONFIG)
-    assert set(report) == {"best_epoch", "encoder", "valid", "test"}
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+# a run and its outputs
+
+
+def test_the_report_names_the_best_epoch_the_encoder_and_both_scores(whole):
+    assert set(whole["report"]) == {"best_epoch", "encoder", "valid", "test"}
+
+
+def test_a_run_writes_its_config_weights_metrics_and_predictions(whole):
     for name in ("config.json", "metrics.jsonl", "last.pt", "report.json", "best/model.safetensors", "best/config.json",
                  "predictions/test.conll", "predictions/test.jsonl", "predictions/valid.conll"):
-        assert (whole / name).is_file(), name
+        assert (whole["run"] / name).is_file(), name
 
+
+def test_resume_equals_an_uninterrupted_run(whole, corpus, tmp_path):
     class Stop(Exception):
         pass
 
@@ -58,112 +101,150 @@ def test_resume_equals_an_uninterrupted_run(corpus, tmp_path):
         train(corpus["store"], corpus["text"], cut, tiny_config(), CONFIG, on_epoch_end=stop_after_first)
     assert len(_metrics(cut)) == 1
     resumed = train(corpus["store"], corpus["text"], cut, tiny_config(), CONFIG, resume=True)
-    assert _metrics(cut) == _metrics(whole)
-    assert resumed == report
-    a = torch.load(whole / "last.pt", weights_only=True)["model"]
+    assert _metrics(cut) == _metrics(whole["run"])
+    assert resumed == whole["report"]
+    a = torch.load(whole["run"] / "last.pt", weights_only=True)["model"]
     b = torch.load(cut / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (cut / "predictions" / "test.conll").read_bytes() == (whole / "predictions" / "test.conll").read_bytes()
+    own = whole["run"] / "predictions" / "test.conll"
+    assert (cut / "predictions" / "test.conll").read_bytes() == own.read_bytes()
 
 
-def test_predictions_and_report_agree(corpus, tmp_path):
-    run = tmp_path / "run"
-    report = train(corpus["store"], corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
-    result = CliRunner().invoke(maf, ["score", str(Path(corpus["text"]).parent / "missing.txt")])
-    assert result.exit_code == 1 and "no such file" in result.output
-    rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
+def test_test_predictions_have_a_row_per_tweet_and_a_probability(whole, corpus):
+    rows = _rows(whole["run"] / "predictions" / "test.jsonl")
     meta = json.loads((corpus["text"] / "meta.json").read_text())
     assert len(rows) == meta["splits"]["test"]["tweets"]
     assert all(0.0 <= r["match_prob"] <= 1.0 for r in rows)
-    from pipeline.store import FeatureStore
 
+
+def test_a_tweet_without_an_image_has_match_prob_exactly_zero(whole, corpus):
+    rows = _rows(whole["run"] / "predictions" / "test.jsonl")
     status = dict(zip(FeatureStore(corpus["store"]).image_ids, FeatureStore(corpus["store"]).status))
-    assert all((r["match_prob"] == 0.0) == (status[r["id"]] != 0) for r in rows)  # p = 0 exactly without an image
+    assert all((r["match_prob"] == 0.0) == (status[r["id"]] != 0) for r in rows)
+
+
+def test_score_of_the_predictions_gives_the_reported_f1(whole, tmp_path):
     gold = tmp_path / "gold.conll"
-    from pipeline.conll import Tweet, write_conll
-
-    write_conll([Tweet(r["id"], r["words"], r["gold"], 0) for r in rows], gold)
-    result = CliRunner().invoke(maf, ["score", str(gold), str(run / "predictions" / "test.conll")])
+    write_conll([Tweet(r["id"], r["words"], r["gold"], 0) for r in _rows(whole["run"] / "predictions" / "test.jsonl")],
+                gold)
+    result = CliRunner().invoke(maf, ["score", str(gold), str(whole["run"] / "predictions" / "test.conll")])
     assert result.exit_code == 0, result.output
-    assert f"{report['test']['overall']['f1']:8.2f}" in result.output
-    result = CliRunner().invoke(maf, ["evaluate", str(run), "--split", "test"])
+    assert f"{whole['report']['test']['overall']['f1']:8.2f}" in result.output
+
+
+def test_evaluate_gives_the_reported_f1(whole, tmp_path):
+    result = CliRunner().invoke(maf, ["evaluate", str(_copy(whole["run"], tmp_path)), "--split", "test"])
     assert result.exit_code == 0, result.output
-    assert f"{report['test']['overall']['f1']:8.2f}" in result.output
+    assert f"{whole['report']['test']['overall']['f1']:8.2f}" in result.output
 
 
-def test_refusals(corpus, tmp_path, sample_dir, tokenizer_dir):
+def test_score_of_a_missing_file_is_refused(tmp_path):
+    result = CliRunner().invoke(maf, ["score", str(tmp_path / "missing.txt")])
+    assert result.exit_code == 1 and "no such file" in result.output
+
+
+# what a new run refuses
+
+
+def test_a_model_of_another_tag_scheme_is_refused(corpus, tmp_path):
     with pytest.raises(DataError, match=r"tokenized with tag scheme 'bioes', but the model expects 'bio'"):
-        train(corpus["store"], corpus["text"], tmp_path / "a", tiny_config(scheme="bio"), CONFIG)
-    partial = tmp_path / "partial.h5"
-    ids = ids_from_corpus(sample_dir)
-    extract_images(sample_dir / "images", partial, ExtractConfig(backbone="resnet18", weights="none", workers=0),
-                   ids=ids[:20])
-    with pytest.raises(DataError, match=r"partial.h5: \d+ image ids of .*train.arrow are not in the store, e\.g\. "):
-        train(partial, corpus["text"], tmp_path / "b", tiny_config(), CONFIG)
-    (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "x").write_text("x")
-    with pytest.raises(DataError, match="exists and is not empty; pass --resume"):
-        train(corpus["store"], corpus["text"], tmp_path / "c", tiny_config(), CONFIG)
-    with pytest.raises(DataError, match="no last.pt to resume from"):
-        train(corpus["store"], corpus["text"], tmp_path / "c", tiny_config(), CONFIG, resume=True)
-    from pipeline.vocab import build_vocab
+        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(scheme="bio"), CONFIG)
 
-    other = tmp_path / "othertok"
-    build_vocab(sample_dir, other, vocab_size=300)
+
+def test_a_store_without_some_of_the_text_s_images_is_refused(corpus, tmp_path, sample_dir):
+    partial = tmp_path / "partial.h5"
+    extract_images(sample_dir / "images", partial, ExtractConfig(backbone="resnet18", weights="none", workers=0),
+                   ids=ids_from_corpus(sample_dir)[:20])
+    with pytest.raises(DataError, match=r"partial.h5: \d+ image ids of .*train.arrow are not in the store, e\.g\. "):
+        train(partial, corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
+
+
+def test_a_non_empty_output_without_resume_is_refused(corpus, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("x")
+    with pytest.raises(DataError, match="exists and is not empty; pass --resume"):
+        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
+
+
+def test_resume_without_last_pt_is_refused(corpus, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("x")
+    with pytest.raises(DataError, match="no last.pt to resume from"):
+        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(), CONFIG, resume=True)
+
+
+def test_a_bert_with_another_vocabulary_than_the_text_s_is_refused(corpus, tmp_path, other_tokenizer_dir):
     with pytest.raises(DataError, match=r"tokenized with .*tok \(vocab sha256 \w+\), but --bert "
                        r".*othertok has vocab sha256 \w+; tokenize again with --tokenizer"):
-        train(corpus["store"], corpus["text"], tmp_path / "d", tiny_config(bert=str(other)), CONFIG)
+        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(bert=str(other_tokenizer_dir)), CONFIG)
 
 
-def test_resume_and_evaluate_refuse_mismatched_inputs(corpus, tmp_path, sample_dir, tokenizer_dir):
-    run = tmp_path / "run"
-    train(corpus["store"], corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
-    other = tmp_path / "other.h5"
-    extract_images(sample_dir / "images", other, ExtractConfig(backbone="resnet18", weights="none", workers=0, seed=5),
-                   ids=ids_from_corpus(sample_dir))
+# what a resume refuses
+
+
+def test_resume_refuses_a_store_with_another_fingerprint(whole, corpus, other_store, tmp_path):
     with pytest.raises(DataError, match="its fingerprint differs from the store .* was trained with"):
-        train(other, corpus["text"], run, tiny_config(), replace(CONFIG, epochs=2), resume=True)
+        train(other_store, corpus["text"], _copy(whole["run"], tmp_path), tiny_config(), CONFIG, resume=True)
+
+
+def test_resume_refuses_other_training_settings(whole, corpus, tmp_path):
     with pytest.raises(DataError, match=r"was started with other training settings .*resume with the same ones"):
-        train(corpus["store"], corpus["text"], run, tiny_config(), replace(CONFIG, lr=5e-4), resume=True)
-    from pipeline.vocab import build_vocab
+        train(corpus["store"], corpus["text"], _copy(whole["run"], tmp_path), tiny_config(), replace(CONFIG, lr=5e-4),
+              resume=True)
 
-    build_vocab(sample_dir, tmp_path / "othertok", vocab_size=300)
-    tokenize_corpus(sample_dir, str(tmp_path / "othertok"), tmp_path / "othertext", max_length=64)
-    with pytest.raises(DataError, match=r"othertext: tokenized with .*othertok \(vocab sha256 \w+\), but the run .*run "
-                       r"\(tokenizer .*\) has vocab sha256 \w+"):
-        train(corpus["store"], tmp_path / "othertext", run, tiny_config(), CONFIG, resume=True)
 
+def test_resume_refuses_text_of_another_tokenizer(whole, corpus, other_text, tmp_path):
+    with pytest.raises(DataError, match=r"othertext: tokenized with .*othertok \(vocab sha256 \w+\), but the run "
+                       r".*run \(tokenizer .*\) has vocab sha256 \w+"):
+        train(corpus["store"], other_text, _copy(whole["run"], tmp_path), tiny_config(), CONFIG, resume=True)
+
+
+def test_resume_refuses_another_number_of_processes(whole, corpus, tmp_path):
+    run = _copy(whole["run"], tmp_path)
     state = torch.load(run / "last.pt", weights_only=True)
     state["rng"] = state["rng"] * 2  # as if saved by a 2-process run
     torch.save(state, run / "last.pt")
     with pytest.raises(DataError, match="was trained on 2 processes; resume it on the same number, not 1"):
-        train(corpus["store"], corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1), resume=True)
+        train(corpus["store"], corpus["text"], run, tiny_config(), CONFIG, resume=True)
 
-    # maf evaluate on other data: the run's tokenizer and extraction settings, or a clear refusal
-    runner = CliRunner()
-    done = runner.invoke(maf, ["evaluate", str(run), "--text", str(tmp_path / "othertext")])
+
+# maf evaluate on other data: the run's tokenizer and extraction settings, or a clear refusal
+
+
+def test_evaluate_refuses_text_of_another_tokenizer(whole, other_text, tmp_path):
+    done = CliRunner().invoke(maf, ["evaluate", str(_copy(whole["run"], tmp_path)), "--text", str(other_text)])
     assert done.exit_code == 1 and "but the run" in done.output and "tokenize it again" in done.output, done.output
-    done = runner.invoke(maf, ["evaluate", str(run), "--features", str(other)])
+
+
+def test_evaluate_refuses_a_store_extracted_with_other_settings(whole, other_store, tmp_path):
+    done = CliRunner().invoke(maf, ["evaluate", str(_copy(whole["run"], tmp_path)), "--features", str(other_store)])
     assert done.exit_code == 1 and "extracted with other settings" in done.output and "weights." in done.output, (
         done.output
     )
+
+
+def test_evaluate_on_text_tokenized_again_gives_the_run_s_predictions(whole, sample_dir, tokenizer_dir, tmp_path):
+    run = _copy(whole["run"], tmp_path)
     tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "again", max_length=64)
-    done = runner.invoke(maf, ["evaluate", str(run), "--text", str(tmp_path / "again"), "--split", "valid"])
+    done = CliRunner().invoke(maf, ["evaluate", str(run), "--text", str(tmp_path / "again"), "--split", "valid"])
     assert done.exit_code == 0, done.output
     assert (run / "predictions-again" / "valid.conll").is_file()
     assert (run / "predictions-again" / "valid.jsonl").read_text() == (run / "predictions" / "valid.jsonl").read_text()
 
-    # one rule for a run and a store: every fingerprint field but the library versions must agree
+
+def test_evaluate_takes_a_store_that_differs_only_in_library_versions(whole, corpus, tmp_path):
+    """One rule for a run and a store: every fingerprint field but the library versions must agree."""
     relabelled = tmp_path / "versions.h5"
     shutil.copy(corpus["store"], relabelled)
     with h5py.File(relabelled, "r+") as f:
         fingerprint = json.loads(f.attrs["fingerprint"])
         fingerprint["versions"]["torch"] = "0.0.1"
         f.attrs["fingerprint"] = json.dumps(fingerprint)
-    done = runner.invoke(maf, ["evaluate", str(run), "--features", str(relabelled), "--split", "valid",
-                               "--out", str(tmp_path / "relabelled")])
+    done = CliRunner().invoke(maf, ["evaluate", str(whole["run"]), "--features", str(relabelled), "--split", "valid",
+                                    "--out", str(tmp_path / "relabelled")])
     assert done.exit_code == 0, done.output
-    assert (tmp_path / "relabelled" / "valid.jsonl").read_text() == (run / "predictions" / "valid.jsonl").read_text()
+    assert (tmp_path / "relabelled" / "valid.jsonl").read_text() == \
+        (whole["run"] / "predictions" / "valid.jsonl").read_text()
 
 
 def test_score_matches_a_hand_computed_conlleval_example(tmp_path):
@@ -178,6 +259,9 @@ def test_score_matches_a_hand_computed_conlleval_example(tmp_path):
     assert "66.67   50.00   57.14" in result.output
     assert "PER    P 100.00  R 100.00  F1 100.00  (1 gold)" in result.output
     assert "ORG    P  50.00  R 100.00  F1  66.67  (1 gold)" in result.output
+
+
+def test_score_refuses_a_line_without_a_predicted_tag(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("Rob B-PER\n")
     result = CliRunner().invoke(maf, ["score", str(bad)])
@@ -198,6 +282,9 @@ def test_several_seeds_give_a_summary(corpus, tmp_path):
     assert abs(summary["test"]["overall"]["f1"]["mean"] - sum(f1) / 2) < 1e-9
     assert abs(summary["test"]["overall"]["f1"]["std"] - abs(f1[0] - f1[1]) / 2) < 1e-9
     assert "test (2 seeds)" in result.output and "±" in result.output
+
+
+def test_seeds_that_are_not_integers_are_refused(corpus, tmp_path):
     result = CliRunner().invoke(maf, ["train", "--features", str(corpus["store"]), "--text", str(corpus["text"]),
                                       "--out", str(tmp_path / "x"), "--seeds", "1,a"])
     assert result.exit_code == 1 and "--seeds '1,a': expected comma-separated integers" in result.output
@@ -216,74 +303,114 @@ def test_config_file_gives_defaults_and_flags_win(corpus, tmp_path):
     assert saved["model"]["bert_size"] == "tiny"
     assert (saved["model"]["swap"], saved["model"]["matching_head"], saved["model"]["ner_pairs"]) == \
         ("image", "bilinear", "true")
+
+
+def test_unknown_keys_in_a_config_file_are_refused(tmp_path):
+    config = tmp_path / "train.yaml"
     config.write_text("epochs: 1\nlearning_rate: 0.1\n")
     result = CliRunner().invoke(maf, ["train", "--config", str(config), "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "train.yaml: unknown keys learning_rate; known:" in result.output
 
 
-def test_predict_new_tweets_from_images_and_from_a_store(corpus, tmp_path, sample_dir):
-    from maf_core.predict import MAFPredictor
-
-    store_path = tmp_path / "store.h5"
-    extract_images(sample_dir / "images", store_path, ExtractConfig(backbone="resnet18", weights="none", workers=0,
+@pytest.fixture(scope="module")
+def bn_run(corpus, sample_dir, tmp_path_factory) -> dict:
+    """A one-epoch run on a store whose backbone has AdaBN statistics; the first 6 test tweets
+    it predicted, as `expected`, and those tweets as `items`. Tests read it."""
+    root = tmp_path_factory.mktemp("bn-run")
+    store = root / "store.h5"
+    extract_images(sample_dir / "images", store, ExtractConfig(backbone="resnet18", weights="none", workers=0,
                    shard_size=64, bn_stats="dataset", bn_samples=16), ids=ids_from_corpus(sample_dir))
-    run = tmp_path / "run"
-    train(store_path, corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
-    assert (run / "backbone_bn.npz").is_file()
-    expected = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()][:6]
-    items = [{"id": r["id"], "words": r["words"]} for r in expected]
-    predictor = MAFPredictor.from_pretrained(run)
-    by_store = predictor.predict(items, features=store_path)
-    by_images = predictor.predict(items, images_dir=sample_dir / "images")  # extracted again, same backbone
-    for want, a, b in zip(expected, by_store, by_images):
-        assert a["tags"] == want["predicted"] == b["tags"]
-        assert abs(a["match_prob"] - want["match_prob"]) < 1e-5 and abs(b["match_prob"] - want["match_prob"]) < 1e-4
+    run = root / "run"
+    train(store, corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
+    expected = _rows(run / "predictions" / "test.jsonl")[:6]
+    return {"store": store, "run": run, "expected": expected,
+            "items": [{"id": r["id"], "words": r["words"]} for r in expected]}
+
+
+@pytest.fixture()
+def predictor(bn_run):
+    return MAFPredictor.from_pretrained(bn_run["run"])
+
+
+def test_a_run_on_an_adabn_store_keeps_the_backbone_statistics(bn_run):
+    assert (bn_run["run"] / "backbone_bn.npz").is_file()
+
+
+def test_predict_from_the_store_gives_the_run_s_predictions(bn_run, predictor):
+    by_store = predictor.predict(bn_run["items"], features=bn_run["store"])
+    for want, got in zip(bn_run["expected"], by_store):
+        assert got["tags"] == want["predicted"]
+        assert abs(got["match_prob"] - want["match_prob"]) < 1e-5
+
+
+def test_predict_from_images_gives_the_run_s_predictions(bn_run, predictor, sample_dir):
+    by_images = predictor.predict(bn_run["items"], images_dir=sample_dir / "images")  # extracted again, same backbone
+    for want, got in zip(bn_run["expected"], by_images):
+        assert got["tags"] == want["predicted"]
+        assert abs(got["match_prob"] - want["match_prob"]) < 1e-4
+
+
+def test_predict_refuses_a_store_extracted_with_other_settings(bn_run, predictor, corpus):
     with pytest.raises(DataError, match="extracted with other settings than the store"):
-        predictor.predict(items, features=corpus["store"])
+        predictor.predict(bn_run["items"], features=corpus["store"])
+
+
+def test_predict_with_maf_refuses_tweets_without_image_features(bn_run, predictor):
     with pytest.raises(DataError, match="MAF needs image features"):
-        predictor.predict(items)
-    older = RunDirectory(run)  # a run on stores made before --weights none's current init
+        predictor.predict(bn_run["items"])
+
+
+def test_predict_refuses_images_for_a_run_on_an_older_random_init(bn_run, predictor, sample_dir):
+    older = RunDirectory(bn_run["run"])  # a run on stores made before --weights none's current init
     older.record["store_fingerprint"]["weights"]["identity"] = "random:0"
     with pytest.raises(DataError, match=r"random backbone weights of an older init \(random:0\)"):
         MAFPredictor(predictor.model, older, predictor.tokenizer, predictor.device).predict(
-            items, images_dir=sample_dir / "images")
+            bn_run["items"], images_dir=sample_dir / "images")
+
+
+def test_cli_predict_reads_jsonl_and_extracts_the_images(bn_run, sample_dir, tmp_path):
     jsonl = tmp_path / "in.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"id": r["id"], "text": " ".join(r["words"])}) for r in expected) + "\n")
-    result = CliRunner().invoke(
-        maf,
-        [
-            "predict",
-            str(run),
-            "--input",
-            str(jsonl),
-            "--images",
-            str(sample_dir / "images"),
-            "--out",
-            str(tmp_path / "preds.jsonl"),
-        ],
-    )
+    jsonl.write_text("\n".join(json.dumps({"id": r["id"], "text": " ".join(r["words"])})
+                               for r in bn_run["expected"]) + "\n")
+    result = CliRunner().invoke(maf, ["predict", str(bn_run["run"]), "--input", str(jsonl), "--images",
+                                      str(sample_dir / "images"), "--out", str(tmp_path / "preds.jsonl")])
     assert result.exit_code == 0, result.output
-    rows = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]
-    assert [r["tags"] for r in rows] == [r["predicted"] for r in expected]
-    # a CoNLL file as input: its IMGIDs name the tweets and their images
+    rows = _rows(tmp_path / "preds.jsonl")
+    assert [r["tags"] for r in rows] == [r["predicted"] for r in bn_run["expected"]]
+
+
+def test_cli_predict_reads_conll_whose_imgids_name_the_tweets(bn_run, tmp_path):
     conll = tmp_path / "in.txt"
-    conll.write_text("".join(f"IMGID:{r['id']}\n" + "".join(f"{w}\tO\n" for w in r["words"]) + "\n" for r in expected))
-    result = CliRunner().invoke(maf, ["predict", str(run), "--input", str(conll), "--features", str(store_path),
-                                      "--out", str(tmp_path / "preds-conll.jsonl")])
+    conll.write_text("".join(f"IMGID:{r['id']}\n" + "".join(f"{w}\tO\n" for w in r["words"]) + "\n"
+                             for r in bn_run["expected"]))
+    result = CliRunner().invoke(maf, ["predict", str(bn_run["run"]), "--input", str(conll), "--features",
+                                      str(bn_run["store"]), "--out", str(tmp_path / "preds-conll.jsonl")])
     assert result.exit_code == 0, result.output
-    rows = [json.loads(x) for x in (tmp_path / "preds-conll.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == [r["id"] for r in expected]
-    assert [r["tags"] for r in rows] == [r["predicted"] for r in expected]
+    rows = _rows(tmp_path / "preds-conll.jsonl")
+    assert [r["id"] for r in rows] == [r["id"] for r in bn_run["expected"]]
+    assert [r["tags"] for r in rows] == [r["predicted"] for r in bn_run["expected"]]
+
+
+def test_cli_predict_refuses_a_line_that_is_not_json(bn_run, tmp_path):
+    jsonl = tmp_path / "in.jsonl"
     jsonl.write_text('{"id": 1, "text": "a"}\nnot json\n')
-    result = CliRunner().invoke(maf, ["predict", str(run), "--input", str(jsonl), "--out", str(tmp_path / "p.jsonl")])
+    result = CliRunner().invoke(maf, ["predict", str(bn_run["run"]), "--input", str(jsonl), "--out",
+                                      str(tmp_path / "p.jsonl")])
     assert result.exit_code == 1 and "in.jsonl:2: not a JSON object" in result.output
 
 
-def test_online_baseline_runs_the_backbone_in_every_step(corpus, tmp_path, sample_dir):
-    args = ["train", "--text", str(corpus["text"]), "--bert-config", "tiny", "--epochs", "1", "--batch-size", "32",
+def _online_args(corpus) -> list[str]:
+    return ["train", "--text", str(corpus["text"]), "--bert-config", "tiny", "--epochs", "1", "--batch-size", "32",
             "--device", "cpu"]
-    result = CliRunner().invoke(maf, [*args, "--out", str(tmp_path / "a")])
+
+
+def test_train_without_features_or_images_is_refused(corpus, tmp_path):
+    result = CliRunner().invoke(maf, [*_online_args(corpus), "--out", str(tmp_path / "a")])
     assert result.exit_code == 1 and "give exactly one of --features store.h5" in result.output
+
+
+def test_online_baseline_runs_the_backbone_in_every_step(corpus, tmp_path, sample_dir):
+    args = _online_args(corpus)
     result = CliRunner().invoke(maf, [*args, "--out", str(tmp_path / "online"), "--images", str(sample_dir / "images"),
                                       "--backbone", "resnet18", "--weights", "none"])
     assert result.exit_code == 0, result.output
@@ -342,27 +469,47 @@ def test_torchrun_launch_writes_one_run(corpus, tmp_path):
     assert [json.loads(x)["id"] for x in predicted] == load_split(corpus["text"], "test").image_ids
 
 
-def test_report_draws_every_figure(corpus, tmp_path):
-    from PIL import Image
-
-    maf_run, text_run = tmp_path / "maf", tmp_path / "text-only"
-    train(corpus["store"], corpus["text"], maf_run, tiny_config(), replace(CONFIG, epochs=2))
-    train(corpus["store"], corpus["text"], text_run, tiny_config(text_only=True), replace(CONFIG, epochs=2))
-    out = tmp_path / "report"
+@pytest.fixture(scope="module")
+def report_of_two_runs(whole, corpus, tmp_path_factory) -> dict:
+    """`maf report` of the `whole` MAF run beside a text-only run of the same settings: its
+    folder and the command's result."""
+    root = tmp_path_factory.mktemp("report")
+    maf_run, text_run = root / "maf", root / "text-only"
+    shutil.copytree(whole["run"], maf_run)  # named as the table shows it
+    train(corpus["store"], corpus["text"], text_run, tiny_config(text_only=True), CONFIG)
+    out = root / "report"
     done = CliRunner().invoke(maf, ["report", str(maf_run), str(text_run), "--out", str(out), "--count", "2"])
-    assert done.exit_code == 0, done.output
+    return {"out": out, "done": done}
+
+
+def test_report_draws_every_figure(report_of_two_runs):
+    assert report_of_two_runs["done"].exit_code == 0, report_of_two_runs["done"].output
     for name in ("curves", "types", "match", "cases"):
-        with Image.open(out / f"{name}.png") as image:
+        with Image.open(report_of_two_runs["out"] / f"{name}.png") as image:
             pixels = np.asarray(image.convert("L"), dtype=float)
         assert image.size[0] > 400 and pixels.std() > 10, name  # drawn, not blank
-    table = (out / "comparison.txt").read_text().splitlines()
+
+
+def test_report_compares_the_runs_in_a_table(report_of_two_runs):
+    assert report_of_two_runs["done"].exit_code == 0, report_of_two_runs["done"].output
+    table = (report_of_two_runs["out"] / "comparison.txt").read_text().splitlines()
     assert table[0].split()[:3] == ["run", "test", "F1"]
     assert [line.split()[:2] for line in table[1:3]] == [["maf", "*"], ["text-only", "*"]]  # random encoders
     assert table[3].startswith("* a RANDOM-init text encoder")
-    assert "img-decided F1" in done.output
-    done = CliRunner().invoke(maf, ["report", str(tmp_path / "nothing"), "--out", str(out)])
+
+
+def test_report_prints_the_image_decided_scores(report_of_two_runs):
+    assert "img-decided F1" in report_of_two_runs["done"].output
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
+    done = CliRunner().invoke(maf, ["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "report")])
     assert done.exit_code == 1 and "not a run directory" in done.output
-    done = CliRunner().invoke(maf, ["report", str(maf_run), "--out", str(out), "--ids", "no-such-id"])
+
+
+def test_report_refuses_ids_of_no_tweet(whole, tmp_path):
+    done = CliRunner().invoke(maf, ["report", str(whole["run"]), "--out", str(tmp_path / "report"), "--ids",
+                                    "no-such-id"])
     assert done.exit_code == 1 and "no tweets with ids no-such-id" in done.output
 
 
