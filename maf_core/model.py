@@ -89,7 +89,7 @@ class MAF(nn.Module, PyTorchModelHubMixin, library_name="maf", model_card_templa
         if config.init == "bert":
             for part in (self.alignment, self.interaction, self.matching, self.fusion, self.emission):
                 if part is not None:
-                    part.apply(_bert_init)
+                    part.apply(bert_init)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor,
                 word_mask: torch.Tensor, regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
@@ -144,7 +144,7 @@ class MAF(nn.Module, PyTorchModelHubMixin, library_name="maf", model_card_templa
             loss = self._total(loss_ner, loss_ca, loss_cm)
         decoded = self._decode(emissions, crf_mask, word_starts, word_mask) if decode else None
         if cfg.crf_over == "pieces":  # per word, at its first piece, as in the words case
-            emissions = _gather_words(emissions, word_starts, word_mask)
+            emissions = gather_words(emissions, word_starts, word_mask)
         return MAFOutput(loss, loss_ner, loss_ca, loss_cm, emissions, match_prob, attention, decoded)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,32 +212,14 @@ class MAF(nn.Module, PyTorchModelHubMixin, library_name="maf", model_card_templa
             hidden = self.dropout(hidden)
         if self.config.crf_over == "pieces":
             return self.emission(hidden).float(), mask
-        return self.emission(_gather_words(hidden, word_starts, word_mask)).float(), word_mask.bool()
+        return self.emission(gather_words(hidden, word_starts, word_mask)).float(), word_mask.bool()
 
     def _crf_targets(self, tags, word_starts, word_mask, mask) -> torch.Tensor:
-        """Word tags spread over the pieces (crf_over="pieces"): [CLS] first, a word's tag on its
-        first piece, X on the pieces after it, [SEP] last, [PAD] beyond."""
-        x, cls, sep, pad = (len(self.config.tags) + i for i in range(4))
-        lengths = mask.sum(1)
-        positions = torch.arange(mask.shape[1], device=mask.device)[None]
-        out = torch.where(mask, x, pad).to(tags.dtype)
-        out = torch.where(positions == (lengths - 1)[:, None], sep, out)
-        out[:, 0] = cls
-        starts = word_starts.clamp(min=0).masked_fill(~word_mask.bool(), 0)
-        return out.scatter(1, starts, torch.where(word_mask.bool(), tags, out.gather(1, starts)))
+        return piece_targets(tags, word_starts, word_mask, mask, len(self.config.tags))
 
     def _decode(self, emissions, crf_mask, word_starts, word_mask) -> list[list[int]]:
-        """Viterbi tags per word; over pieces, the tag of each word's first piece (a piece state,
-        X, [CLS], [SEP] or [PAD], counts as O)."""
-        paths = self.crf.decode(emissions, mask=crf_mask)
-        if self.config.crf_over == "words":
-            return paths
-        outside = self.config.tags.index("O") if "O" in self.config.tags else 0
-        real = len(self.config.tags)
-        starts, counts = word_starts.tolist(), word_mask.sum(1).tolist()
-        return [
-            [path[s] if path[s] < real else outside for s in row[:n]] for path, row, n in zip(paths, starts, counts)
-        ]
+        """Viterbi tags per word (see `word_paths`)."""
+        return word_paths(self.crf, emissions, crf_mask, word_starts, word_mask, self.config)
 
     def pairs_for(self, batch: int) -> int:
         """k for a batch of this size: the configured share of the reference batch (paper: 15 of 64)."""
@@ -294,13 +276,43 @@ class MAF(nn.Module, PyTorchModelHubMixin, library_name="maf", model_card_templa
         return cfg.alpha * ca + cfg.beta * cm + (1 - cfg.alpha - cfg.beta) * ner
 
 
-def _gather_words(x: torch.Tensor, word_starts: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+def gather_words(x: torch.Tensor, word_starts: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
     # shape: x (B, L, n) -> (B, W, n), the first piece of each word
     index = word_starts.clamp(min=0).masked_fill(~word_mask.bool(), 0)
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _bert_init(module: nn.Module) -> None:
+def piece_targets(tags: torch.Tensor, word_starts: torch.Tensor, word_mask: torch.Tensor, mask: torch.Tensor,
+                  num_tags: int) -> torch.Tensor:
+    """Word tags spread over the pieces (crf_over="pieces"): [CLS] first, a word's tag on its
+    first piece, X on the pieces after it, [SEP] last, [PAD] beyond; the piece states are
+    numbered after the `num_tags` tags, in PIECE_TAGS' order."""
+    x, cls, sep, pad = (num_tags + i for i in range(4))
+    lengths = mask.sum(1)
+    positions = torch.arange(mask.shape[1], device=mask.device)[None]
+    out = torch.where(mask, x, pad).to(tags.dtype)
+    out = torch.where(positions == (lengths - 1)[:, None], sep, out)
+    out[:, 0] = cls
+    starts = word_starts.clamp(min=0).masked_fill(~word_mask.bool(), 0)
+    return out.scatter(1, starts, torch.where(word_mask.bool(), tags, out.gather(1, starts)))
+
+
+def word_paths(crf: CRF, emissions: torch.Tensor, crf_mask: torch.Tensor, word_starts: torch.Tensor,
+               word_mask: torch.Tensor, config: MAFConfig) -> list[list[int]]:
+    """Viterbi tags per word; over pieces, the tag of each word's first piece (a piece state,
+    X, [CLS], [SEP] or [PAD], counts as O)."""
+    paths = crf.decode(emissions, mask=crf_mask)
+    if config.crf_over == "words":
+        return paths
+    outside = config.tags.index("O") if "O" in config.tags else 0
+    real = len(config.tags)
+    starts, counts = word_starts.tolist(), word_mask.sum(1).tolist()
+    return [
+        [path[s] if path[s] < real else outside for s in row[:n]] for path, row, n in zip(paths, starts, counts)
+    ]
+
+
+def bert_init(module: nn.Module) -> None:
     """BERT's initialisation (the released code's init_bert_weights): N(0, 0.02), zero biases."""
     if isinstance(module, (nn.Linear, nn.Bilinear)):
         nn.init.normal_(module.weight, std=0.02)
