@@ -67,8 +67,56 @@ Its image features must come from a store with the fingerprint its run recorded
 CARD_TAGS = ["maf", "multimodal-ner", "named-entity-recognition", "twitter"]
 
 
-class MAF(nn.Module, PyTorchModelHubMixin, library_name="maf", model_card_template=MODEL_CARD, tags=CARD_TAGS):
+class SavedModel(nn.Module, PyTorchModelHubMixin):
+    """What every model of a run shares: save_pretrained / from_pretrained / push_to_hub (from
+    huggingface_hub's PyTorchModelHubMixin) over DIR/config.json + DIR/model.safetensors.
+    A subclass names the `architectures` its config may hold and is built as cls(config, bert)."""
+
+    architectures: tuple[str, ...] = ()
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """DIR/config.json + DIR/model.safetensors (`save_pretrained`, from PyTorchModelHubMixin, calls
+        this, then adds a model card README.md unless one is there; `push_to_hub` uploads them)."""
+        save_weights(self.state_dict(), save_directory)
+        with atomic_output(save_directory / CONFIG) as handle:
+            json.dump(self.config.to_dict(), handle, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu", **hub) -> "SavedModel":
+        """A saved model in eval mode: a directory from `save_pretrained`, a run's best/, the run
+        directory itself (its best/ is used), or a Hub name (`hub`: revision, token, cache_dir ...;
+        downloaded once into the Hugging Face cache). Needs no trainer."""
+        directory = Path(directory)
+        if directory.exists():
+            if not (directory / CONFIG).is_file() or (directory / "best" / CONFIG).is_file():
+                directory = directory / "best"
+            if not (directory / CONFIG).is_file():
+                where = directory.parent if directory.name == "best" else directory
+                raise DataError(f"{where}: no saved {cls.__name__} (config.json with model.safetensors, or a run "
+                                "directory with best/)")
+        try:  # bert=None: config.json's "bert" is the encoder's name, not the module __init__ takes
+            return super().from_pretrained(str(directory), map_location=str(device), bert=None, **hub)
+        except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+            raise DataError(f"{directory / CONFIG}: not a {cls.__name__} config ({err})") from None
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", config: MAFConfig, bert=None,
+                         **download) -> "SavedModel":
+        """The weights beside config.json: in the directory, or fetched from the Hub repository."""
+        directory = Path(model_id)
+        if not directory.is_dir():
+            download = {k: download[k] for k in ("revision", "cache_dir", "force_download", "local_files_only",
+                                                 "token") if k in download}
+            directory = Path(hf_hub_download(repo_id=model_id, filename=WEIGHTS, **download)).parent
+        model = cls(config if isinstance(config, MAFConfig) else MAFConfig.from_dict(config), bert)
+        load_state_into(model, load_weights(directory, map_location), directory)
+        return model.to(map_location).eval()
+
+
+class MAF(SavedModel, library_name="maf", model_card_template=MODEL_CARD, tags=CARD_TAGS):
     """The whole model; `config.text_only` gives the BERT-CRF baseline on the same code path."""
+
+    architectures = ("maf",)
 
     def __init__(self, config: MAFConfig, bert: nn.Module | None = None) -> None:
         super().__init__()
@@ -227,43 +275,6 @@ class MAF(nn.Module, PyTorchModelHubMixin, library_name="maf", model_card_templa
         if cfg.matching_batch is None:
             return cfg.matching_pairs
         return max(1, round(cfg.matching_pairs * batch / cfg.matching_batch))
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        """DIR/config.json + DIR/model.safetensors (`save_pretrained`, from PyTorchModelHubMixin, calls
-        this, then adds a model card README.md unless one is there; `push_to_hub` uploads them)."""
-        save_weights(self.state_dict(), save_directory)
-        with atomic_output(save_directory / CONFIG) as handle:
-            json.dump(self.config.to_dict(), handle, indent=2, sort_keys=True)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu", **hub) -> "MAF":
-        """A saved MAF in eval mode: a directory from `save_pretrained`, a run's best/, the run
-        directory itself (its best/ is used), or a Hub name (`hub`: revision, token, cache_dir ...;
-        downloaded once into the Hugging Face cache). Needs no trainer."""
-        directory = Path(directory)
-        if directory.exists():
-            if not (directory / CONFIG).is_file() or (directory / "best" / CONFIG).is_file():
-                directory = directory / "best"
-            if not (directory / CONFIG).is_file():
-                raise DataError(f"{directory.parent if directory.name == 'best' else directory}: no saved MAF "
-                                "(config.json with model.safetensors, or a run directory with best/)")
-        try:  # bert=None: config.json's "bert" is the encoder's name, not the module MAF.__init__ takes
-            return super().from_pretrained(str(directory), map_location=str(device), bert=None, **hub)
-        except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
-            raise DataError(f"{directory / CONFIG}: not a MAF config ({err})") from None
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", config: MAFConfig, bert=None,
-                         **download) -> "MAF":
-        """The weights beside config.json: in the directory, or fetched from the Hub repository."""
-        directory = Path(model_id)
-        if not directory.is_dir():
-            download = {k: download[k] for k in ("revision", "cache_dir", "force_download", "local_files_only",
-                                                 "token") if k in download}
-            directory = Path(hf_hub_download(repo_id=model_id, filename=WEIGHTS, **download)).parent
-        model = cls(config if isinstance(config, MAFConfig) else MAFConfig.from_dict(config), bert)
-        load_state_into(model, load_weights(directory, map_location), directory)
-        return model.to(map_location).eval()
 
     def _total(self, ner: torch.Tensor, ca: torch.Tensor | None, cm: torch.Tensor | None) -> torch.Tensor:
         """Eq. 18, or the released code's 0.62 NER + 0.38 (CA + CM); a switched-off part drops out."""
