@@ -41,7 +41,7 @@ class MAFOutput:
     loss_ca: torch.Tensor | None        # CA contrastive loss (None when CA is off)
     loss_cm: torch.Tensor | None        # CM binary cross-entropy (None when CM is off or not training)
     emissions: torch.Tensor             # (B, W, CRF states) per word (at its first piece)
-    match_prob: torch.Tensor            # p per tweet (B,), on its true image; 0 without an image
+    match_prob: torch.Tensor | None     # p per tweet (B,), on its true image; 0 without an image; None: no CM (UMT)
     attention: torch.Tensor | None      # CI weights (B, heads, L, regions), for pictures
     tags: list[list[int]] | None = None  # Viterbi word tags, when decode=True
 
@@ -96,6 +96,8 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
                                 "directory with best/)")
         try:  # bert=None: config.json's "bert" is the encoder's name, not the module __init__ takes
             return super().from_pretrained(str(directory), map_location=str(device), bert=None, **hub)
+        except DataError:
+            raise
         except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
             raise DataError(f"{directory / CONFIG}: not a {cls.__name__} config ({err})") from None
 
@@ -108,7 +110,11 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
             download = {k: download[k] for k in ("revision", "cache_dir", "force_download", "local_files_only",
                                                  "token") if k in download}
             directory = Path(hf_hub_download(repo_id=model_id, filename=WEIGHTS, **download)).parent
-        model = cls(config if isinstance(config, MAFConfig) else MAFConfig.from_dict(config), bert)
+        config = config if isinstance(config, MAFConfig) else MAFConfig.from_dict(config)
+        if config.architecture not in cls.architectures:
+            raise DataError(f"{model_id}: holds a {config.architecture} model, not a {cls.__name__}; load it with "
+                            "maf_core.models.load_model")
+        model = cls(config, bert)
         load_state_into(model, load_weights(directory, map_location), directory)
         return model.to(map_location).eval()
 
@@ -120,6 +126,8 @@ class MAF(SavedModel, library_name="maf", model_card_template=MODEL_CARD, tags=C
 
     def __init__(self, config: MAFConfig, bert: nn.Module | None = None) -> None:
         super().__init__()
+        if config.architecture not in self.architectures:
+            raise ValueError(f"MAF builds architecture maf, not {config.architecture!r} (maf_core.umt.UMT does)")
         if bert is None:
             bert, config = build_encoder(config)
         else:
