@@ -9,7 +9,7 @@ import click
 
 from cli.common import load_config_file
 from maf_core import distributed
-from maf_core.config import BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS, MAFConfig, TrainConfig
+from maf_core.config import ARCHITECTURES, BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS, MAFConfig, TrainConfig
 from maf_core.inference import evaluate_run
 from maf_core.metrics import read_pair, score, table
 from maf_core.online import features_source
@@ -19,6 +19,24 @@ from maf_core.seeds import summary_table, train_runs
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig
 from pipeline.images import TRANSFORMS
+
+# train's options that set MAF's own parts: refused with --model umt or mt
+MAF_ONLY = ("preset", "swap", "matching_head", "ner_pairs", "pooling", "no_alignment", "no_matching", "text_only")
+
+
+def _model_config(architecture: str, preset: str, no_alignment: bool, no_matching: bool, text_only: bool,
+                  **settings) -> MAFConfig:
+    """MAF from --preset and its flags, or UMT / MT as their released code builds them (MAF's own
+    flags given with them are a DataError naming them)."""
+    if architecture == "maf":
+        return MAFConfig.from_options(preset, no_alignment, no_matching, text_only, **settings)
+    ctx = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in MAF_ONLY
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given:
+        raise DataError(f"--model {architecture}: {', '.join(given)} set MAF's own parts; leave them out")
+    return MAFConfig.for_architecture(architecture, bert=settings["bert"], bert_size=settings["bert_size"],
+                                      heads=settings["heads"])
 
 
 def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] | None:
@@ -53,6 +71,12 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
 @click.option("--bert-config", type=click.Choice(list(BERT_SIZES)), default=MAFConfig.bert_size, show_default=True,
               help="Without --bert: a RANDOM-init BERT of this size with the tokenizer's vocabulary (tests and "
                    "the offline demo; the run and its report say so).")
+@click.option("--model", "architecture", type=click.Choice(ARCHITECTURES), default=ARCHITECTURES[0],
+              show_default=True,
+              help="maf, or the baselines umt (UMT-BERT-CRF, Yu et al. 2020) and mt (MT-BERT-CRF: UMT without its "
+                   "span detection), built and trained as their released code (BertAdam, random batches of 32; "
+                   "--optimizer, --batching, --batch-size change it) on the same --features and --text; a text "
+                   "tokenized BIO or BIOES. Every value: docs/model.md.")
 @click.option("--preset", type=click.Choice(PRESETS), default=PRESETS[0], show_default=True,
               help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
                    "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "
@@ -61,8 +85,9 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
                    "Every value: docs/model.md.")
 @click.option("--epochs", default=TrainConfig.epochs, show_default=True,
               help="Passes over the training split (the paper: 24).")
-@click.option("--batch-size", default=TrainConfig.batch_size, show_default=True,
-              help="Tweets per optimisation step, over all processes under torchrun (the paper: 64).")
+@click.option("--batch-size", type=int, default=None,
+              help="Tweets per optimisation step, over all processes under torchrun [default: 64, the paper's; "
+                   "--model umt and mt: 32, their released code's].")
 @click.option("--lr", default=TrainConfig.lr, show_default=True,
               help="AdamW learning rate (10% warm-up, linear decay to 0).")
 @click.option("--head-lr", type=float, default=TrainConfig.head_lr,
@@ -109,7 +134,8 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
               callback=load_config_file,
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
-def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, preset, epochs,
+def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, architecture,
+          preset, epochs,
           batch_size, lr, head_lr, optimizer, batching, seed, seeds, swap, matching_head, ner_pairs, pooling, heads,
           no_alignment,
           no_matching, text_only, device, amp, resume, tensorboard, log_every) -> None:
@@ -121,18 +147,21 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
     --resume, one line in metrics.jsonl, TensorBoard events in OUT/tb/. At the end: test scores of best/ in report.json,
     predictions/<split>.conll and .jsonl, and a table like the paper's Table 2.
 
+    `--model umt` or `mt` trains the baselines UMT-BERT-CRF or MT-BERT-CRF instead, on the same
+    text and store; every reader of the run (evaluate, predict, report, --resume) rebuilds it.
+
     Several GPUs: `torchrun --nproc_per_node N -m cli.maf train ...` (same flags). --batch-size
     stays the global batch, split over the processes; CA and CM draw negatives from all of it,
     so N processes train what one process would. The first process writes the run.
     """
     source = features_source(features, images_dir, ExtractConfig(backbone=backbone, weights=weights,
                                                                  transform=transform, seed=seed), device)
-    model_config = MAFConfig.from_options(preset, no_alignment, no_matching, text_only, bert=bert,
-                                          bert_size=bert_config, pooling=pooling, swap=swap,
-                                          matching_head=matching_head, ner_pairs=ner_pairs, heads=heads)
-    config = TrainConfig.for_preset(preset, epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, seed=seed,
-                                    device=device, amp=amp, optimizer=optimizer, batching=batching,
-                                    tensorboard=tensorboard, log_every=log_every)
+    model_config = _model_config(architecture, preset, no_alignment, no_matching, text_only, bert=bert,
+                                 bert_size=bert_config, pooling=pooling, swap=swap, matching_head=matching_head,
+                                 ner_pairs=ner_pairs, heads=heads)
+    config = TrainConfig.for_preset(preset, architecture, epochs=epochs, batch_size=batch_size, lr=lr,
+                                    head_lr=head_lr, seed=seed, device=device, amp=amp, optimizer=optimizer,
+                                    batching=batching, tensorboard=tensorboard, log_every=log_every)
     with distributed.session():
         result = train_runs(source, text_dir, out_dir, model_config, config, seeds, resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the first process prints

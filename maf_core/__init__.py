@@ -17,7 +17,9 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
     inputs                    what a run reads, checked against itself and against --resume
     inference                 the device, tagging and scoring a split, evaluate_run
     run                       the run directory: its files and the checks of data against it
-    model                     MAF, MODEL_KEYS, save_pretrained / from_pretrained
+    models                    the model a config describes (MAF, UMT or MT): build_model, load_model
+    umt                       UMT-BERT-CRF and MT-BERT-CRF, the baselines, on MAF's parts below
+    model                     MAF, MODEL_KEYS, SavedModel (save_pretrained / from_pretrained)
     alignment interaction matching fusion crf encoder checkpoint data metrics
                               the model's parts; weights files; batches; conlleval scores and
                               the annotation statistics (p per relation, AUC, image-decided)

@@ -59,7 +59,8 @@ def predict_split(
     amp: bool | None = None,
     progress_every: float = 30.0,
 ) -> tuple[list[list[str]], list[float]]:
-    """BIO tags per word (words cut by truncation get O) and p per tweet, in split order.
+    """BIO tags per word (words cut by truncation get O) and p per tweet (None for UMT and MT,
+    which have no CM), in split order.
 
     In a distributed run each process predicts every world-th tweet and all get the merged
     result: every tweet is predicted exactly once, none padded in or dropped.
@@ -77,7 +78,8 @@ def predict_split(
         batch = to_device(collate(split, indices, store), device)
         with autocast(device, amp):
             out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, decode=True)
-        probs = out.match_prob.float().cpu().tolist()
+        # p, or None for a model without CM (UMT, MT)
+        probs = out.match_prob.float().cpu().tolist() if out.match_prob is not None else [None] * len(indices)
         for row, i in enumerate(indices):
             words = [tags[t] for t in out.tags[row]]
             words += ["O"] * (len(split.words[i]) - len(words))

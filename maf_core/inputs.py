@@ -31,7 +31,7 @@ def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config:
     meta = read_meta(text_dir)
     store = features if hasattr(features, "gather") else FeatureStore(features)  # a store, or OnlineFeatures
     features = getattr(features, "path", features)
-    if model_config.scheme != meta["scheme"]:
+    if model_config.architecture == "maf" and model_config.scheme != meta["scheme"]:  # UMT takes the text's
         raise DataError(f"{text_dir}: tokenized with tag scheme {meta['scheme']!r}, but the model expects "
                         f"{model_config.scheme!r}; run `maf-pipe tokenize --scheme {model_config.scheme}` "
                         "or pick the matching preset")
@@ -51,9 +51,12 @@ def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config:
 
 
 def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
-    """A copy of the model config with the text's tags, vocabulary and length and the store's sizes."""
+    """A copy of the model config with the text's tags, vocabulary and length and the store's sizes
+    (and for UMT and MT the text's tag scheme: BIO as their released code, or BIOES)."""
     meta, store = inputs.meta, inputs.store
-    return replace(model_config, tags=list(meta["tags"]), vocab_size=int(meta["tokenizer"]["vocab_size"]),
+    scheme = model_config.scheme if model_config.architecture == "maf" else meta["scheme"]
+    return replace(model_config, scheme=scheme, tags=list(meta["tags"]),
+                   vocab_size=int(meta["tokenizer"]["vocab_size"]),
                    pad_token_id=int(meta["tokenizer"].get("pad_id") or 0),
                    image_dim=int(store.channels), num_regions=int(store.num_regions),
                    max_length=max(model_config.max_length, int(meta["max_length"])))

@@ -269,7 +269,8 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
                 ax.set_title(f"{' '.join(split.words[i][start:end])} → {kind}", fontsize=9)
         ax = axes[row][columns - 1]
         ax.axis("off")
-        p = f"p = {float(output.match_prob[row]):.2f}" if model.matching is not None else "no CM: p not computed"
+        p = f"p = {float(output.match_prob[row]):.2f}" if getattr(model, "matching", None) is not None else \
+            "no CM: p not computed"
         lines = [f"id {image_id}   {p}"]
         note = (annotations or {}).get(image_id)
         if note:
@@ -279,7 +280,9 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
             mark = "" if predicted == gold else f"   (gold {gold})"
             lines.append(f"{word:<16} {predicted}{mark}")
         ax.text(0, 1, "\n".join(lines[:22]), va="top", family="monospace", fontsize=8, transform=ax.transAxes)
-    fig.suptitle(f"{run.name}: CI attention of each predicted entity's first word over the 7×7 regions", fontsize=11)
+    kind = "CI" if model.config.architecture == "maf" else "text-to-image"
+    fig.suptitle(f"{run.name}: {kind} attention of each predicted entity's first word over the 7×7 regions",
+                 fontsize=11)
     return _save(plt, fig, out / "cases.png", dpi=100)
 
 

@@ -3,7 +3,8 @@
     RUN/config.json        {"model": the MAFConfig, "text_dir", "features", "tokenizer", "max_length",
                             "store_fingerprint", "train": the TrainConfig}
     RUN/metrics.jsonl      one line per epoch (losses, dev P/R/F1, learning rate, seconds)
-    RUN/best/              config.json + model.safetensors: the best epoch's model (MAF.from_pretrained)
+    RUN/best/              config.json + model.safetensors: the best epoch's model (maf_core.models.load_model:
+                           MAF.from_pretrained, or UMT.from_pretrained for --model umt and mt)
     RUN/last.pt            model, optimizer, schedule, RNG and progress: what --resume continues from
     RUN/backbone_bn.npz    the store's re-estimated BatchNorm statistics, when it has them
     RUN/tokenizer/         a copy of the tokenizer the text was cut with
@@ -28,7 +29,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from maf_core.checkpoint import load_pickled_state, weights_file
 from maf_core.config import MAFConfig, preset_of
 from maf_core.encoder import describe as describe_encoder
-from maf_core.model import CARD_TAGS, MAF, MODEL_CARD
+from maf_core.models import load_model, model_card, model_name
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.fingerprint import store_differences
@@ -220,7 +221,8 @@ class RunDirectory:
         model.save_pretrained(self.best)
 
     def load_best(self, device="cpu"):
-        return MAF.from_pretrained(self.best, device)
+        """best/ as the model the run was trained as (MAF, UMT or MT)."""
+        return load_model(self.best, device)
 
     def write_report(self, report: dict) -> None:
         with atomic_output(self.file(self.REPORT)) as handle:
@@ -232,8 +234,9 @@ class RunDirectory:
         pushed to the Hub (`MAF.from_pretrained(RUN).push_to_hub(...)`)."""
         config, store = self.model_config, self.record["store_fingerprint"]
         preset = preset_of(config)
-        model = "text-only BERT-CRF" if config.text_only else "MAF, " + (
-            f"preset `{preset}`" if preset else "settings of no preset (config.json)")
+        model = model_name(config)
+        if config.architecture == "maf" and not config.text_only:
+            model += ", " + (f"preset `{preset}`" if preset else "settings of no preset (config.json)")
         if config.visual and not (config.use_alignment and config.use_matching):
             model += " without " + " and ".join(n for n, on in (("CA", config.use_alignment),
                                                                ("CM", config.use_matching)) if not on)
@@ -250,7 +253,8 @@ class RunDirectory:
             if split in report:
                 o = report[split]["overall"]
                 lines.append(f"| {split} | {o['precision']:.2f} | {o['recall']:.2f} | {o['f1']:.2f} |")
-        card = ModelCard.from_template(ModelCardData(library_name="maf", tags=CARD_TAGS), template_str=MODEL_CARD)
+        template, tags = model_card(config)
+        card = ModelCard.from_template(ModelCardData(library_name="maf", tags=tags), template_str=template)
         with atomic_output(self.best / "README.md") as handle:
             handle.write(str(card).rstrip() + "\n" + "\n".join(lines) + "\n")
 

@@ -10,17 +10,17 @@ import torch
 from maf_core.config import TrainConfig
 from maf_core.encoder import describe as describe_encoder
 from maf_core.inputs import Inputs
-from maf_core.model import MAF, count_parameters
+from maf_core.models import count_parameters, model_name
 from pipeline.images import STATUS
 
 
-def run_summary(model: MAF, inputs: Inputs, config: TrainConfig, device: torch.device, world: int,
+def run_summary(model: torch.nn.Module, inputs: Inputs, config: TrainConfig, device: torch.device, world: int,
                 steps_per_epoch: int, out_dir: Path) -> str:
     """What is about to run, before the first step: parameters by part, the data, the device, the run directory."""
     counts = count_parameters(model)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     parts = ", ".join(f"{name} {n / 1e6:.2f}M" for name, n in counts.items() if n and name != "total")
-    lines = [f"{'text-only BERT-CRF' if model.config.text_only else 'MAF'} on {describe_encoder(model.config)}: "
+    lines = [f"{model_name(model.config)} on {describe_encoder(model.config)}: "
              f"{counts['total'] / 1e6:.2f}M trainable parameters ({parts})",
              f"frozen: {f'{frozen / 1e6:.2f}M' if frozen else 'none'} in the model; the image backbone is not "
              "in it (its features come from the store)"]

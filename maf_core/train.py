@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from maf_core import distributed
+from maf_core import distributed, models
 from maf_core.board import Board
 from maf_core.checkpoint import load_state_into
 from maf_core.config import MAFConfig, TrainConfig
@@ -31,7 +31,7 @@ from maf_core.inference import autocast, evaluate_split, resolve_device, to_devi
 from maf_core.inputs import Inputs, check_resume, fit_to_inputs, read_inputs
 from maf_core.matching import choose_negatives
 from maf_core.metrics import corpus_annotations, read_annotations, table
-from maf_core.model import MAF, MODEL_KEYS, MAFOutput
+from maf_core.model import MODEL_KEYS, MAFOutput
 from maf_core.optim import optimizer_for, schedule_for
 from maf_core.run import RunDirectory
 from maf_core.run_summary import run_summary
@@ -47,7 +47,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
                amp: bool | None = None, clip: float = 1.0, **forward) -> MAFOutput:
     """One optimisation step on a collated batch already on `device`: forward (bf16 autocast
     where on), backward, global gradient clipping, optimizer step. `forward`: generator,
-    negatives, shard. `model` may be MAF or MAF wrapped in DistributedDataParallel."""
+    negatives, shard. `model` may be MAF or UMT, or either wrapped in DistributedDataParallel."""
     with autocast(device, amp):
         out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, tags=batch["tags"], **forward)
     optimizer.zero_grad(set_to_none=True)
@@ -138,7 +138,7 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
         dev_split = inputs.splits["valid"]
         dev, _, dev_probs = evaluate_split(model, dev_split, inputs.store, model.config.tags, model.config.scheme,
                                            config.eval_batch_size, device, progress_every=config.log_every)
-        board.epoch(epoch, dev, dev_split.image_ids, dev_probs, model.matching is not None)
+        board.epoch(epoch, dev, dev_split.image_ids, dev_probs, getattr(model, "matching", None) is not None)
         seconds = time.perf_counter() - started
         improved = dev["overall"]["f1"] > position.best_f1
         if improved:
@@ -157,17 +157,17 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
 
 
 def build_model(model_config: MAFConfig, seed: int, device: torch.device, rank: int,
-                world: int) -> tuple[MAF, torch.nn.Module]:
+                world: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The seeded model, and `wrapped`, what each optimisation step calls: DDP around the model
     on several processes, the model itself on one. Weights are saved and evaluated from `model`."""
     random.seed(seed)
     torch.manual_seed(seed)
-    model = MAF(model_config).to(device)
+    model = models.build_model(model_config).to(device)  # MAF, or UMT for --model umt and mt
     torch.manual_seed(seed + 7919 * rank)  # each process its own dropout masks
     if world == 1:
         return model, model
     # BERT's pooler feeds only CA: without CA (text-only, w/o CA) its parameters get no gradient
-    idle_pooler = model.config.pooling == "pooler" and model.alignment is None
+    idle_pooler = model.config.pooling == "pooler" and getattr(model, "alignment", None) is None
     return model, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                           find_unused_parameters=idle_pooler)
 
@@ -223,8 +223,9 @@ def shard_batch(split: Split, indices: list[int], store, rank: int, world: int) 
     return batch
 
 
-def train_one_epoch(wrapped, model: MAF, optimizer, scheduler, inputs: Inputs, config: TrainConfig, epoch: int,
-                    position: Position, device: torch.device, board: Board | None = None) -> dict[str, float]:
+def train_one_epoch(wrapped, model: torch.nn.Module, optimizer, scheduler, inputs: Inputs, config: TrainConfig,
+                    epoch: int, position: Position, device: torch.device,
+                    board: Board | None = None) -> dict[str, float]:
     """One pass over the training split (position.step advances); the mean of each loss part.
     A bar (or log lines) shows the steps; `board` gets every step's losses and learning rates."""
     rank, world = distributed.rank_and_world()
@@ -275,8 +276,8 @@ def metrics_line(epoch: int, losses: dict, dev: dict, lr: float, seconds: float,
             "train_seconds": round(train_seconds, 2), "eval_seconds": round(seconds - train_seconds, 2)}
 
 
-def end_epoch(run: RunDirectory, line: dict, model: MAF, optimizer, scheduler, epoch: int, position: Position,
-              rank: int) -> None:
+def end_epoch(run: RunDirectory, line: dict, model: torch.nn.Module, optimizer, scheduler, epoch: int,
+              position: Position, rank: int) -> None:
     """metrics.jsonl gets the line and last.pt the whole state (the first process), then every
     process waits until they are written."""
     rngs = distributed.all_gather_objects(_rng_state())
