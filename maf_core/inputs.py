@@ -62,10 +62,14 @@ def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
                    max_length=max(model_config.max_length, int(meta["max_length"])))
 
 
-def check_resume(run: RunDirectory, record: dict) -> tuple[dict, MAFConfig]:
-    """last.pt and the run's model config, if this text, store and training settings are the run's own."""
+def check_resume(run: RunDirectory, record: dict, architecture: str = "maf") -> tuple[dict, MAFConfig]:
+    """last.pt and the run's model config, if this model, text, store and training settings are the run's own."""
     state = run.load_last()
     saved = run.record
+    trained_as = saved["model"].get("architecture", "maf")
+    if architecture != trained_as:
+        raise DataError(f"{run.path}: was trained with --model {trained_as}; resume it with --model {trained_as}, "
+                        f"not {architecture}")
     changed = store_differences(record["store_fingerprint"], saved["store_fingerprint"], record["features"])
     if changed:
         raise DataError(f"{record['features']}: its fingerprint differs from the store {run.path} was trained with "

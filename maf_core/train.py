@@ -98,7 +98,7 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
     model_config = fit_to_inputs(model_config, inputs)
     state = None
     if resume:
-        state, model_config = check_resume(run, inputs.record)
+        state, model_config = check_resume(run, inputs.record, model_config.architecture)
     elif not run.is_empty():
         raise DataError(f"{run.path}: exists and is not empty; pass --resume to continue that run, or another --out")
 
