@@ -7,7 +7,8 @@
 #      fraction (one JSON line per figure);
 #   3. training (benchmarks/gpu_epoch.py): `maf train`'s loop at Twitter-2015 size (4,000
 #      training tweets), BERT-base size, bf16, seconds per epoch, and one epoch of the
-#      original design (pad to 128, ResNet-152 in every step) on the same GPU (one JSON line).
+#      original design (pad to 128, ResNet-152 in every step) on the same GPU, and UMT-BERT-CRF's
+#      seconds per epoch on the same text and store (one JSON line).
 # Each step has its own time limit; one that runs out prints {"timed_out": true} and the next
 # one starts. Nothing is installed: the lent GPU machines reach no package index. It runs with
 # the machine's python3 (PY=... for another) and needs torch, torchvision, pillow, h5py, numpy,
@@ -60,11 +61,11 @@ EOF
 if [ "$SMOKE" = 1 ]; then
     step extract 120 "$PY" benchmarks/gpu_extract.py --smoke --dir "$WORK/extract"
     step epoch 240 "$PY" benchmarks/gpu_epoch.py --train 60 --epochs 2 --bert tiny --backbone resnet18 \
-        --device cpu --batch-size 16 --original-steps 2 --dir "$WORK/epoch"
+        --device cpu --batch-size 16 --original-steps 2 --umt-epochs 2 --dir "$WORK/epoch"
 else
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader > "$OUT/nvidia-smi.txt" 2>&1
     step extract 250 "$PY" benchmarks/gpu_extract.py --images 10000 --dir "$WORK/extract"
-    step epoch 160 "$PY" benchmarks/gpu_epoch.py --train 4000 --epochs 3 --bert base --device cuda \
-        --batch-size 64 --dir "$WORK/epoch"
+    step epoch 200 "$PY" benchmarks/gpu_epoch.py --train 4000 --epochs 3 --bert base --device cuda \
+        --batch-size 64 --umt-epochs 2 --dir "$WORK/epoch"
 fi
 echo "{\"benchmark\": \"gpu_suite\", \"figure\": \"done\", \"seconds\": $(( $(date +%s) - started )), \"logs\": \"$OUT\"}"

@@ -2,8 +2,9 @@
 
 Builds the sample corpus (make-sample, build-vocab, tokenize in BIOES and in BIO for the
 released-code preset, extract-images with a random ResNet and AdaBN statistics), trains
-each chosen config for each seed (by default the three presets, the paper without CM, and
-text-only), and scores the test split three ways:
+each chosen config for each seed (by default the three presets, the paper without CM,
+text-only, and the baselines UMT-BERT-CRF and MT-BERT-CRF as their released code sets them,
+on the BIO text), and scores the test split three ways:
 - overall entity F1 (conlleval rules);
 - image-decided entities (annotations.jsonl): F1 over their spans, and recall of the exact
   span and type;
@@ -12,7 +13,7 @@ and p (the match probability) for tweets with a matched vs an unrelated image: t
 each group and the AUC. The final line is JSON; a markdown table is printed before it.
 
     .venv/bin/python benchmarks/sample_experiment.py [--tweets 1200] [--seeds 1,2,3] [--epochs 8]
-        [--configs "paper,released-code,recommended,w/o CM,text only"]
+        [--configs "paper,released-code,recommended,w/o CM,text only,umt,mt"]
         [--encoder-family bert|roberta|xlm-roberta|deberta-v2|bertweet]
 
 --encoder-family trains on a random-init encoder of that architecture (256 wide, 4 layers,
@@ -49,8 +50,12 @@ CONFIGS = {
     "paper ner-true": ("paper", {}, {"ner_pairs": "true"}),
     "paper swap-image": ("paper", {}, {"swap": "image"}),
     "recommended ner-swapped": ("recommended", {}, {"ner_pairs": "swapped"}),
+    # the baselines (maf_core/umt.py): the preset slot names the architecture
+    "umt": ("umt", {}, {}),
+    "mt": ("mt", {}, {}),
 }
-DEFAULT = "paper,released-code,recommended,w/o CM,text only"
+BASELINES = ("umt", "mt")
+DEFAULT = "paper,released-code,recommended,w/o CM,text only,umt,mt"
 # family -> (model_type, build-vocab kind; bertweet: its own slow tokenizer kind)
 FAMILIES = {"bert": ("bert", "wordpiece"), "roberta": ("roberta", "bpe"), "xlm-roberta": ("xlm-roberta", "unigram"),
             "deberta-v2": ("deberta-v2", "unigram"), "bertweet": ("roberta", "bertweet")}
@@ -145,6 +150,9 @@ def main() -> None:
     chosen = [c.strip() for c in args.configs.split(",")]
     def config_for(name):
         preset, ablation, values = CONFIGS[name]
+        if preset in BASELINES:
+            return MAFConfig.for_architecture(preset, bert_size=args.bert_config,
+                                              bert=str(encoder) if encoder else None)
         return replace(MAFConfig.from_preset(preset, bert_size=args.bert_config,
                                              bert=str(encoder) if encoder else None).with_ablation(**ablation),
                        **values)
@@ -161,8 +169,10 @@ def main() -> None:
                 config = config_for(name)
                 text = paths["text-bio" if config.scheme == "bio" else "text"]
                 batch = max(args.batch_size, RELEASED_BATCH) if config.negatives == "tail" else args.batch_size
+                preset = CONFIGS[name][0]
                 train(paths["store"], text, run, config,
-                      TrainConfig.for_preset(CONFIGS[name][0], epochs=args.epochs, batch_size=batch,
+                      TrainConfig.for_preset("paper" if preset in BASELINES else preset, config.architecture,
+                                             epochs=args.epochs, batch_size=batch,
                                              lr=args.lr, head_lr=args.head_lr, seed=seed, device="cpu"))
             results.setdefault(name, []).append(analyse(run, annotations))
     keys = ["f1", "image_decided_f1", "image_decided_recall", "other_f1", "p_matched", "p_unrelated", "p_auc"]
