@@ -29,5 +29,7 @@ Using a trained model (inference, predict, report, board) never imports the trai
 """
 from maf_core.config import MAFConfig
 from maf_core.model import MAF, MAFOutput, count_parameters
+from maf_core.models import load_model
+from maf_core.umt import UMT
 
-__all__ = ["MAF", "MAFConfig", "MAFOutput", "count_parameters"]
+__all__ = ["MAF", "UMT", "MAFConfig", "MAFOutput", "count_parameters", "load_model"]

@@ -19,6 +19,7 @@ import torch
 
 from maf_core.data import Split
 from maf_core.inference import predict_split, resolve_device
+from maf_core.models import model_name
 from maf_core.run import RunDirectory
 from pipeline.conll import Tweet, iter_conll
 from pipeline.errors import DataError
@@ -70,7 +71,7 @@ class MAFPredictor:
         """items: {"id", "text" (split on spaces) or "words", "image" (an image id; default the id)}.
 
         Returns per item: id, words, BIO tags, entities (type, start, end exclusive, words),
-        match probability p (0 without an image), and the image status.
+        match probability p (0 without an image; None for UMT and MT, which have no CM), and the image status.
         """
         tweets = []
         for n, item in enumerate(items, 1):
@@ -87,7 +88,8 @@ class MAFPredictor:
         with tempfile.TemporaryDirectory(prefix="maf-predict-") as tmp:
             store = self._store_for(split.image_ids, features, images_dir, weights, Path(tmp))
             if store is None and self.model.config.visual:
-                raise DataError("MAF needs image features: pass features=store.h5 or images_dir=DIR "
+                raise DataError(f"{model_name(self.model.config)} needs image features: pass features=store.h5 or "
+                                "images_dir=DIR "
                                 "(a text-only run needs neither)")
             if store is not None:
                 absent = sorted({i for i in split.image_ids if i not in store})
