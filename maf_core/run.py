@@ -229,7 +229,7 @@ class RunDirectory:
             json.dump(report, handle, indent=2, sort_keys=True)
 
     def write_model_card(self, report: dict) -> None:
-        """best/README.md, the model card: MAF's, then what this run is (preset, encoder, tag scheme,
+        """best/README.md, the model card: MAF's (or UMT's), then what this run is (preset, encoder, tag scheme,
         the store's fingerprint) and best/'s scores, so that the folder says what it holds when
         pushed to the Hub (`MAF.from_pretrained(RUN).push_to_hub(...)`)."""
         config, store = self.model_config, self.record["store_fingerprint"]
@@ -237,7 +237,7 @@ class RunDirectory:
         model = model_name(config)
         if config.architecture == "maf" and not config.text_only:
             model += ", " + (f"preset `{preset}`" if preset else "settings of no preset (config.json)")
-        if config.visual and not (config.use_alignment and config.use_matching):
+        if config.architecture == "maf" and config.visual and not (config.use_alignment and config.use_matching):
             model += " without " + " and ".join(n for n, on in (("CA", config.use_alignment),
                                                                ("CM", config.use_matching)) if not on)
         bn = store["bn_stats"]
