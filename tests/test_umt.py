@@ -367,3 +367,18 @@ def test_two_processes_take_the_steps_of_one_with_the_whole_batch(tmp_path):
     one = single.state_dict()
     assert max(float((two[k] - one[k]).abs().max()) for k in one) < 1e-5
     assert max(float((start[k] - one[k]).abs().max()) for k in one) > 1e-4  # the steps moved the weights
+
+
+def test_parameter_count_of_the_paper_size():
+    """BERT-base size UMT on the meta device. With BERT's pooler (0.59M: the released code builds it
+    and never reads it) and ResNet-152 with its classifier layer (60.19M), it is the 208.29M the
+    paper's Table 3 gives UMT-BERT-CRF."""
+    config = MAFConfig.for_architecture("umt", tags=["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC")
+                                                             for p in "BI"])
+    with torch.device("meta"):
+        umt, mt = UMT(config), UMT(MAFConfig.for_architecture("mt", tags=config.tags))
+    total = sum(p.numel() for p in umt.parameters())
+    assert total == 147_512_342
+    assert total - sum(p.numel() for p in mt.parameters()) == 7_093_318  # the span detection
+    pooler, resnet152 = 768 * 768 + 768, 60_192_808
+    assert round((total + pooler + resnet152) / 1e6, 2) == 208.30  # the paper: 208.29 (truncated)
