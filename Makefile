@@ -26,16 +26,22 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-# all tests, the slower marked ones included (pytest exits non-zero when it collects none)
+# Tests run in parallel processes (pytest-xdist; each process builds the session fixtures once):
+# on 2 cores `-n auto` took the suite from 208 s to 164 s. `make test XDIST=` runs them in one process.
+XDIST ?= -n auto --dist worksteal
+
+# every test except the shortcut detector's 22 training tests (`make test-shortcuts`; CI runs both);
+# the slower marked ones are included (pytest exits non-zero when it collects none)
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST) -m "not shortcuts"
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
-# the shortcut detector's trainings alone (also in `make test`)
+# the shortcut detector's trainings: CM on uninformative and on informative images, every
+# accepted combination and preset (7.5 minutes in one process on 2 cores)
 test-shortcuts: install
-	$(BIN)/python -m pytest -q -m shortcuts
+	$(BIN)/python -m pytest -q $(XDIST) -m shortcuts
 
 # The main job on the sample corpus, offline: corpus -> vocabulary -> tokenized text -> image
 # features -> MAF and the text-only baseline -> evaluation -> comparison and figures.
