@@ -9,7 +9,7 @@ STAMP := $(VENV)/.maf-installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO := demo
 
-.PHONY: install lint test test-fast test-shortcuts demo demo-run clean-demo
+.PHONY: install lint test test-fast test-shortcuts demo demo-data demo-flags demo-run clean-demo
 
 install: $(STAMP)
 
@@ -50,7 +50,9 @@ test-shortcuts: install
 DEMO_TRAIN := --bert-config small --epochs 12 --batch-size 16 --lr 2e-4 --head-lr 1e-3 --device cpu
 DEMO_MAF := --preset recommended
 
-demo: install
+# the demo's data: sample corpus, vocabulary, tokenized text, image features (benchmarks/robustness.py
+# makes its store with this target, so that it measures the store the demo trains on)
+demo-data: install
 	@if [ -f $(DEMO)/data/train.txt ]; then echo "[demo] sample corpus: reusing $(DEMO)/data"; \
 	else $(BIN)/maf-pipe make-sample $(DEMO)/data --tweets 1200 --seed 0; fi
 	@if [ -f $(DEMO)/tokenizer/vocab.txt ]; then echo "[demo] vocabulary: reusing $(DEMO)/tokenizer"; \
@@ -62,6 +64,12 @@ demo: install
 	     "real runs pass --weights resnet152-b121ed2d.pth or imagenet)"; \
 	     $(BIN)/maf-pipe extract-images $(DEMO)/data/images --ids-from $(DEMO)/data --out $(DEMO)/store.h5 \
 	         --weights none --bn-stats dataset --bn-samples 128; fi
+
+# the demo's training flags, for scripts that repeat its recipe (benchmarks/robustness.py)
+demo-flags:
+	@echo '$(DEMO_TRAIN) | $(DEMO_MAF)'
+
+demo: demo-data
 	@$(MAKE) --no-print-directory demo-run RUN=maf FLAGS="$(DEMO_MAF)"
 	@$(MAKE) --no-print-directory demo-run RUN=text-only FLAGS="--text-only"
 	@echo "[demo] comparison on the test split (img-decided: entities whose type only the image tells)"
