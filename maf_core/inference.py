@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from maf_core import distributed
-from maf_core.config import TrainConfig
+from maf_core.config import TrainConfig, uses_amp
 from maf_core.data import Split, bucketed_batches, check_ids_in_store, collate, load_split
 from maf_core.metrics import score
 from maf_core.model import MAF, MODEL_KEYS
@@ -60,12 +60,13 @@ def predict_split(
     progress_every: float = 30.0,
 ) -> tuple[list[list[str]], list[float]]:
     """BIO tags per word (words cut by truncation get O) and p per tweet (None for UMT and MT,
-    which have no CM), in split order.
+    which have no CM), in split order; `amp`: bf16 autocast, None = the model's default (`uses_amp`).
 
     In a distributed run each process predicts every world-th tweet and all get the merged
     result: every tweet is predicted exactly once, none padded in or dropped.
     """
     model.eval()
+    amp = uses_amp(amp, model.config, device.type)
     rank, world = distributed.rank_and_world()
     mine = list(range(rank, len(split), world))
     lengths = [len(split.input_ids[i]) for i in mine]
@@ -96,9 +97,9 @@ def predict_split(
     return [done[i][0] for i in range(len(split))], [done[i][1] for i in range(len(split))]
 
 
-def evaluate_split(model, split, store, tags, scheme, batch_size, device,
+def evaluate_split(model, split, store, tags, scheme, batch_size, device, amp: bool | None = None,
                    progress_every: float = 30.0) -> tuple[dict, list, list]:
-    predicted, probs = predict_split(model, split, store, tags, scheme, batch_size, device,
+    predicted, probs = predict_split(model, split, store, tags, scheme, batch_size, device, amp,
                                      progress_every=progress_every)
     return score(split.labels, predicted), predicted, probs
 
