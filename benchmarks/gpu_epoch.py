@@ -169,7 +169,7 @@ def main() -> None:
             shutil.rmtree(umt_run)
         train(store, text, umt_run, MAFConfig.for_architecture("umt", bert_size=args.bert),
               TrainConfig.for_preset("paper", "umt", epochs=args.umt_epochs, batch_size=args.batch_size,
-                                     device=args.device, seed=1))
+                                     device=args.device, seed=1, amp=device.type == "cuda"))  # bf16 as MAF
         lines = [json.loads(line) for line in (umt_run / "metrics.jsonl").read_text().splitlines()]
         umt_steady = lines[1:] or lines
         umt = {"umt_epoch_train_s": [e["train_seconds"] for e in lines],

@@ -307,10 +307,11 @@ def preset_of(config: MAFConfig) -> str | None:
 
 def uses_amp(amp: bool | None, model: MAFConfig, device_type: str) -> bool:
     """bf16 autocast or fp32: `amp` (--amp / --no-amp) where given; otherwise on with CUDA, except
-    under the released-code preset, which trains and predicts in fp32 as the released code does."""
+    under the released-code preset and for UMT and MT, which train and predict in fp32 as their
+    released code does (fp32 unless its --fp16: run_mtmner_crf.py 530, 675)."""
     if amp is not None:
         return amp
-    return device_type == "cuda" and preset_of(model) != "released-code"
+    return device_type == "cuda" and model.architecture == "maf" and preset_of(model) != "released-code"
 
 
 DISPLAY_ONLY = ("log_every", "tensorboard")  # TrainConfig fields a resumed run may change

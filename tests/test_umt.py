@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from helpers import make_batch
 
 from cli.maf import main as maf
-from maf_core.config import MAFConfig, TrainConfig, umt_settings
+from maf_core.config import MAFConfig, TrainConfig, umt_settings, uses_amp
 from maf_core.model import MAF, MODEL_KEYS, piece_targets
 from maf_core.models import load_model
 from maf_core.train import train
@@ -178,6 +178,14 @@ def test_values_pinned_on_a_fixed_seed():
 
 
 PINNED = {"ner": 30.19032, "span": 22.19610, "emissions": [-0.025628, 0.040025, -0.061601]}
+
+
+def test_umt_and_mt_run_in_fp32_on_cuda_unless_amp_is_asked_for():
+    """As their released code (fp32 unless --fp16); MAF's paper preset takes bf16 on CUDA."""
+    for name in ("umt", "mt"):
+        config = MAFConfig.for_architecture(name)
+        assert not uses_amp(None, config, "cuda") and uses_amp(True, config, "cuda")
+    assert uses_amp(None, MAFConfig.for_architecture("maf"), "cuda")
 
 
 def test_bf16_autocast_keeps_the_crf_in_fp32():
