@@ -289,6 +289,18 @@ def test_umt_and_mt_train_evaluate_predict_and_report_through_the_cli(runs, samp
     assert (figures / "cases.png").is_file() and (figures / "curves.png").is_file()
 
 
+@pytest.mark.slow
+def test_seeds_train_one_mt_run_each_and_summarise_them(sample_text, sample_store, tmp_path):
+    result = CliRunner().invoke(maf, ["train", "--features", str(sample_store), "--text", str(sample_text), "--out",
+                                      str(tmp_path / "mt"), "--model", "mt", "--bert-config", "tiny", "--epochs", "1",
+                                      "--batch-size", "16", "--seeds", "1,2", "--device", "cpu", "--no-tensorboard"])
+    assert result.exit_code == 0, result.output
+    for seed in (1, 2):
+        assert json.loads((tmp_path / "mt" / f"seed-{seed}" / "config.json").read_text())["model"]["architecture"] \
+            == "mt"
+    assert json.loads((tmp_path / "mt" / "summary.json").read_text())["seeds"] == [1, 2]
+
+
 def test_maf_only_options_are_refused_with_umt(sample_text, sample_store, tmp_path):
     result = CliRunner().invoke(maf, ["train", "--features", str(sample_store), "--text", str(sample_text),
                                       "--out", str(tmp_path / "r"), "--model", "umt", "--swap", "image",
