@@ -235,6 +235,21 @@ def test_saved_and_loaded_it_gives_the_same_tags(tmp_path):
     assert "UMT-BERT-CRF / MT-BERT-CRF" in (tmp_path / "m" / "README.md").read_text()
 
 
+def test_load_model_finds_a_umt_by_hub_name_in_the_hugging_face_cache(tmp_path):
+    """load_model reads the architecture from the Hub repository's config.json (offline here: a cache
+    laid out as a download leaves it), then loads it as UMT.from_pretrained would."""
+    model = tiny("mt").eval()
+    snapshot = tmp_path / "cache" / "models--someone--mt-tiny" / "snapshots" / "0123abcd"
+    model.save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    again = load_model("someone/mt-tiny", cache_dir=tmp_path / "cache", local_files_only=True)
+    batch = make_batch(model.config, batch=2)
+    assert isinstance(again, UMT) and again.config.architecture == "mt" and not again.training
+    with torch.no_grad():
+        assert torch.equal(model(**_inputs(batch)).emissions, again(**_inputs(batch)).emissions)
+
+
 # ---------------------------------------------------------------- runs through the CLI
 
 
