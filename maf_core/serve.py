@@ -16,6 +16,7 @@ import io
 import itertools
 import json
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from starlette.exceptions import HTTPException
 from maf_core.predict import MAFPredictor
 from maf_core.serve_batching import MicroBatcher, QueueFull
 from maf_core.serve_browse import Browse, tweet_attention
+from pipeline.errors import DataError
 from pipeline.images import MAX_PIXELS, decode
 
 logger = logging.getLogger(__name__)
@@ -347,7 +349,14 @@ def serve(app, host: str = "127.0.0.1", port: int = 7860, announce=print) -> Non
     if host not in LOOPBACK:
         announce(f"warning: serving on {host}, not loopback: anyone who can reach {host}:{port} can use the model "
                  "and read the run's predictions and images")
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:  # bound here, so that a port in use is an error of one line before the address is announced
+        listening.bind((host, port))
+    except OSError as err:
+        listening.close()
+        raise DataError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from None
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     shown = f"[{host}]" if ":" in host else host
-    announce(f"maf serve: http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)")
-    server.run()
+    announce(f"maf serve: http://{shown}:{listening.getsockname()[1]}/  (API docs: /docs; Ctrl-C stops)")
+    server.run(sockets=[listening])

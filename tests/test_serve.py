@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shutil
+import socket
 import struct
 import threading
 import time
@@ -133,6 +134,16 @@ def test_compare_refuses_a_run_of_other_tweets(served_runs, tmp_path):
 def test_a_split_without_predictions_is_refused_in_one_line(served_runs):
     with pytest.raises(DataError, match=r"no predictions of the train split; run `maf evaluate .* --split train`"):
         Browse(served_runs["maf"], split="train")
+
+
+def test_the_command_says_what_is_missing_in_one_line(served_runs):
+    from click.testing import CliRunner
+
+    from cli.maf import main as maf
+
+    done = CliRunner().invoke(maf, ["serve", str(served_runs["maf"]), "--split", "train"])
+    assert done.exit_code == 1 and done.output.startswith("Error: ") and done.output.count("\n") == 1
+    assert "no predictions of the train split; run `maf evaluate" in done.output
 
 
 def test_images_are_served_by_id_from_the_split_only(client, browse, sample_dir):
@@ -336,16 +347,28 @@ def test_api_docs_come_from_this_server(client):
         assert client.get(f"/{path}").status_code == 200
 
 
-def test_serving_off_loopback_warns(served_runs, monkeypatch):
+def test_serving_off_loopback_warns(monkeypatch):
     import uvicorn
 
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: [s.close() for s in sockets])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     said = []
-    serve(object(), "0.0.0.0", 7999, announce=said.append)
-    assert said[0].startswith("warning: serving on 0.0.0.0, not loopback: anyone who can reach 0.0.0.0:7999 can use")
+    serve(object(), "0.0.0.0", port, announce=said.append)
+    assert said[0].startswith(f"warning: serving on 0.0.0.0, not loopback: anyone who can reach 0.0.0.0:{port} can")
     said.clear()
-    serve(object(), "127.0.0.1", 7999, announce=said.append)
-    assert said == ["maf serve: http://127.0.0.1:7999/  (API docs: /docs; Ctrl-C stops)"]
+    serve(object(), "127.0.0.1", port, announce=said.append)
+    assert said == [f"maf serve: http://127.0.0.1:{port}/  (API docs: /docs; Ctrl-C stops)"]
+
+
+def test_a_port_in_use_is_an_error_of_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DataError, match=f"--host 127.0.0.1 --port {port}: cannot listen there"):
+            serve(object(), "127.0.0.1", port, announce=lambda line: None)
 
 
 # micro-batching
