@@ -102,8 +102,22 @@ class PredictResponse(BaseModel):
     items: list[Prediction]
 
 
+def _inline(schema: dict) -> dict:
+    """A pydantic JSON schema with its $defs put in place, so that it stands inside an OpenAPI document."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        return [resolve(v) for v in node] if isinstance(node, list) else node
+
+    return resolve(schema)
+
+
 REQUEST_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": PredictRequest.model_json_schema()},
+    "application/json": {"schema": _inline(PredictRequest.model_json_schema())},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "text": {"type": "array", "items": {"type": "string"}, "description": "One field per tweet."},
         "image": {"type": "array", "items": {"type": "string", "format": "binary"},

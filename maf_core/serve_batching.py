@@ -45,7 +45,7 @@ class MicroBatcher:
         self.lock = lock or threading.Lock()
         self.queue: queue.Queue[Request | None] = queue.Queue(max_queue)
         self.batches = self.batched_requests = 0  # counters, for tests and the load benchmark
-        self.busy = False  # holding a group (waiting for the lock, or running it)
+        self.busy = False  # holding a formed group (waiting for the lock, or running it)
         self._held: Request | None = None  # taken from the queue, but did not fit in the last group
         self._thread = threading.Thread(target=self._loop, name="maf-serve-batcher", daemon=True)
         self._thread.start()
@@ -87,8 +87,8 @@ class MicroBatcher:
             first, self._held = (self._held, None) if self._held else (self.queue.get(), None)
             if first is None:
                 return
-            self.busy = True
             group = self._group(first)
+            self.busy = True
             self._run(group)
             self.busy = False
 

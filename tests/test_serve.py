@@ -317,6 +317,32 @@ def test_a_full_queue_answers_503_with_retry_after(served_runs):
     assert [a.status_code for a in answers] == [200, 200]
 
 
+def test_concurrent_requests_run_as_one_batch(app, client):
+    engine = app.state.engine
+    before = engine.batcher.batches
+    answers = []
+    body = {"items": [{"text": "Rob at the beach", "image": _b64(_jpeg())}]}
+
+    def send() -> threading.Thread:
+        thread = threading.Thread(target=lambda: answers.append(client.post("/api/predict", json=body)))
+        thread.start()
+        return thread
+
+    threads = []
+    try:
+        with engine.lock:  # the model is busy: one request waits in the worker, five gather in the queue
+            threads.append(send())
+            _wait(lambda: engine.batcher.busy and engine.batcher.queue.qsize() == 0)
+            threads += [send() for _ in range(5)]
+            _wait(lambda: engine.batcher.queue.qsize() == 5)
+    finally:
+        for thread in threads:
+            thread.join(30)
+    assert [a.status_code for a in answers] == [200] * 6
+    assert engine.batcher.batches - before == 2  # the first alone, then the five together
+    assert len({json.dumps(a.json()) for a in answers}) == 1
+
+
 def _wait(condition, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -343,6 +369,9 @@ def test_api_docs_come_from_this_server(client):
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}
+    assert body["application/json"]["schema"]["properties"]["items"]["items"]["required"] == ["text"]
+    refs = re.findall(r'"\$ref": "([^"]+)"', json.dumps(schema))
+    assert refs and all(r.removeprefix("#/components/schemas/") in schema["components"]["schemas"] for r in refs)
     for path in ("static-offline-docs/swagger-ui-bundle.js", "static-offline-docs/swagger-ui.css"):
         assert client.get(f"/{path}").status_code == 200
 

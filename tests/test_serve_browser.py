@@ -20,6 +20,7 @@ import pytest
 
 from maf_core.predict import MAFPredictor
 from maf_core.serve import build
+from maf_core.serve_browse import Browse
 from pipeline.schemes import get_entities
 
 pytestmark = pytest.mark.slow
@@ -156,6 +157,33 @@ def test_errors_only_shows_exactly_the_tweets_with_an_error(browser, server, row
     _offline_and_quiet(browser)
 
 
+def test_the_filters_keep_the_tweets_they_name(browser, server, rows, served_runs):
+    from selenium.webdriver.support.ui import Select
+
+    browse = Browse(served_runs["maf"], compare=served_runs["text-only"]).payload()["tweets"]
+    _open(browser, server + "/")
+    Select(browser.find_element("id", "f-type")).select_by_value("PER")
+    per = [t["id"] for t in browse if any(e[0] == "PER" for e in t["gold"] + t["runs"][0]["entities"] +
+                                          t["runs"][1]["entities"])]
+    assert _shown(browser, "li.tweet") == per
+    Select(browser.find_element("id", "f-type")).select_by_value("")
+    browser.find_element("id", "f-decided").click()
+    decided = [t["id"] for t in browse if t.get("image_decided")]
+    assert 0 < len(decided) and _shown(browser, "li.tweet") == decided
+    browser.find_element("id", "f-decided").click()
+    low = browser.find_element("id", "f-pmax")
+    low.clear()
+    low.send_keys("0.5")
+    assert _shown(browser, "li.tweet") == [t["id"] for t in browse if t["runs"][0]["p"] <= 0.5]
+    low.clear()
+    low.send_keys("1")
+    word = rows[3]["words"][0]
+    browser.find_element("id", "f-text").send_keys(word)
+    assert _shown(browser, "li.tweet") == [str(r["id"]) for r in rows
+                                           if word.lower() in (str(r["id"]) + " " + " ".join(r["words"])).lower()]
+    _offline_and_quiet(browser)
+
+
 def test_a_tweet_s_attention_overlay_opens(browser, server, shots, rows):
     _open(browser, server + "/")
     button = browser.find_element("css selector", "li.tweet button.attention")
@@ -218,6 +246,10 @@ def test_the_api_docs_work_offline(browser, server):
     browser.get(server + "/docs")
     _wait(lambda: browser.find_elements("css selector", ".swagger-ui .info .title"), "Swagger UI")
     assert "maf serve" in browser.find_element("css selector", ".swagger-ui .info .title").text
-    _wait(lambda: browser.find_elements("css selector", ".opblock-summary-path[data-path='/api/predict']"),
-          "the predict operation")
+    operation = _wait(lambda: browser.find_elements("css selector", ".opblock-summary-path[data-path='/api/predict']"),
+                      "the predict operation")
+    operation[0].click()
+    _wait(lambda: browser.find_elements("css selector", ".opblock.is-open .opblock-section-request-body"),
+          "the request body's schema")
+    assert "Resolver error" not in browser.page_source
     _offline_and_quiet(browser)

@@ -282,6 +282,7 @@ async function start() {
     " · errors: ", ...["wrong-type", "wrong-span", "spurious", "missed"].map((k) =>
       el("span", {class: `err err-${k}`}, k.replace("-", " "))));
   $("filters").oninput = applyFilters;
+  $("filters").onchange = applyFilters;
   $("filters").onsubmit = (e) => e.preventDefault();
   applyFilters();
   document.body.dataset.ready = "true";
