@@ -71,7 +71,8 @@ class MAFPredictor:
         return self._featurizer
 
     def _store_for(self, image_ids: list[str], features: str | Path | None, images_dir: str | Path | None,
-                   weights: str | None, workdir: Path, images: dict[str, bytes | None] | None = None):
+                   weights: str | None, workdir: Path,
+                   images: dict[str, bytes | None] | None = None) -> FeatureStore | MemoryStore | None:
         if features is not None:
             store = FeatureStore(features)
             self.run.check_fingerprint(store)
