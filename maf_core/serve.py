@@ -199,6 +199,11 @@ async def _items(request: Request, limits: Limits) -> list[tuple[str, bytes | No
             raise ApiError(422, f"items.{n}.text: {len(text):,} characters; the limit is {limits.max_text_chars:,}")
         if not text.split():
             raise ApiError(422, f"items.{n}.text: empty; a tweet needs at least one word")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ApiError(422, f"items.{n}.text: not valid Unicode (a lone surrogate at character {err.start})") \
+                from None
         if image is not None and len(image) > limits.max_upload_bytes:
             raise ApiError(413, f"items.{n}.image: {len(image):,} bytes; the limit is {limits.max_upload_bytes:,}")
         if image is not None and not image:
@@ -312,7 +317,8 @@ def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = 
         except KeyError as err:
             raise ApiError(404, err.args[0]) from None
 
-    @app.post("/api/predict", response_model=PredictResponse, openapi_extra=REQUEST_BODY,
+    @app.post("/api/predict", response_model=PredictResponse, response_model_exclude_none=True,
+              openapi_extra=REQUEST_BODY,
               summary="Tag tweets and their images: entities, p and the image status per tweet",
               responses={400: {"description": "Malformed JSON"}, 413: {"description": "Over the upload limit"},
                          415: {"description": "Neither JSON nor multipart"},

@@ -203,6 +203,7 @@ def test_predict_gives_maf_predictor_s_entities_for_a_text_and_a_jpeg(client, pr
         assert item["tags"] == want["tags"] and abs(item["p"] - want["match_prob"]) < 1e-4
         assert item["image_status"] == "ok"
     assert got[2]["image_status"] == "missing" and got[2]["p"] == 0.0
+    assert all("attention" not in e for item in got for e in item["entities"]) and "view" not in got[0]
 
 
 def test_multipart_gives_what_json_gives(client):
@@ -245,6 +246,9 @@ BAD = {  # name: (request keyword arguments, status, part of the message)
                            "send application/json or multipart/form-data"),
     "not base64": ({"json": {"items": [{"text": "a", "image": "%%%"}]}}, 422, "items.0.image: not valid base64"),
     "no items": ({"json": {"items": []}}, 422, "at least one tweet"),
+    "lone surrogate": ({"content": b'{"items": [{"text": "Rob \\ud800 Paris"}]}',
+                        "headers": {"content-type": "application/json"}}, 422,
+                       "items.0.text: not valid Unicode (a lone surrogate at character 4)"),
     "text not a string": ({"json": {"items": [{"text": 5}]}}, 422, "items.0.text"),
 }
 
