@@ -63,7 +63,9 @@ function tweetCard(tweet) {
   const info = el("div", {class: "info"}, el("b", {}, `#${tweet.n + 1}`), ` id ${tweet.id}`);
   if (tweet.relation) info.append(` · image ${tweet.image_class || ""} (${tweet.relation})`);
   const body = el("div", {class: "body"}, info);
-  body.append(el("div", {class: "row-label"}, "gold"), entitySpans(tweet.words, tweet.gold, null, "gold"));
+  const missed = {};  // the gold entities the first run missed, outlined in the gold row
+  for (const mark of tweet.runs[0].marks) if (mark.kind === "missed") missed[`${mark.start}-${mark.end}`] = mark;
+  body.append(el("div", {class: "row-label"}, "gold"), entitySpans(tweet.words, tweet.gold, missed, "gold"));
   tweet.runs.forEach((run, r) => {
     const marks = {};
     for (const mark of run.marks) if (mark.kind !== "missed") marks[`${mark.start}-${mark.end}`] = mark;
@@ -259,6 +261,8 @@ async function start() {
   $("tab-browse").onclick = () => showTab("browse");
   $("tab-try").onclick = () => showTab("try");
   $("overlay-close").onclick = () => { $("overlay").hidden = true; };
+  $("overlay").onclick = (e) => { if (e.target === $("overlay")) $("overlay").hidden = true; };
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") $("overlay").hidden = true; });
   $("try-form").onsubmit = tryTweet;
   $("try-image").onchange = (e) => chooseFile(e.target.files[0]);
   const drop = $("drop");
