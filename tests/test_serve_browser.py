@@ -130,6 +130,19 @@ def test_the_page_opens_with_no_console_error_and_no_request_off_the_machine(bro
     assert any(u.endswith("/api/browse") for u in urls) and any("/api/image/" in u for u in urls)
 
 
+def test_the_scores_shown_are_report_json_s(browser, server, served_runs):
+    _open(browser, server + "/")
+    for name in ("maf", "text-only"):
+        report = json.loads((served_runs[name] / "report.json").read_text())["test"]
+        for kind in [*report["types"], "overall"]:
+            scores = report["overall"] if kind == "overall" else report["types"][kind]
+            shown = browser.execute_script(
+                f"return [...document.querySelectorAll('tr[data-run=\"{name}\"] td[data-type=\"{kind}\"]')]"
+                ".map(td => td.textContent)")
+            assert shown == [f"{scores[key]:.2f}" for key in ("precision", "recall", "f1")], (name, kind)
+    _offline_and_quiet(browser)
+
+
 def test_the_first_tweet_s_predicted_entities_are_highlighted_as_the_predictions_say(browser, server, rows):
     _open(browser, server + "/")
     first_with = next(n for n, r in enumerate(rows) if r["entities"])
