@@ -66,8 +66,8 @@ class BrowseRun:
                 "scores": self.scores, "report": self.report}
 
 
-def _read_run(path: str | Path, split: str, name: str) -> BrowseRun:
-    run = RunDirectory.open(path)
+def _read_run(path: str | Path, split: str, name: str | None = None) -> BrowseRun:
+    run = RunDirectory.open(path)  # RUN or RUN/best
     predictions = run.predictions() / f"{split}.jsonl"
     if not predictions.is_file():
         raise DataError(f"{predictions}: no predictions of the {split} split; run `maf evaluate {run.path} "
@@ -75,7 +75,7 @@ def _read_run(path: str | Path, split: str, name: str) -> BrowseRun:
     rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines() if line.strip()]
     scores = score([r["gold"] for r in rows], [r["predicted"] for r in rows])
     report = (run.read_report() or {}).get(split)
-    return BrowseRun(name, run, rows, scores, report)
+    return BrowseRun(name or run.path.name, run, rows, scores, report)
 
 
 class Browse:
@@ -85,10 +85,12 @@ class Browse:
                  images_dir: str | Path | None = None, features: str | Path | None = None,
                  text_dir: str | Path | None = None, annotations: str | Path | None = None) -> None:
         self.split = split
-        main = _read_run(run_dir, split, Path(run_dir).name)
+        main = _read_run(run_dir, split)
         self.runs = [main]
         if compare is not None:
-            other = _read_run(compare, split, Path(compare).name)
+            other = _read_run(compare, split)
+            if other.name == main.name:  # runs/a/maf against runs/b/maf
+                other.name = f"{other.name} (compared)"
             for n, (a, b) in enumerate(zip(main.rows, other.rows)):
                 if a["id"] != b["id"] or a["words"] != b["words"]:
                     raise DataError(f"--compare {compare}: its {split} tweet {n + 1} ({b['id']!r}) is not "
