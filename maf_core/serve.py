@@ -279,6 +279,10 @@ def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = 
     async def api_error(request: Request, err: ApiError):
         return JSONResponse({"detail": err.message, **err.extra}, status_code=err.status, headers=err.headers)
 
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, err: DataError):  # the run's own data, not the request, is wrong
+        return JSONResponse({"detail": str(err)}, status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
         return JSONResponse({"detail": _one_line(err)}, status_code=422)
