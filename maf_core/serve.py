@@ -383,4 +383,8 @@ def serve(app, host: str = "127.0.0.1", port: int = 7860, announce=print) -> Non
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     shown = f"[{host}]" if ":" in host else host
     announce(f"maf serve: http://{shown}:{listening.getsockname()[1]}/  (API docs: /docs; Ctrl-C stops)")
-    server.run(sockets=[listening])
+    try:
+        server.run(sockets=[listening])
+    except KeyboardInterrupt:  # uvicorn stops on Ctrl-C, then raises it again
+        pass
+    announce("maf serve: stopped")

@@ -392,7 +392,32 @@ def test_serving_off_loopback_warns(monkeypatch):
     assert said[0].startswith(f"warning: serving on 0.0.0.0, not loopback: anyone who can reach 0.0.0.0:{port} can")
     said.clear()
     serve(object(), "127.0.0.1", port, announce=said.append)
-    assert said == [f"maf serve: http://127.0.0.1:{port}/  (API docs: /docs; Ctrl-C stops)"]
+    assert said == [f"maf serve: http://127.0.0.1:{port}/  (API docs: /docs; Ctrl-C stops)", "maf serve: stopped"]
+
+
+@pytest.mark.slow
+def test_the_command_prints_its_address_serves_and_stops_on_ctrl_c(served_runs):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    process = subprocess.Popen([sys.executable, "-m", "cli.maf", "serve", str(served_runs["maf"]), "--port", "0"],
+                               cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()
+        address = re.match(r"maf serve: (http://127\.0\.0\.1:\d+/)  \(API docs: /docs; Ctrl-C stops\)$", line.strip())
+        assert address, line
+        assert httpx.get(address.group(1) + "api/health", timeout=30).json()["status"] == "ok"
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and out.strip() == "maf serve: stopped"
 
 
 def test_a_port_in_use_is_an_error_of_one_line():
