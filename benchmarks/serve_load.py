@@ -34,13 +34,20 @@ if __name__ == "__main__":
 
 
 def inputs(run: Path, images: Path) -> list[tuple[str, bytes]]:
-    """(text, image bytes) of the run's test tweets whose image file is there."""
+    """(text, image bytes) of the run's test tweets whose image is there and decodes (the sample
+    corpus also has broken files, which the server rightly refuses)."""
+    from pipeline.images import ImageIndex, decode, read_image_bytes
+
     rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines() if x.strip()]
-    found = []
+    index, found = ImageIndex(images), []
     for row in rows:
-        path = next(iter(sorted(images.glob(f"{row['id']}.*"))), None)
-        if path is not None and path.stat().st_size > 0:
-            found.append((" ".join(row["words"]), path.read_bytes()))
+        status, data = read_image_bytes(index, str(row["id"]))
+        try:
+            decode(data) if data else None
+        except Exception:  # noqa: BLE001 - any decoding failure: not an input for a load test
+            data = None
+        if data:
+            found.append((" ".join(row["words"]), data))
     if not found:
         raise SystemExit(f"{images}: no image of {run}'s test tweets")
     return found
@@ -105,11 +112,14 @@ def load(url: str, data: list[tuple[str, bytes]], clients: int, requests: int) -
                 try:
                     answer = http.post(url + "/api/predict", content=bodies[n % len(bodies)],
                                        headers={"content-type": "application/json"})
-                    ok = answer.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                    failed = None if answer.status_code == 200 else str(answer.status_code)
+                except httpx.HTTPError as err:
+                    failed = type(err).__name__
                 with lock:
-                    (latencies if ok else failures).append(time.perf_counter() - started)
+                    if failed is None:
+                        latencies.append(time.perf_counter() - started)
+                    else:
+                        failures.append(failed)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     started = time.perf_counter()
@@ -122,7 +132,7 @@ def load(url: str, data: list[tuple[str, bytes]], clients: int, requests: int) -
     return {"requests": requests, "seconds": round(seconds, 2), "per_s": round(len(latencies) / seconds, 2),
             "p50_ms": round(1000 * statistics.median(ordered), 1),
             "p95_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
-            "failures": len(failures)}
+            "failures": len(failures), "failed_with": sorted(set(failures))}
 
 
 def rss_mib(pid: int) -> float:
