@@ -10,8 +10,9 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
 
     cli                       maf, maf-pipe: options -> config -> one library call -> printing
     serve                     `maf serve`: the web page and the JSON API (FastAPI)
-    serve_browse  serve_batching
-                              what the page shows of a run; grouping requests into batches
+    serve_browse  serve_batching  serve_requests
+                              what the page shows of a run; grouping requests into batches;
+                              what a request may hold and how it is read
     report  predict  seeds    figures of finished runs; MAFPredictor; --seeds runs and summary.json
     train                     the training loop
     board  run_summary  optim  online
