@@ -98,7 +98,8 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
 @click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
 @click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
 @click.option("--device", default=TrainConfig.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=TrainConfig.amp, help="bf16 autocast [default: on with CUDA, off on CPU].")
+@click.option("--amp/--no-amp", default=TrainConfig.amp,
+              help="bf16 autocast [default: on with CUDA, but fp32 under the released-code preset; off on CPU].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--tensorboard/--no-tensorboard", default=TrainConfig.tensorboard, show_default=True,
               help="TensorBoard event files in OUT/tb/: losses and learning rates per step, dev P/R/F1 and "

@@ -266,6 +266,14 @@ def preset_of(config: MAFConfig) -> str | None:
 
 
 
+def uses_amp(amp: bool | None, model: MAFConfig, device_type: str) -> bool:
+    """bf16 autocast or fp32: `amp` (--amp / --no-amp) where given; otherwise on with CUDA, except
+    under the released-code preset, which trains and predicts in fp32 as the released code does."""
+    if amp is not None:
+        return amp
+    return device_type == "cuda" and preset_of(model) != "released-code"
+
+
 DISPLAY_ONLY = ("log_every", "tensorboard")  # TrainConfig fields a resumed run may change
 
 
@@ -281,7 +289,7 @@ class TrainConfig:
     clip: float = 1.0            # gradient norm: global (adamw), or of each tensor (bertadam)
     seed: int = 1
     device: str = "auto"
-    amp: bool | None = None      # bf16 autocast; None = on for CUDA, off for CPU
+    amp: bool | None = None      # bf16 autocast; None = on for CUDA (but released-code), off for CPU: uses_amp
     # adamw: AdamW with linear_schedule; bertadam: the released code's optimizer and schedule
     # (maf_core/optim.py)
     optimizer: str = "adamw"

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from maf_core import distributed
-from maf_core.config import TrainConfig
+from maf_core.config import TrainConfig, uses_amp
 from maf_core.data import Split, bucketed_batches, check_ids_in_store, collate, load_split
 from maf_core.metrics import score
 from maf_core.model import MAF, MODEL_KEYS
@@ -61,7 +61,8 @@ def predict_split(
     progress_every: float = 30.0,
     attention: dict[int, np.ndarray] | None = None,
 ) -> tuple[list[list[str]], list[float]]:
-    """BIO tags per word (words cut by truncation get O) and p per tweet, in split order.
+    """BIO tags per word (words cut by truncation get O) and p per tweet, in split order; `amp`:
+    bf16 autocast, None = the model's default (`uses_amp`).
 
     `attention`, when given (and the model has CI), is filled with each tweet's CI attention
     per word over the regions, (kept words, regions) float32 by tweet index (`word_attention`).
@@ -70,6 +71,7 @@ def predict_split(
     result: every tweet is predicted exactly once, none padded in or dropped.
     """
     model.eval()
+    amp = uses_amp(amp, model.config, device.type)
     rank, world = distributed.rank_and_world()
     mine = list(range(rank, len(split), world))
     lengths = [len(split.input_ids[i]) for i in mine]
@@ -112,9 +114,9 @@ def word_attention(output, batch: dict) -> torch.Tensor:
     return mean.gather(1, index)
 
 
-def evaluate_split(model, split, store, tags, scheme, batch_size, device,
+def evaluate_split(model, split, store, tags, scheme, batch_size, device, amp: bool | None = None,
                    progress_every: float = 30.0) -> tuple[dict, list, list]:
-    predicted, probs = predict_split(model, split, store, tags, scheme, batch_size, device,
+    predicted, probs = predict_split(model, split, store, tags, scheme, batch_size, device, amp,
                                      progress_every=progress_every)
     return score(split.labels, predicted), predicted, probs
 

@@ -13,7 +13,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from maf_core import distributed
 from maf_core.board import Board
 from maf_core.checkpoint import load_state_into
-from maf_core.config import MAFConfig, TrainConfig
+from maf_core.config import MAFConfig, TrainConfig, uses_amp
 from maf_core.data import Split, bucketed_batches, collate
 from maf_core.encoder import describe as describe_encoder
 from maf_core.inference import autocast, evaluate_split, resolve_device, to_device, write_predictions
@@ -103,6 +103,7 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
         raise DataError(f"{run.path}: exists and is not empty; pass --resume to continue that run, or another --out")
 
     device = distributed.setup(config.device) if distributed.launched() else resolve_device(config.device)
+    config = replace(config, amp=uses_amp(config.amp, model_config, device.type))  # None -> on or off
     rank, world = distributed.rank_and_world()
     # the encoder is built (and refused, for heads that do not fit, say) before anything is written
     model, wrapped = build_model(model_config, config.seed, device, rank, world)
@@ -137,7 +138,7 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
         train_seconds = time.perf_counter() - started
         dev_split = inputs.splits["valid"]
         dev, _, dev_probs = evaluate_split(model, dev_split, inputs.store, model.config.tags, model.config.scheme,
-                                           config.eval_batch_size, device, progress_every=config.log_every)
+                                           config.eval_batch_size, device, config.amp, progress_every=config.log_every)
         board.epoch(epoch, dev, dev_split.image_ids, dev_probs, model.matching is not None)
         seconds = time.perf_counter() - started
         improved = dev["overall"]["f1"] > position.best_f1
@@ -153,7 +154,8 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     board.close()
-    return evaluate_best(run, inputs.splits, inputs.store, device, config.eval_batch_size, position.best_epoch)
+    return evaluate_best(run, inputs.splits, inputs.store, device, config.eval_batch_size, position.best_epoch,
+                         config.amp)
 
 
 def build_model(model_config: MAFConfig, seed: int, device: torch.device, rank: int,
@@ -311,7 +313,7 @@ def _prefetched(batches: Iterator[dict], device: torch.device) -> Iterator[dict]
 
 
 def evaluate_best(run: RunDirectory, splits: dict[str, Split], store: FeatureStore, device: torch.device,
-           batch_size: int, best_epoch: int) -> dict:
+           batch_size: int, best_epoch: int, amp: bool | None = None) -> dict:
     """Evaluate best/ on dev and test; write report.json and predictions/ (the first process)."""
     model = run.load_best(device)
     lead = distributed.rank_and_world()[0] == 0
@@ -320,7 +322,7 @@ def evaluate_best(run: RunDirectory, splits: dict[str, Split], store: FeatureSto
         if name not in splits:
             continue
         scores, predicted, probs = evaluate_split(model, splits[name], store, model.config.tags, model.config.scheme,
-                                                  batch_size, device)
+                                                  batch_size, device, amp)
         report[name] = scores
         if lead:
             write_predictions(run.predictions(), splits[name], predicted, probs)

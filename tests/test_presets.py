@@ -9,7 +9,8 @@ from helpers import make_batch
 from torch import nn
 
 from maf_core.alignment import contrastive_loss
-from maf_core.config import PIECE_TAGS, MAFConfig, TrainConfig
+from maf_core.config import PIECE_TAGS, MAFConfig, TrainConfig, uses_amp
+from maf_core.data import Split
 from maf_core.model import MAF
 from maf_core.optim import BertAdam, optimizer_for, released_schedule, released_total_steps, schedule_for
 from maf_core.train import train_step
@@ -73,6 +74,31 @@ def test_paper_training_is_adamw():
 
 def test_an_optimizer_flag_wins_over_the_preset():
     assert TrainConfig.for_preset("released-code", optimizer="adamw").optimizer == "adamw"
+
+
+@pytest.mark.parametrize("amp, preset, device, expected", [
+    (None, "released-code", "cuda", False),  # the released code trains in fp32 (its --fp16 is off by default)
+    (None, "paper", "cuda", True), (None, "recommended", "cuda", True),
+    (True, "released-code", "cuda", True), (False, "paper", "cuda", False),  # --amp / --no-amp win
+    (None, "released-code", "cpu", False), (None, "paper", "cpu", False),
+])
+def test_bf16_autocast_is_on_with_cuda_but_for_the_released_preset(amp, preset, device, expected):
+    assert uses_amp(amp, MAFConfig.from_preset(preset, bert_size="tiny"), device) is expected
+
+
+def test_tagging_a_split_takes_its_precision_from_the_model(monkeypatch):
+    """predict_split asks uses_amp with the model's config (None: no --amp flag), and autocasts as it says."""
+    import maf_core.inference as inference
+
+    asked, used = [], []
+    monkeypatch.setattr(inference, "uses_amp", lambda amp, config, device_type: asked.append((amp, config)) or True)
+    monkeypatch.setattr(inference, "autocast", lambda device, amp: used.append(amp) or torch.autocast("cpu",
+                                                                                                       enabled=False))
+    model = MAF(MAFConfig.tiny(text_only=True))  # no store needed
+    split = Split("test", ["1", "2", "3"], [["a", "b"]] * 3, [["O", "O"]] * 3, [[2, 7, 8, 3]] * 3, [[1, 2]] * 3,
+                  [[0, 0]] * 3)
+    inference.predict_split(model, split, None, model.config.tags, model.config.scheme, 8, torch.device("cpu"))
+    assert asked == [(None, model.config)] and used and set(used) == {True}
 
 
 @pytest.fixture()
