@@ -75,6 +75,8 @@ demo: demo-data
 	@echo "[demo] comparison on the test split (img-decided: entities whose type only the image tells)"
 	@$(BIN)/maf report $(DEMO)/runs/maf $(DEMO)/runs/text-only --out $(DEMO)/report
 	@echo "[demo] done: runs in $(DEMO)/runs (metrics.jsonl, report.json, predictions/), figures in $(DEMO)/report"
+	@echo "[demo] browse the predictions and try tweets in a local web page:"
+	@echo "$(BIN)/maf serve $(DEMO)/runs/maf --images $(DEMO)/data/images --compare $(DEMO)/runs/text-only"
 
 # one training run of the demo: RUN (folder name), FLAGS (extra maf train flags)
 demo-run:

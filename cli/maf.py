@@ -20,6 +20,8 @@ SUMMARIES = {  # each command's first paragraph (tests/test_cli.py checks them a
     "report": "PNG figures of finished runs (a --seeds folder counts as all its seeds): training curves, F1 per "
               "type side by side, histograms of the match probability p, and a case study of CI attention over "
               "the image for each predicted entity.",
+    "serve": "A local web page to browse RUN_DIR's predictions with their images and try new tweets, and a JSON "
+             "API (POST /api/predict, documented at /docs).",
 }
 
 
@@ -31,7 +33,7 @@ def main(verbose: bool) -> None:
 
     Inputs come from `maf-pipe`: tokenized text (maf-pipe tokenize) and cached image
     features (store.h5, maf-pipe extract-images). Commands: train, evaluate, predict,
-    score, report.
+    score, report, serve.
     """
     setup_logging(verbose)
 

@@ -274,3 +274,39 @@ def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations, fea
     for name, path in written.items():
         click.echo(f"{name:<11} {path}")
 
+
+
+@click.command("serve")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
+              help="The split's images, shown beside the tweets [default: <corpus>/images, from the tokenized text].")
+@click.option("--split", default="test", show_default=True,
+              help="The split to browse; RUN_DIR/predictions/<split>.jsonl must exist (maf evaluate writes it).")
+@click.option("--compare", type=click.Path(file_okay=False), default=None,
+              help="A second run of the same text (e.g. the text-only baseline), side by side, with a filter for "
+                   "the tweets where they disagree.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback lets others use the model (a warning says so).")
+@click.option("--port", default=7860, show_default=True, help="Port to listen on.")
+@click.option("--features", type=click.Path(dir_okay=False), default=None,
+              help="The run's store.h5, if it has moved since training [default: the path the run recorded].")
+@click.option("--text", "text_dir", type=click.Path(file_okay=False), default=None,
+              help="The run's tokenized text, if it has moved since training [default: the path the run recorded].")
+@click.option("--max-upload-mb", default=10.0, show_default=True,
+              help="Largest request body and image, in MiB; more gets 413.")
+@click.option("--max-text", default=2000, show_default=True, help="Longest tweet in characters; more gets 422.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def serve_cmd(run_dir, images_dir, split, compare, host, port, features, text_dir, max_upload_mb, max_text,
+              device) -> None:
+    """A local web page to browse RUN_DIR's predictions with their images and try new tweets,
+    and a JSON API (POST /api/predict, documented at /docs).
+
+    Browse: every tweet of the split with its image, gold and predicted entities coloured by
+    type, each error marked, p, filters, P/R/F1 per type, and CI's attention per entity.
+    Try: a tweet and an image of your own, extracted with the run's backbone settings.
+    Serves until Ctrl-C. Nothing on the page is fetched from outside this machine."""
+    from maf_core.serve import Limits, build, serve
+
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_text_chars=max_text)
+    app = build(run_dir, split, compare, images_dir, features, text_dir, limits, device)
+    serve(app, host, port, announce=click.echo)

@@ -9,6 +9,10 @@ Layers: a module imports only from the rows below its own (`make lint` checks it
 import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_core` or `cli`.
 
     cli                       maf, maf-pipe: options -> config -> one library call -> printing
+    serve                     `maf serve`: the web page and the JSON API (FastAPI)
+    serve_browse  serve_batching  serve_requests
+                              what the page shows of a run; grouping requests into batches;
+                              what a request may hold and how it is read
     report  predict  seeds    figures of finished runs; MAFPredictor; --seeds runs and summary.json
     train                     the training loop
     board  run_summary  optim  online
@@ -25,7 +29,7 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
                               the annotation statistics (p per relation, AUC, image-decided)
     distributed  config       process groups; MAFConfig, TrainConfig and their choices
 
-Using a trained model (inference, predict, report, board) never imports the trainer.
+Using a trained model (inference, predict, report, board, serve) never imports the trainer.
 """
 from maf_core.config import MAFConfig
 from maf_core.model import MAF, MAFOutput, count_parameters

@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from maf_core import distributed
@@ -58,9 +59,13 @@ def predict_split(
     device: torch.device,
     amp: bool | None = None,
     progress_every: float = 30.0,
+    attention: dict[int, np.ndarray] | None = None,
 ) -> tuple[list[list[str]], list[float]]:
     """BIO tags per word (words cut by truncation get O) and p per tweet (None for UMT and MT,
     which have no CM), in split order; `amp`: bf16 autocast, None = the model's default (`uses_amp`).
+
+    `attention`, when given (and the model has CI), is filled with each tweet's CI attention
+    per word over the regions, (kept words, regions) float32 by tweet index (`word_attention`).
 
     In a distributed run each process predicts every world-th tweet and all get the merged
     result: every tweet is predicted exactly once, none padded in or dropped.
@@ -81,6 +86,10 @@ def predict_split(
             out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, decode=True)
         # p, or None for a model without CM (UMT, MT)
         probs = out.match_prob.float().cpu().tolist() if out.match_prob is not None else [None] * len(indices)
+        if attention is not None and out.attention is not None:
+            weights = word_attention(out, batch).cpu().numpy()
+            for row, i in enumerate(indices):
+                attention[i] = weights[row, : int(batch["word_mask"][row].sum())]
         for row, i in enumerate(indices):
             words = [tags[t] for t in out.tags[row]]
             words += ["O"] * (len(split.words[i]) - len(words))
@@ -95,6 +104,15 @@ def predict_split(
     if sorted(done) != list(range(len(split))):
         raise RuntimeError(f"{split.name}: predicted {len(done)} of {len(split)} tweets")
     return [done[i][0] for i in range(len(split))], [done[i][1] for i in range(len(split))]
+
+
+def word_attention(output, batch: dict) -> torch.Tensor:
+    """CI's attention of each word's first piece over the image regions, averaged over heads:
+    (B, words, regions) float32, what the case study draws as a 7x7 heatmap per entity."""
+    # shape: attention (B, heads, L, R) -> (B, L, R) -> gathered at word_starts (B, W) -> (B, W, R)
+    mean = output.attention.float().mean(1)
+    index = batch["word_starts"].to(mean.device).unsqueeze(-1).expand(-1, -1, mean.shape[-1])
+    return mean.gather(1, index)
 
 
 def evaluate_split(model, split, store, tags, scheme, batch_size, device, amp: bool | None = None,

@@ -6,7 +6,9 @@
 
 Images come from a feature store made with the run's fingerprint, or are extracted on the
 fly from an images directory with the run's backbone settings (same weights, transform and
-BatchNorm statistics), so new features match the ones the model was trained on.
+BatchNorm statistics), so new features match the ones the model was trained on. `images=`
+takes the images' bytes instead of a directory (what `maf serve` does): the same backbone,
+built once per predictor and kept, with no store file written.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from maf_core.data import Split
@@ -24,6 +27,7 @@ from maf_core.run import RunDirectory
 from pipeline.conll import Tweet, iter_conll
 from pipeline.errors import DataError
 from pipeline.extract import extract_images
+from pipeline.featurize import ImageFeaturizer, MemoryStore
 from pipeline.files import atomic_output
 from pipeline.fingerprint import extract_config_of, store_differences
 from pipeline.images import STATUS_NAMES
@@ -37,6 +41,7 @@ logger = logging.getLogger(__name__)
 class MAFPredictor:
     def __init__(self, model, run: RunDirectory, tokenizer, device: torch.device) -> None:
         self.model, self.run, self.tokenizer, self.device = model, run, tokenizer, device
+        self._featurizer: ImageFeaturizer | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "auto") -> "MAFPredictor":
@@ -45,33 +50,57 @@ class MAFPredictor:
         dev = resolve_device(device)
         return cls(run.load_best(dev), run, run.load_tokenizer(), dev)
 
-    def _store_for(self, image_ids: list[str], features: str | Path | None, images_dir: str | Path | None,
-                   weights: str | None, workdir: Path) -> FeatureStore | None:
+    def _extract_config(self, weights: str | None):
+        """The ExtractConfig that makes new images' features as the run's store's were made."""
         wanted = self.run.record["store_fingerprint"]
+        source = f"the store {self.run.path} was trained on"
+        buffers = self.run.bn_buffers() if wanted["bn_stats"]["mode"] == "dataset" else None
+        return extract_config_of(wanted, weights=weights, bn_buffers=buffers, source=source)
+
+    def _check_new_images(self, found: dict) -> None:
+        changed = store_differences(found, self.run.record["store_fingerprint"], "new images")
+        if changed:
+            raise DataError(f"new images were extracted with another fingerprint than {self.run.path}'s store "
+                            f"({changed}, 'there' = the new images)")
+
+    def featurizer(self, weights: str | None = None) -> ImageFeaturizer:
+        """The run's backbone for images given as bytes, built on first use and kept."""
+        if self._featurizer is None:
+            featurizer = ImageFeaturizer(self._extract_config(weights))
+            self._check_new_images(featurizer.fingerprint)
+            self._featurizer = featurizer
+        return self._featurizer
+
+    def _store_for(self, image_ids: list[str], features: str | Path | None, images_dir: str | Path | None,
+                   weights: str | None, workdir: Path,
+                   images: dict[str, bytes | None] | None = None) -> FeatureStore | MemoryStore | None:
         if features is not None:
             store = FeatureStore(features)
             self.run.check_fingerprint(store)
             return store
+        wanted_ids = sorted(set(image_ids))
+        if images is not None:  # a tweet whose image id is not in `images` gets status missing
+            featurizer = self.featurizer(weights)
+            return MemoryStore(featurizer.extract([(i, images.get(i)) for i in wanted_ids]), featurizer.fingerprint)
         if images_dir is None:
             return None
-        source = f"the store {self.run.path} was trained on"
-        buffers = self.run.bn_buffers() if wanted["bn_stats"]["mode"] == "dataset" else None
-        config = extract_config_of(wanted, weights=weights, bn_buffers=buffers, source=source)
         out = workdir / "store.h5"
-        extract_images(images_dir, out, config, ids=sorted(set(image_ids)))
+        extract_images(images_dir, out, self._extract_config(weights), ids=wanted_ids)
         store = FeatureStore(out)
-        changed = store_differences(store.fingerprint, wanted, "new images")
-        if changed:
-            raise DataError(f"new images were extracted with another fingerprint than {self.run.path}'s store "
-                            f"({changed}, 'there' = the new images)")
+        self._check_new_images(store.fingerprint)
         return store
 
     def predict(self, items: list[dict], features: str | Path | None = None, images_dir: str | Path | None = None,
-                weights: str | None = None, batch_size: int = 64) -> list[dict]:
+                weights: str | None = None, batch_size: int = 64, images: dict[str, bytes | None] | None = None,
+                attention: bool = False) -> list[dict]:
         """items: {"id", "text" (split on spaces) or "words", "image" (an image id; default the id)}.
+        The images: `features` (a store of the run's fingerprint), `images_dir`, or `images`
+        (bytes by image id; an id not there gets status missing).
 
         Returns per item: id, words, BIO tags, entities (type, start, end exclusive, words),
-        match probability p (0 without an image; None for UMT and MT, which have no CM), and the image status.
+        match probability p (0 without an image; None for UMT and MT, which have no CM), and the image
+        status. `attention`: each entity also gets CI's attention of its first word over the regions
+        (a list of num_regions floats, row-major), where the image is ok.
         """
         tweets = []
         for n, item in enumerate(items, 1):
@@ -85,19 +114,19 @@ class MAFPredictor:
         table = result.table.to_pydict()
         split = Split("predict", table["image_id"], table["words"], table["labels"], table["input_ids"],
                       table["word_starts"], table["tag_ids"])
+        weights_by_word: dict[int, np.ndarray] | None = {} if attention else None
         with tempfile.TemporaryDirectory(prefix="maf-predict-") as tmp:
-            store = self._store_for(split.image_ids, features, images_dir, weights, Path(tmp))
+            store = self._store_for(split.image_ids, features, images_dir, weights, Path(tmp), images)
             if store is None and self.model.config.visual:
-                raise DataError(f"{model_name(self.model.config)} needs image features: pass features=store.h5 or "
-                                "images_dir=DIR "
-                                "(a text-only run needs neither)")
+                raise DataError(f"{model_name(self.model.config)} needs image features: pass features=store.h5, "
+                                "images_dir=DIR or images= (a text-only run needs none)")
             if store is not None:
                 absent = sorted({i for i in split.image_ids if i not in store})
                 if absent:
                     raise DataError(f"{store.path}: no features for image ids {', '.join(map(repr, absent[:5]))}")
                 status = dict(zip(store.image_ids, store.status.tolist()))
             predicted, probs = predict_split(self.model, split, store, self.model.config.tags, meta_scheme,
-                                             batch_size, self.device)
+                                             batch_size, self.device, attention=weights_by_word)
         out = []
         for i, item in enumerate(items):
             entities = [{"type": t, "start": s, "end": e, "words": split.words[i][s:e]}
@@ -106,6 +135,11 @@ class MAFPredictor:
                       "match_prob": probs[i]}
             if store is not None:
                 record["image_status"] = STATUS_NAMES.get(status[split.image_ids[i]], "?")
+            if weights_by_word is not None and record.get("image_status") == "ok":
+                words = weights_by_word.get(i)
+                for entity in entities:
+                    if words is not None and entity["start"] < len(words):
+                        entity["attention"] = [round(float(w), 6) for w in words[entity["start"]]]
             out.append(record)
         return out
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from maf_core.data import load_split
-from maf_core.inference import tag_rows
+from maf_core.inference import tag_rows, word_attention
 from maf_core.metrics import auc, corpus_annotations, image_decided_scores, p_by_relation, read_annotations
 from maf_core.run import RunDirectory
 from pipeline.conll import ENTITY_TYPES
@@ -236,6 +236,7 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
     index = ImageIndex(images_dir)
     grid = int(round(np.sqrt(model.config.num_regions)))
 
+    attention = word_attention(output, batch)  # (rows, words, regions)
     plt = _pyplot()
     predicted_tags = []
     for row in range(len(chosen)):
@@ -262,8 +263,7 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
             ax.imshow(picture)
             if col < len(entities):
                 kind, start, end = entities[col]
-                piece = int(batch["word_starts"][row, start])
-                weights = output.attention[row, :, piece].mean(0).reshape(grid, grid).float().numpy()
+                weights = attention[row, start].reshape(grid, grid).numpy()
                 ax.imshow(weights, cmap="jet", alpha=0.45, extent=(0, picture.shape[1], picture.shape[0], 0),
                           interpolation="nearest")
                 ax.set_title(f"{' '.join(split.words[i][start:end])} → {kind}", fontsize=9)

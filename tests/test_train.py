@@ -350,6 +350,14 @@ def test_predict_from_images_gives_the_run_s_predictions(bn_run, predictor, samp
         assert abs(got["match_prob"] - want["match_prob"]) < 1e-4
 
 
+def test_predict_from_image_bytes_gives_the_run_s_predictions(bn_run, predictor, sample_dir):
+    images = {r["id"]: (sample_dir / "images" / f"{r['id']}.jpg").read_bytes() for r in bn_run["expected"]}
+    by_bytes = predictor.predict(bn_run["items"], images=images)  # in memory, the run's AdaBN backbone
+    for want, got in zip(bn_run["expected"], by_bytes):
+        assert got["tags"] == want["predicted"] and got["image_status"] == "ok"
+        assert abs(got["match_prob"] - want["match_prob"]) < 1e-4
+
+
 def test_predict_refuses_a_store_extracted_with_other_settings(bn_run, predictor, corpus):
     with pytest.raises(DataError, match="extracted with other settings than the store"):
         predictor.predict(bn_run["items"], features=corpus["store"])

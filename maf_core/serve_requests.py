@@ -1,0 +1,206 @@
+"""What a request to `maf serve`'s API may hold, and how it is read: the limits, the JSON and
+multipart bodies, the schema /docs shows, and errors of one line (`ApiError`). A body over the
+upload limit is refused before it is read whole (`BodyLimit`).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
+
+from pipeline.images import MAX_PIXELS
+
+IMAGE_ERRORS = {
+    "unreadable": "the image cannot be decoded (not an image, or a truncated or corrupt file)",
+    "empty": "the image is empty (0 bytes)",
+    "too_large": f"the image is over the pixel limit of {MAX_PIXELS:,} pixels (a decompression bomb?)",
+}
+
+
+@dataclass
+class Limits:
+    """What one request may hold, and how requests are grouped (`maf serve`'s options)."""
+
+    max_upload_bytes: int = 10 * 2**20   # a request body, and an image; over it: 413
+    max_text_chars: int = 2000           # per tweet; over it: 422 naming the limit
+    max_items: int = 64                  # tweets per request
+    batch_items: int = 32                # tweets per forward, over all requests grouped
+    batch_wait: float = 0.01             # seconds the first request waits for others
+    queue: int = 64                      # requests waiting; over it: 503 with Retry-After
+
+
+class ApiError(Exception):
+    """An answer of one line: {"detail": message, **extra}, with `status` and `headers`."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None, **extra) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers, self.extra = status, message, headers, extra
+
+
+class Item(BaseModel):
+    text: str = Field(description="The tweet; words are split on white space.")
+    image: str | None = Field(None, description="The image file (JPEG, PNG, ...) in base64, or null for none.")
+
+
+class PredictRequest(BaseModel):
+    items: list[Item] = Field(description="Tweets to tag, with their images.")
+
+
+class Entity(BaseModel):
+    type: str = Field(description="PER, LOC, ORG or MISC.")
+    start: int = Field(description="Index of the first word.")
+    end: int = Field(description="Index after the last word.")
+    text: str = Field(description="The words of the entity, joined by spaces.")
+    attention: list[float] | None = Field(
+        None, description="With ?attention=true and an image: CI's attention of the entity's first word over the "
+                          "image's regions (7x7, row-major).")
+
+
+class Prediction(BaseModel):
+    words: list[str]
+    tags: list[str] = Field(description="A BIO tag per word.")
+    entities: list[Entity]
+    p: float = Field(description="The match probability of text and image (0 without an image or without CM).")
+    image_status: str = Field(description="ok, missing (none sent), unused (a text-only run), or the status that "
+                                          "made the request fail.")
+    view: str | None = Field(None, description="With ?attention=true: the image as the backbone saw it (a PNG "
+                                                "data URL), for drawing the attention on.")
+
+
+class PredictResponse(BaseModel):
+    items: list[Prediction]
+
+
+def _inline(schema: dict) -> dict:
+    """A pydantic JSON schema with its $defs put in place, so that it stands inside an OpenAPI document."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        return [resolve(v) for v in node] if isinstance(node, list) else node
+
+    return resolve(schema)
+
+
+REQUEST_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _inline(PredictRequest.model_json_schema())},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "text": {"type": "array", "items": {"type": "string"}, "description": "One field per tweet."},
+        "image": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "None, or one file per text, in the same order."}}, "required": ["text"]}}}}}
+
+
+
+def one_line(err: ValidationError | RequestValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+async def read_items(request: Request, limits: Limits) -> list[tuple[str, bytes | None]]:
+    """(text, image bytes) per item, from a JSON or a multipart body; ApiError for anything else."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        body = await request.body()
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ApiError(400, f"malformed JSON: {getattr(err, 'msg', err)}") from None
+        try:
+            parsed = PredictRequest.model_validate(data)
+        except ValidationError as err:
+            raise ApiError(422, one_line(err)) from None
+        items = []
+        for n, item in enumerate(parsed.items):
+            image = None
+            if item.image is not None:
+                try:
+                    image = base64.b64decode(item.image, validate=True)
+                except (binascii.Error, ValueError):
+                    raise ApiError(422, f"items.{n}.image: not valid base64") from None
+            items.append((item.text, image))
+    elif kind == "multipart/form-data":
+        form = await request.form(max_part_size=limits.max_upload_bytes)
+        texts, files = form.getlist("text"), form.getlist("image")
+        if not all(isinstance(t, str) for t in texts) or any(isinstance(f, str) for f in files):
+            raise ApiError(422, "multipart: 'text' fields must be text and 'image' fields files")
+        if files and len(files) != len(texts):
+            raise ApiError(422, f"multipart: {len(texts)} 'text' fields and {len(files)} 'image' files; send no "
+                                "image or one per text, in the same order")
+        images = [await f.read() for f in files] or [None] * len(texts)
+        items = list(zip(texts, images))
+    else:
+        raise ApiError(415, f"content type {kind or 'none'!r}: send application/json or multipart/form-data")
+    if not items:
+        raise ApiError(422, "items: send at least one tweet")
+    if len(items) > limits.max_items:
+        raise ApiError(422, f"items: {len(items)} tweets in one request; the limit is {limits.max_items}")
+    for n, (text, image) in enumerate(items):
+        if len(text) > limits.max_text_chars:
+            raise ApiError(422, f"items.{n}.text: {len(text):,} characters; the limit is {limits.max_text_chars:,}")
+        if not text.split():
+            raise ApiError(422, f"items.{n}.text: empty; a tweet needs at least one word")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ApiError(422, f"items.{n}.text: not valid Unicode (a lone surrogate at character {err.start})") \
+                from None
+        if image is not None and len(image) > limits.max_upload_bytes:
+            raise ApiError(413, f"items.{n}.image: {len(image):,} bytes; the limit is {limits.max_upload_bytes:,}")
+        if image is not None and not image:
+            raise ApiError(422, f"items.{n}.image: {IMAGE_ERRORS['empty']}", image_status="empty")
+    return items
+
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before it is read whole."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send, int(declared))
+        seen, started = 0, False
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send, seen)
+
+    async def _refuse(self, send, size: int) -> None:
+        body = json.dumps({"detail": f"request body of {size:,} bytes or more; the limit is {self.limit:,} "
+                                     "(maf serve --max-upload-mb)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,498 @@
+"""`maf serve`: the browse data, the images by id, the JSON API, its limits and bad inputs, the
+micro-batcher, and images extracted in memory as extraction makes them."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import socket
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from maf_core.predict import MAFPredictor
+from maf_core.serve import STATIC, Limits, build, serve
+from maf_core.serve_batching import MicroBatcher, QueueFull
+from maf_core.serve_browse import Browse, mark_errors
+from pipeline.errors import DataError
+from pipeline.extract import extract_images
+from pipeline.featurize import ImageFeaturizer, MemoryStore
+from pipeline.fingerprint import extract_config_of
+from pipeline.schemes import get_entities
+from pipeline.store import FeatureStore
+
+LIMITS = Limits(max_upload_bytes=200_000, max_text_chars=2000)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _jpeg(colour=(200, 40, 40), size=(96, 64)) -> bytes:
+    out = io.BytesIO()
+    picture = Image.new("RGB", size, colour)
+    picture.paste((20, 20, 220), (10, 10, size[0] // 2, size[1] // 2))
+    picture.save(out, "JPEG")
+    return out.getvalue()
+
+
+def _png_bomb(side: int = 100_000) -> bytes:
+    """A small PNG whose header says side x side pixels (far over the pixel limit)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def app(served_runs):
+    return build(served_runs["maf"], compare=served_runs["text-only"], limits=LIMITS, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def browse(client) -> dict:
+    return client.get("/api/browse").json()
+
+
+@pytest.fixture(scope="module")
+def predictor(served_runs) -> MAFPredictor:
+    return MAFPredictor.from_pretrained(served_runs["maf"], "cpu")
+
+
+# what the page shows
+
+
+def test_errors_are_marked_by_kind():
+    gold = [("PER", 0, 2), ("LOC", 3, 4), ("ORG", 5, 6), ("MISC", 8, 9)]
+    predicted = [("PER", 0, 2), ("ORG", 3, 4), ("ORG", 5, 7), ("PER", 7, 8)]
+    kinds = [(m["kind"], m["start"]) for m in mark_errors(gold, predicted)]
+    assert kinds == [("correct", 0), ("wrong-type", 3), ("wrong-span", 5), ("spurious", 7), ("missed", 8)]
+    assert mark_errors(gold, list(gold)) == [{"kind": "correct", "type": t, "start": s, "end": e} for t, s, e in gold]
+
+
+def test_scores_at_the_top_equal_report_json(browse, served_runs):
+    for run, name in zip(browse["runs"], ("maf", "text-only")):
+        report = json.loads((served_runs[name] / "report.json").read_text())["test"]
+        assert run["scores"] == report
+        assert run["report"] == report
+
+
+def test_every_test_tweet_is_listed_with_its_image_status_and_annotations(browse, served_runs, sample_dir,
+                                                                          sample_store):
+    rows = _rows(served_runs["maf"] / "predictions" / "test.jsonl")
+    store = FeatureStore(sample_store)
+    notes = {}
+    for line in (sample_dir / "annotations.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        notes[str(record["image_id"])] = record
+    assert [t["id"] for t in browse["tweets"]] == [str(r["id"]) for r in rows]
+    for tweet, row in zip(browse["tweets"], rows):
+        assert tweet["image_status"] == {0: "ok", 1: "missing", 2: "empty", 3: "unreadable", 4: "too_large"}[
+            int(store.status[store.rows[tweet["id"]]])]
+        assert tweet["relation"] == notes[tweet["id"]]["relation"]
+        assert tweet["runs"][0]["entities"] == [list(e) for e in get_entities(row["predicted"])]
+        assert tweet["runs"][0]["error"] == (get_entities(row["gold"]) != get_entities(row["predicted"]))
+    assert any(t["image_decided"] for t in browse["tweets"])
+
+
+def test_disagree_means_the_runs_found_other_entities(browse):
+    for tweet in browse["tweets"]:
+        a, b = (r["entities"] for r in tweet["runs"])
+        assert tweet["disagree"] == (a != b)
+    assert any(t["disagree"] for t in browse["tweets"])
+
+
+def test_compare_refuses_a_run_of_other_tweets(served_runs, tmp_path):
+    other = Path(shutil.copytree(served_runs["text-only"], tmp_path / "other"))
+    rows = _rows(other / "predictions" / "test.jsonl")
+    rows[2]["id"] = "someone-else"
+    (other / "predictions" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match="its test tweet 3 \\('someone-else'\\) is not"):
+        Browse(served_runs["maf"], compare=other)
+
+
+def test_a_split_without_predictions_is_refused_in_one_line(served_runs):
+    with pytest.raises(DataError, match=r"no predictions of the train split; run `maf evaluate .* --split train`"):
+        Browse(served_runs["maf"], split="train")
+
+
+def test_the_command_says_what_is_missing_in_one_line(served_runs):
+    from click.testing import CliRunner
+
+    from cli.maf import main as maf
+
+    done = CliRunner().invoke(maf, ["serve", str(served_runs["maf"]), "--split", "train"])
+    assert done.exit_code == 1 and done.output.startswith("Error: ") and done.output.count("\n") == 1
+    assert "no predictions of the train split; run `maf evaluate" in done.output
+
+
+def test_images_are_served_by_id_from_the_split_only(client, browse, sample_dir):
+    shown = next(t for t in browse["tweets"] if t["image_status"] == "ok")
+    photo = client.get(f"/api/image/{shown['id']}")
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    model = client.get(f"/api/image/{shown['id']}?view=model")
+    with Image.open(io.BytesIO(model.content)) as seen:
+        assert seen.size == (224, 224)
+    train_id = (sample_dir / "train.txt").read_text().split("\n", 1)[0].removeprefix("IMGID:")
+    assert (sample_dir / "images" / f"{train_id}.jpg").is_file()
+    for bad in (train_id, "no-such-id", "..", "%2e%2e%2ftrain.txt", "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd",
+                "..%5Ctrain.txt"):
+        answer = client.get(f"/api/image/{bad}")
+        assert answer.status_code == 404, bad
+        assert answer.json()["detail"]
+
+
+def test_an_image_that_does_not_decode_is_not_served(served_runs, sample_dir, tmp_path, browse):
+    images = Path(shutil.copytree(sample_dir / "images", tmp_path / "images"))
+    cut = browse["tweets"][0]["id"]
+    path = next(images.glob(f"{cut}.*"))
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(KeyError, match=f"image '{cut}': unreadable"):
+        Browse(served_runs["maf"], images_dir=images).image(cut, "photo")
+
+
+def test_attention_gives_each_predicted_entity_a_distribution_over_the_regions(client, browse):
+    tweet = next(t for t in browse["tweets"] if t["runs"][0]["entities"] and t["image_status"] == "ok")
+    answer = client.get(f"/api/attention/{tweet['n']}").json()
+    assert [[e["type"], e["start"], e["end"]] for e in answer["entities"]] == tweet["runs"][0]["entities"]
+    assert answer["grid"] == 7
+    for entity in answer["entities"]:
+        assert len(entity["attention"]) == 49 and abs(sum(entity["attention"]) - 1) < 1e-4
+    assert client.get("/api/attention/100000").status_code == 404
+
+
+# the JSON API
+
+
+def test_predict_gives_maf_predictor_s_entities_for_a_text_and_a_jpeg(client, predictor, tmp_path):
+    texts = ["Statement from Real Madrid today", "Rob at the beach with Anna", "Paris"]
+    images = [_jpeg(), _jpeg((30, 160, 60), (300, 200)), None]
+    answer = client.post("/api/predict", json={"items": [{"text": t, "image": _b64(i) if i else None}
+                                                         for t, i in zip(texts, images)]})
+    assert answer.status_code == 200, answer.text
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for n, image in enumerate(images):
+        if image:
+            (folder / f"{n}.jpg").write_bytes(image)
+    expected = predictor.predict([{"id": str(n), "text": t} for n, t in enumerate(texts[:2])], images_dir=folder)
+    got = answer.json()["items"]
+    for want, item in zip(expected, got):
+        assert [(e["type"], e["start"], e["end"]) for e in item["entities"]] == \
+               [(e["type"], e["start"], e["end"]) for e in want["entities"]]
+        assert item["tags"] == want["tags"] and abs(item["p"] - want["match_prob"]) < 1e-4
+        assert item["image_status"] == "ok"
+    assert got[2]["image_status"] == "missing" and got[2]["p"] == 0.0
+    assert all("attention" not in e for item in got for e in item["entities"]) and "view" not in got[0]
+
+
+def test_multipart_gives_what_json_gives(client):
+    text, image = "Rob at the beach with Anna", _jpeg()
+    by_json = client.post("/api/predict?attention=true", json={"items": [{"text": text, "image": _b64(image)}]})
+    by_form = client.post("/api/predict?attention=true", data={"text": text},
+                          files=[("image", ("beach.jpg", image, "image/jpeg"))])
+    assert by_form.status_code == 200, by_form.text
+    assert by_form.json() == by_json.json()
+    item = by_form.json()["items"][0]
+    assert item["view"].startswith("data:image/png;base64,")
+    assert all(len(e["attention"]) == 49 for e in item["entities"])
+
+
+def _good(client) -> None:
+    answer = client.post("/api/predict", json={"items": [{"text": "still serving Rob", "image": _b64(_jpeg())}]})
+    assert answer.status_code == 200, answer.text
+
+
+def _truncated() -> bytes:
+    return _jpeg(size=(200, 150))[:400]
+
+
+BAD = {  # name: (request keyword arguments, status, part of the message)
+    "not an image": ({"json": {"items": [{"text": "a b", "image": _b64(b"GIF89a not really")}]}}, 422,
+                     "cannot be decoded"),
+    "truncated JPEG": ({"json": {"items": [{"text": "a b", "image": _b64(_truncated())}]}}, 422, "cannot be decoded"),
+    "zero bytes": ({"data": {"text": "a b"}, "files": [("image", ("empty.jpg", b"", "image/jpeg"))]}, 422,
+                   "empty (0 bytes)"),
+    "oversized file": ({"data": {"text": "a b"}, "files": [("image", ("big.jpg", b"\xff" * 300_000, "image/jpeg"))]},
+                       413, "the limit is 200,000"),
+    "decompression bomb": ({"json": {"items": [{"text": "a b", "image": _b64(_png_bomb())}]}}, 422,
+                           "over the pixel limit"),
+    "empty text": ({"json": {"items": [{"text": "  \n\t "}]}}, 422, "items.0.text: empty"),
+    "50,000 characters": ({"json": {"items": [{"text": "word " * 10_000}]}}, 422,
+                          "50,000 characters; the limit is 2,000"),
+    "malformed JSON": ({"content": b'{"items": [{"text": "a"', "headers": {"content-type": "application/json"}}, 400,
+                       "malformed JSON"),
+    "wrong content type": ({"content": b"text=a", "headers": {"content-type": "text/plain"}}, 415,
+                           "send application/json or multipart/form-data"),
+    "not base64": ({"json": {"items": [{"text": "a", "image": "%%%"}]}}, 422, "items.0.image: not valid base64"),
+    "no items": ({"json": {"items": []}}, 422, "at least one tweet"),
+    "lone surrogate": ({"content": b'{"items": [{"text": "Rob \\ud800 Paris"}]}',
+                        "headers": {"content-type": "application/json"}}, 422,
+                       "items.0.text: not valid Unicode (a lone surrogate at character 4)"),
+    "text not a string": ({"json": {"items": [{"text": 5}]}}, 422, "items.0.text"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_a_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(client, name):
+    kwargs, status, message = BAD[name]
+    answer = client.post("/api/predict", **kwargs)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["detail"] and "\n" not in answer.json()["detail"]
+    _good(client)
+
+
+def test_a_decompression_bomb_gets_status_too_large(client):
+    answer = client.post("/api/predict", json={"items": [{"text": "a b", "image": _b64(_png_bomb())}]})
+    assert answer.json()["image_status"] == "too_large"
+
+
+@pytest.mark.parametrize("text", ["😂😂 Rob 🇺🇸 in مرحبا Paris \u200f", "Rob\x01 went\x7f to \u200b Paris",
+                                  "Ｒｏｂ \ufeff東京 \u2028 Anna"])
+def test_emoji_rtl_and_control_characters_are_tagged_word_by_word(client, text):
+    answer = client.post("/api/predict", json={"items": [{"text": text, "image": _b64(_jpeg())}]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["items"][0]["words"] == text.split()
+
+
+def test_a_one_pixel_image_is_an_image(client):
+    out = io.BytesIO()
+    Image.new("RGB", (1, 1), (9, 99, 199)).save(out, "PNG")
+    answer = client.post("/api/predict", json={"items": [{"text": "Rob in Paris", "image": _b64(out.getvalue())}]})
+    assert answer.status_code == 200 and answer.json()["items"][0]["image_status"] == "ok"
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(client):
+    declared = client.post("/api/predict", json={"items": [{"text": "a " * 150_000}]})
+    assert declared.status_code == 413 and "the limit is 200,000" in declared.json()["detail"]
+
+    def chunks():
+        for _ in range(50):
+            yield b"x" * 10_000
+
+    streamed = client.post("/api/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    _good(client)
+
+
+def test_too_many_items_are_refused(client):
+    answer = client.post("/api/predict", json={"items": [{"text": "a"}] * 65})
+    assert answer.status_code == 422 and "65 tweets in one request; the limit is 64" in answer.json()["detail"]
+
+
+def test_a_full_queue_answers_503_with_retry_after(served_runs):
+    app = build(served_runs["maf"], limits=Limits(queue=1, batch_wait=0.001), device="cpu")
+    engine = app.state.engine
+    answers = []
+    body = {"items": [{"text": "Rob", "image": _b64(_jpeg())}]}
+    with TestClient(app) as client:
+        with engine.lock:  # the model is busy: the first request waits in the worker, the second in the queue
+            first = threading.Thread(target=lambda: answers.append(client.post("/api/predict", json=body)))
+            first.start()
+            _wait(lambda: engine.batcher.queue.qsize() == 0 and engine.batcher.busy)
+            second = threading.Thread(target=lambda: answers.append(client.post("/api/predict", json=body)))
+            second.start()
+            _wait(lambda: engine.batcher.queue.qsize() == 1)
+            refused = client.post("/api/predict", json=body)
+        first.join(30)
+        second.join(30)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "requests are waiting already" in refused.json()["detail"]
+    assert [a.status_code for a in answers] == [200, 200]
+
+
+def test_concurrent_requests_run_as_one_batch(app, client):
+    engine = app.state.engine
+    before = engine.batcher.batches
+    answers = []
+    body = {"items": [{"text": "Rob at the beach", "image": _b64(_jpeg())}]}
+
+    def send() -> threading.Thread:
+        thread = threading.Thread(target=lambda: answers.append(client.post("/api/predict", json=body)))
+        thread.start()
+        return thread
+
+    threads = []
+    try:
+        with engine.lock:  # the model is busy: one request waits in the worker, five gather in the queue
+            threads.append(send())
+            _wait(lambda: engine.batcher.busy and engine.batcher.queue.qsize() == 0)
+            threads += [send() for _ in range(5)]
+            _wait(lambda: engine.batcher.queue.qsize() == 5)
+    finally:
+        for thread in threads:
+            thread.join(30)
+    assert [a.status_code for a in answers] == [200] * 6
+    assert engine.batcher.batches - before == 2  # the first alone, then the five together
+    assert len({json.dumps(a.json()) for a in answers}) == 1
+
+
+def _wait(condition, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+# the page and the docs make no request off the machine
+
+
+def test_the_page_loads_nothing_from_elsewhere(client):
+    page = client.get("/")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    for name in ("index.html", "app.js", "style.css"):
+        text = (STATIC / name).read_text()
+        assert "http://" not in text and "https://" not in text, name
+
+
+def test_api_docs_come_from_this_server(client):
+    docs = client.get("/docs").text
+    sources = re.findall(r'(?:src|href)="([^"]+)"', docs)
+    assert sources and all(s.startswith("/") for s in sources), sources
+    assert '"validatorUrl": null' in docs
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert body["application/json"]["schema"]["properties"]["items"]["items"]["required"] == ["text"]
+    refs = re.findall(r'"\$ref": "([^"]+)"', json.dumps(schema))
+    assert refs and all(r.removeprefix("#/components/schemas/") in schema["components"]["schemas"] for r in refs)
+    for path in ("static-offline-docs/swagger-ui-bundle.js", "static-offline-docs/swagger-ui.css"):
+        assert client.get(f"/{path}").status_code == 200
+
+
+def test_serving_off_loopback_warns(monkeypatch):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: [s.close() for s in sockets])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    said = []
+    serve(object(), "0.0.0.0", port, announce=said.append)
+    assert said[0].startswith(f"warning: serving on 0.0.0.0, not loopback: anyone who can reach 0.0.0.0:{port} can")
+    said.clear()
+    serve(object(), "127.0.0.1", port, announce=said.append)
+    assert said == [f"maf serve: http://127.0.0.1:{port}/  (API docs: /docs; Ctrl-C stops)", "maf serve: stopped"]
+
+
+@pytest.mark.slow
+def test_the_command_prints_its_address_serves_and_stops_on_ctrl_c(served_runs):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    process = subprocess.Popen([sys.executable, "-m", "cli.maf", "serve", str(served_runs["maf"]), "--port", "0"],
+                               cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()
+        address = re.match(r"maf serve: (http://127\.0\.0\.1:\d+/)  \(API docs: /docs; Ctrl-C stops\)$", line.strip())
+        assert address, line
+        assert httpx.get(address.group(1) + "api/health", timeout=30).json()["status"] == "ok"
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and out.strip() == "maf serve: stopped"
+
+
+def test_a_port_in_use_is_an_error_of_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DataError, match=f"--host 127.0.0.1 --port {port}: cannot listen there"):
+            serve(object(), "127.0.0.1", port, announce=lambda line: None)
+
+
+# micro-batching
+
+
+def test_concurrent_requests_share_a_forward():
+    calls = []
+    gate = threading.Event()
+
+    def run(items):
+        gate.wait(10)
+        calls.append(len(items))
+        return [item * 2 for item in items]
+
+    batcher = MicroBatcher(run, max_items=8, max_wait=0.05, max_queue=16)
+    futures = [batcher.submit([n, n + 100]) for n in range(6)]  # 12 items: 4 requests, then 2
+    gate.set()
+    assert [f.result(10) for f in futures] == [[2 * n, 2 * n + 200] for n in range(6)]
+    assert sum(calls) == 12 and max(calls) <= 8 and len(calls) < 6
+    batcher.close()
+
+
+def test_a_failing_request_fails_alone():
+    def run(items):
+        if "bad" in items:
+            raise ValueError("bad item")
+        return items
+
+    batcher = MicroBatcher(run, max_items=8, max_wait=0.05)
+    futures = [batcher.submit(["a"]), batcher.submit(["bad"]), batcher.submit(["c"])]
+    assert futures[0].result(10) == ["a"] and futures[2].result(10) == ["c"]
+    with pytest.raises(ValueError, match="bad item"):
+        futures[1].result(10)
+    batcher.close()
+
+
+def test_a_full_batcher_refuses_at_once():
+    gate = threading.Event()
+    batcher = MicroBatcher(lambda items: (gate.wait(10), items)[1], max_items=1, max_wait=0, max_queue=1)
+    first = batcher.submit(["a"])
+    _wait(lambda: batcher.queue.qsize() == 0)
+    batcher.submit(["b"])
+    with pytest.raises(QueueFull, match="1 requests are waiting already"):
+        batcher.submit(["c"])
+    gate.set()
+    assert first.result(10) == ["a"]
+    batcher.close()
+
+
+# images in memory, as extraction makes them
+
+
+def test_images_in_memory_get_the_features_and_statuses_of_extraction(sample_dir, sample_store, tmp_path):
+    store = FeatureStore(sample_store)
+    bad = [i for i, code in zip(store.image_ids, store.status) if code != 0]
+    assert bad, "the sample corpus has missing and broken images"
+    ids = store.image_ids[:8] + bad[:4]
+    config = extract_config_of(store.fingerprint)
+    featurizer = ImageFeaturizer(config)
+    folder = sample_dir / "images"
+    files = {i: next((p.read_bytes() for p in folder.glob(f"{i}.*")), None) for i in ids}
+    memory = MemoryStore(featurizer.extract(list(files.items())), featurizer.fingerprint)
+    got, want = memory.gather(ids), store.gather(ids)
+    assert got.status.tolist() == want.status.tolist() and (want.status != 0).any()
+    np.testing.assert_allclose(got.pooled, want.pooled, atol=1e-5)
+    np.testing.assert_allclose(got.regions.astype(np.float32), want.regions.astype(np.float32), atol=2e-3)
+    again = tmp_path / "again.h5"
+    extract_images(folder, again, config, ids=ids)
+    assert FeatureStore(again).fingerprint == featurizer.fingerprint
