@@ -65,7 +65,8 @@ class Prediction(BaseModel):
     words: list[str]
     tags: list[str] = Field(description="A BIO tag per word.")
     entities: list[Entity]
-    p: float = Field(description="The match probability of text and image (0 without an image or without CM).")
+    p: float | None = Field(description="The match probability of text and image (0 without an image; null for "
+                                        "a model without CM: UMT, MT).")
     image_status: str = Field(description="ok, missing (none sent), unused (a text-only run), or the status that "
                                           "made the request fail.")
     view: str | None = Field(None, description="With ?attention=true: the image as the backbone saw it (a PNG "

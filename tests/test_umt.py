@@ -417,3 +417,23 @@ def test_parameter_count_of_the_paper_size():
     assert total - sum(p.numel() for p in mt.parameters()) == 7_093_318  # the span detection
     pooler, resnet152 = 768 * 768 + 768, 60_192_808
     assert round((total + pooler + resnet152) / 1e6, 2) == 208.30  # the paper: 208.29 (truncated)
+
+
+@pytest.mark.slow
+def test_maf_serve_shows_a_umt_run_beside_maf(runs):
+    """`maf serve` reads any run: a UMT run browses (p absent), draws its text-to-image attention
+    and answers /api/predict; compared with MAF it lists the same tweets."""
+    from fastapi.testclient import TestClient
+
+    from maf_core.serve import build
+
+    with TestClient(build(runs["umt"], compare=runs["maf"], device="cpu")) as client:
+        browse = client.get("/api/browse")
+        assert browse.status_code == 200, browse.text
+        tweets = browse.json()["tweets"]
+        predicted = [json.loads(line) for line in (runs["umt"] / "predictions" / "test.jsonl").read_text().splitlines()]
+        assert len(tweets) == len(predicted)
+        answer = client.post("/api/predict", json={"items": [{"text": "Rob at the beach"}]})
+        assert answer.status_code == 200, answer.text
+        item = answer.json()["items"][0]
+        assert item["words"] == ["Rob", "at", "the", "beach"] and item.get("p") is None

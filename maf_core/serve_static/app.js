@@ -103,7 +103,7 @@ function matches(tweet, filters) {
   if (filters.decided && !(tweet.image_decided && tweet.image_decided.length)) return false;
   if (filters.status && tweet.image_status !== filters.status) return false;
   const p = tweet.runs[0].p;
-  if (p < filters.pmin || p > filters.pmax) return false;
+  if (p != null && (p < filters.pmin || p > filters.pmax)) return false;  // null: a run without CM
   if (filters.text) {
     const text = (tweet.id + " " + tweet.words.join(" ")).toLowerCase();
     if (!text.includes(filters.text)) return false;
@@ -203,8 +203,13 @@ async function openAttention(tweet) {
   const src = `/api/image/${encodeURIComponent(tweet.id)}?view=model`;
   const maps = result.entities.filter((e) => e.attention).map((e) =>
     heatmap(src, e.attention, result.grid, `${e.words.join(" ")} → ${e.type}`));
-  body.replaceChildren(el("p", {}, `p = ${result.p.toFixed(2)} · image ${result.image_status}`),
+  body.replaceChildren(el("p", {}, `p = ${showP(result.p)} · image ${result.image_status}`),
     maps.length ? el("div", {class: "maps"}, ...maps) : el("p", {}, "no entity with an image to attend to"));
+}
+
+// p, or what stands for it where the run's model has no CM (UMT, MT)
+function showP(p) {
+  return p == null ? "none (no CM)" : p.toFixed(2);
 }
 
 // --- try ----------------------------------------------------------------------------------
@@ -243,7 +248,7 @@ async function tryTweet(event) {
   const maps = item.view ? item.entities.filter((e) => e.attention).map((e) =>
     heatmap(item.view, e.attention, Math.round(Math.sqrt(e.attention.length)), `${e.text} → ${e.type}`)) : [];
   $("try-result").replaceChildren(line,
-    el("p", {class: "try-info"}, `p = ${item.p.toFixed(2)} · image ${item.image_status} · ` +
+    el("p", {class: "try-info"}, `p = ${showP(item.p)} · image ${item.image_status} · ` +
       `${item.entities.length} entities`),
     maps.length ? el("div", {class: "maps"}, ...maps) : null);
 }
