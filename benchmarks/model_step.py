@@ -7,7 +7,7 @@ tags over 4 types, on this machine's CPU. Step times: the models are built once 
 process and timed in rounds (MAF, UMT, MT, BERT-CRF, MAF, UMT, ...), one step each per
 round, so that the machine's drift falls on all of them alike; each model's time is its
 median over rounds, and each ratio against BERT-CRF is the median of the per-round ratios
-with its spread (the lowest and highest per-round ratio). Peak resident memory (ru_maxrss)
+with its spread (the lowest and highest per-round ratio). Peak resident memory (VmHWM)
 is measured apart, each model in its own process. The final line is JSON.
 
     .venv/bin/python benchmarks/model_step.py [--rounds 7] [--encoders bert-base,roberta-large]
@@ -136,13 +136,14 @@ def interleaved(encoder: str, models: list[str], args) -> dict:
 
 
 def peak_memory(encoder: str, model: str, args) -> dict:
-    """Peak resident memory of one model's warm-up and one step, in this process."""
-    import resource
-
+    """Peak resident memory of one model's warm-up and one step, in this process: VmHWM, the
+    high-water mark of this process's own memory map. (ru_maxrss would not do: a child started
+    by fork and exec keeps the parent's peak at the fork, here the four models of the timing.)"""
     step = stepper(encoder, model, args)
     step()
-    return {"encoder": encoder, "model": NAMES[model],
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}  # KiB on Linux
+    status = Path("/proc/self/status").read_text()
+    peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    return {"encoder": encoder, "model": NAMES[model], "peak_rss_mib": round(peak_kib / 1024)}
 
 
 def main() -> None:
