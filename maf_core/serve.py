@@ -93,8 +93,20 @@ def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = 
                          description=f"Multimodal NER with the run {browse.run.path.name}: tag tweets and their "
                                      "images.")
     app.state.engine, app.state.browse = engine, browse
-    payload = json.dumps(browse.payload(), ensure_ascii=False).encode()
+    _answer_errors(app)
+    _browse_routes(app, browse, engine, predictor)
+    _predict_route(app, browse, engine, limits)
 
+    @app.get("/api/health", summary="Up, and how many requests wait")
+    async def health():
+        return {"status": "ok", "waiting": engine.batcher.queue.qsize(), "batches": engine.batcher.batches}
+
+    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
+    return app
+
+
+def _answer_errors(app) -> None:
+    """Every error as JSON with a one-line `detail`."""
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
         return JSONResponse({"detail": err.message, **err.extra}, status_code=err.status, headers=err.headers)
@@ -110,6 +122,11 @@ def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
         return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
+
+
+def _browse_routes(app, browse: Browse, engine: Engine, predictor: MAFPredictor) -> None:
+    """The page, its static files, the browse data, the split's images by id and CI's attention."""
+    payload = json.dumps(browse.payload(), ensure_ascii=False).encode()
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -141,6 +158,9 @@ def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = 
         except KeyError as err:
             raise ApiError(404, err.args[0]) from None
 
+
+def _predict_route(app, browse: Browse, engine: Engine, limits: Limits) -> None:
+    """POST /api/predict: items in, micro-batched through `engine`, entities, p and statuses out."""
     @app.post("/api/predict", response_model=PredictResponse, response_model_exclude_none=True,
               openapi_extra=REQUEST_BODY,
               summary="Tag tweets and their images: entities, p and the image status per tweet",
@@ -169,13 +189,6 @@ def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = 
             out.append({"words": record["words"], "tags": record["tags"], "entities": entities,
                         "p": record["match_prob"], "image_status": record["image_status"], "view": view})
         return {"items": out}
-
-    @app.get("/api/health", summary="Up, and how many requests wait")
-    async def health():
-        return {"status": "ok", "waiting": engine.batcher.queue.qsize(), "batches": engine.batcher.batches}
-
-    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
-    return app
 
 
 def build(run_dir: str | Path, split: str = "test", compare: str | Path | None = None,
