@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/lint-imports
 
 # Tests run in parallel processes (pytest-xdist; each process builds the session fixtures once):
-# on 2 cores `-n auto` took the suite from 208 s to 164 s. `make test XDIST=` runs them in one process.
+# on 2 cores, 562 tests in 141 s from a fresh clone (2026-12-02). `make test XDIST=` runs them in one process.
 XDIST ?= -n auto --dist worksteal
 
 # every test except the shortcut detector's 22 training tests (`make test-shortcuts`; CI runs both);
@@ -39,7 +39,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 # the shortcut detector's trainings: CM on uninformative and on informative images, every
-# accepted combination and preset (7.5 minutes in one process on 2 cores)
+# accepted combination and preset (22 tests in 116 s on 2 cores, in parallel; 2026-12-02)
 test-shortcuts: install
 	$(BIN)/python -m pytest -q $(XDIST) -m shortcuts
 
