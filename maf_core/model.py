@@ -74,6 +74,16 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
 
     architectures: tuple[str, ...] = ()
 
+    def _encoder_for(self, config: MAFConfig, bert: nn.Module | None) -> tuple[nn.Module, MAFConfig]:
+        """The text encoder (`bert`, or one built from the config) and the config fitted to it, once
+        the config's architecture is checked to be one this class builds."""
+        if config.architecture not in self.architectures:
+            raise ValueError(f"{type(self).__name__} builds architecture {' or '.join(self.architectures)}, not "
+                             f"{config.architecture!r} (maf_core.models.build_model picks the class for a config)")
+        if bert is None:
+            return build_encoder(config)
+        return bert, fit_to_encoder(config, bert, resolve_pooling(config.pooling, bert.config.model_type))
+
     def _save_pretrained(self, save_directory: Path) -> None:
         """DIR/config.json + DIR/model.safetensors (`save_pretrained`, from PyTorchModelHubMixin, calls
         this, then adds a model card README.md unless one is there; `push_to_hub` uploads them)."""
@@ -126,12 +136,7 @@ class MAF(SavedModel, library_name="maf", model_card_template=MODEL_CARD, tags=C
 
     def __init__(self, config: MAFConfig, bert: nn.Module | None = None) -> None:
         super().__init__()
-        if config.architecture not in self.architectures:
-            raise ValueError(f"MAF builds architecture maf, not {config.architecture!r} (maf_core.umt.UMT does)")
-        if bert is None:
-            bert, config = build_encoder(config)
-        else:
-            config = fit_to_encoder(config, bert, resolve_pooling(config.pooling, bert.config.model_type))
+        bert, config = self._encoder_for(config, bert)
         self.bert = bert  # the text encoder (any Hugging Face encoder; named after the paper's BERT)
         hidden = config.hidden_size
         self.config = config

@@ -29,7 +29,6 @@ from torch import nn
 from maf_core.config import PIECE_TAGS, MAFConfig
 from maf_core.crf import CRF
 from maf_core.distributed import BatchShard
-from maf_core.encoder import build_encoder, fit_to_encoder, resolve_pooling
 from maf_core.model import MAFOutput, SavedModel, bert_init, gather_words, piece_targets, word_paths
 
 SPAN_TAGS = ("O", "B", "I")
@@ -156,12 +155,7 @@ class UMT(SavedModel, library_name="maf", model_card_template=UMT_CARD,
 
     def __init__(self, config: MAFConfig, bert: nn.Module | None = None) -> None:
         super().__init__()
-        if config.architecture not in self.architectures:
-            raise ValueError(f"UMT builds architecture umt or mt, not {config.architecture!r} (that is MAF's)")
-        if bert is None:
-            bert, config = build_encoder(config)
-        else:
-            config = fit_to_encoder(config, bert, resolve_pooling(config.pooling, bert.config.model_type))
+        bert, config = self._encoder_for(config, bert)
         self.bert = bert
         self.config = config
         d, image = config.hidden_size, config.image_dim
