@@ -121,10 +121,9 @@ def main() -> None:
     changed = perturbed_copy(root / "store.h5", noisy, args.noise)
     train_flags, maf_flags = demo_flags()
     batch_size = int(train_flags[train_flags.index("--batch-size") + 1])
-    annotations = {}
-    for line in (root / "data" / "annotations.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        annotations[record["image_id"]] = record
+    from maf_core.metrics import read_annotations
+
+    annotations = read_annotations(root / "data" / "annotations.jsonl")
 
     configs = {f"{args.name} (store as made)": (root / "store.h5", [*maf_flags, *shlex.split(args.extra)]),
                f"{args.name} (noise {args.noise:g})": (noisy, [*maf_flags, *shlex.split(args.extra)])}
