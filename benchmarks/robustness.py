@@ -80,7 +80,7 @@ def train(run: Path, store: Path, text: Path, flags: list[str], seed: int) -> No
                     "--out", str(run), *flags, "--seed", str(seed)], check=True, cwd=ROOT)
 
 
-def analyse(run: Path, annotations: dict, batch_size: int) -> dict:
+def analyse(run: Path, annotations: dict) -> dict:
     from maf_core.metrics import image_decided_scores
     from maf_core.report import load_runs
 
@@ -88,7 +88,8 @@ def analyse(run: Path, annotations: dict, batch_size: int) -> dict:
     scores = image_decided_scores(finished.predictions, annotations, finished.report, finished.has_matching)
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     scores["ca_last"] = last.get("loss_ca") if finished.has_matching else None
-    scores["ca_chance"] = math.log(batch_size)
+    # chance: ln of the batch size the run trained with (a probe may change it)
+    scores["ca_chance"] = math.log(json.loads((run / "config.json").read_text())["train"]["batch_size"])
     return scores
 
 
@@ -120,7 +121,6 @@ def main() -> None:
     noisy = root / f"store-noise-{args.noise:g}.h5"
     changed = perturbed_copy(root / "store.h5", noisy, args.noise)
     train_flags, maf_flags = demo_flags()
-    batch_size = int(train_flags[train_flags.index("--batch-size") + 1])
     from maf_core.metrics import read_annotations
 
     annotations = read_annotations(root / "data" / "annotations.jsonl")
@@ -136,15 +136,18 @@ def main() -> None:
         for seed in seeds:
             run = root / "runs" / folder / f"seed-{seed}"
             train(run, store, root / "text", [*train_flags, *flags], seed)
-            runs.append(analyse(run, annotations, batch_size))
+            runs.append(analyse(run, annotations))
         results[name] = summarise(runs)
+        results[name]["ca_chance"] = round(runs[0]["ca_chance"], 2)
 
     print(f"| config ({len(seeds)} seeds: mean ± std, min) | image-decided F1 | other F1 | test F1 | p AUC | "
-          f"CA last epoch (chance {math.log(batch_size):.2f}) |")
+          "CA last epoch (chance: ln batch size) |")
     print("|---|---|---|---|---|---|")
     for name, values in results.items():
         cells = [f"{values[k]['mean']:.2f} ± {values[k]['std']:.2f}, min {values[k]['min']:.2f}" if k in values
                  else "–" for k in KEYS]
+        if "ca_last" in values:
+            cells[-1] += f" (chance {values['ca_chance']:.2f})"
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(json.dumps({"benchmark": "robustness", "seeds": seeds, "noise": args.noise, "changed_by_noise": changed,
                       "train_flags": " ".join(train_flags), "maf_flags": " ".join(maf_flags), "extra": args.extra,
