@@ -74,14 +74,15 @@ def test_every_relative_link_leads_to_a_file_and_heading(page: Path):
     assert not broken, f"{page.relative_to(ROOT)} has broken links: {broken}"
 
 
-def test_the_demo_trains_bert_and_the_heads_at_one_rate():
+def test_the_demo_trains_bert_and_the_heads_at_one_rate_in_batches_of_32():
     """The demo's recipe as measured by benchmarks/robustness.py (docs/benchmarks.md): one learning
-    rate, 2e-4, 12 epochs of batch 16; a head rate of 1e-3 left CA near chance and the image-decided
-    F1 7.5 points lower over 5 seeds. `make demo-flags` prints what `make demo` trains with."""
+    rate, 3e-4, 12 epochs of batch 32; a head rate of 1e-3 left CA near chance and the image-decided
+    F1 7.5 points lower over 5 seeds, and batch 16 at 2e-4 spread it by 3.6 points over seeds on
+    the noisy store. `make demo-flags` prints what `make demo` trains with."""
     import subprocess
 
     flags = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), "demo-flags"], check=True,
                            capture_output=True, text=True).stdout.split()
     assert "--head-lr" not in flags
     assert [flags[flags.index(name) + 1] for name in ("--lr", "--epochs", "--batch-size", "--preset")] == \
-        ["2e-4", "12", "16", "recommended"]
+        ["3e-4", "12", "32", "recommended"]
