@@ -11,7 +11,8 @@ For each config it prints mean ± std and min over seeds of the test split's ima
 other F1 and test F1 (the sample corpus's annotations.jsonl), p's AUC between matched and
 unrelated images, and CA's training loss in the last epoch against chance (ln of the batch
 size: in-batch contrastive loss of a model that cannot tell the pairs apart). Finished runs
-are reused, so an interrupted measurement continues. The final line is JSON.
+trained with the same flags are reused, so an interrupted measurement continues (runs whose
+demo flags have changed since are trained again). The final line is JSON.
 
     .venv/bin/python benchmarks/robustness.py [--dir benchmarks/.robustness] [--seeds 1,2,3,4,5]
         [--noise 1e-4] [--extra "--flag value"]
@@ -37,6 +38,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
 
 KEYS = ("image_decided_f1", "other_f1", "f1", "p_auc", "ca_last")
+FLAGS_FILE = "robustness-flags.txt"  # the maf train flags a run was trained with, for reuse
 
 
 def demo_flags() -> tuple[list[str], list[str]]:
@@ -72,12 +74,19 @@ def perturbed_copy(store: Path, out: Path, noise: float, seed: int = 0) -> dict:
 
 
 def train(run: Path, store: Path, text: Path, flags: list[str], seed: int) -> None:
+    """Train one run, or reuse a finished one trained with the same flags (FLAGS_FILE; a run
+    from before that file is reused as it is)."""
+    command = " ".join([*flags, "--seed", str(seed)])
     if (run / "report.json").is_file():
-        return
+        recorded = run / FLAGS_FILE
+        if not recorded.is_file() or recorded.read_text().strip() == command:
+            return
+        print(f"{run}: trained with other flags ({recorded.read_text().strip()}); training again", flush=True)
     if run.exists():
         shutil.rmtree(run)
     subprocess.run([sys.executable, "-m", "cli.maf", "train", "--features", str(store), "--text", str(text),
                     "--out", str(run), *flags, "--seed", str(seed)], check=True, cwd=ROOT)
+    (run / FLAGS_FILE).write_text(command + "\n")
 
 
 def analyse(run: Path, annotations: dict) -> dict:

@@ -1,7 +1,9 @@
-"""benchmarks/p_ceiling.py: the best AUC that CM's own-vs-swapped targets allow on a corpus."""
+"""benchmarks/p_ceiling.py (the best AUC that CM's own-vs-swapped targets allow on a corpus) and
+benchmarks/robustness.py (reuse of finished runs)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,26 @@ def test_a_folder_without_annotations_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["p_ceiling.py", str(tmp_path)])
     with pytest.raises(SystemExit, match="no annotations.jsonl"):
         main()
+
+
+def test_robustness_reuses_a_run_only_when_its_flags_are_the_same(tmp_path, monkeypatch):
+    """benchmarks/robustness.py: a finished run is reused when trained with the same flags; after
+    the demo's recipe changes, it is trained again rather than reported under the new flags."""
+    from benchmarks import robustness
+
+    calls = []
+
+    def fake_run(command, **kwargs):
+        out = Path(command[command.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "report.json").write_text("{}")
+        calls.append(command)
+
+    monkeypatch.setattr(robustness.subprocess, "run", fake_run)
+    run = tmp_path / "seed-1"
+    robustness.train(run, tmp_path / "store.h5", tmp_path / "text", ["--batch-size", "32"], 1)
+    robustness.train(run, tmp_path / "store.h5", tmp_path / "text", ["--batch-size", "32"], 1)
+    assert len(calls) == 1
+    assert (run / robustness.FLAGS_FILE).read_text().strip() == "--batch-size 32 --seed 1"
+    robustness.train(run, tmp_path / "store.h5", tmp_path / "text", ["--batch-size", "16"], 1)
+    assert len(calls) == 2 and (run / robustness.FLAGS_FILE).read_text().strip() == "--batch-size 16 --seed 1"
