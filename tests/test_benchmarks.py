@@ -1,5 +1,5 @@
 """benchmarks/p_ceiling.py (the best AUC that CM's own-vs-swapped targets allow on a corpus) and
-benchmarks/robustness.py (reuse of finished runs)."""
+benchmarks/robustness.py (reuse of finished runs), and benchmarks/sample_experiment.py's recipe (the demo's)."""
 from __future__ import annotations
 
 import json
@@ -93,3 +93,18 @@ def test_robustness_reuses_a_run_only_when_its_flags_are_the_same(tmp_path, monk
     assert (run / robustness.FLAGS_FILE).read_text().strip() == "--batch-size 32 --seed 1"
     robustness.train(run, tmp_path / "store.h5", tmp_path / "text", ["--batch-size", "16"], 1)
     assert len(calls) == 2 and (run / robustness.FLAGS_FILE).read_text().strip() == "--batch-size 16 --seed 1"
+
+
+def test_the_sample_experiment_trains_with_the_demos_recipe():
+    from benchmarks.sample_experiment import build_parser
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    demo_train = next(line for line in makefile.splitlines() if line.startswith("DEMO_TRAIN :="))
+    flags = demo_train.split(":=", 1)[1].split()
+    demo = {flags[i]: flags[i + 1] for i in range(len(flags) - 1) if flags[i].startswith("--")}
+    args = build_parser().parse_args([])
+    assert args.epochs == int(demo["--epochs"])
+    assert args.batch_size == int(demo["--batch-size"])
+    assert args.lr == float(demo["--lr"])
+    assert args.head_lr is None and "--head-lr" not in demo  # one rate for BERT and the heads
+    assert args.bert_config == demo["--bert-config"]
