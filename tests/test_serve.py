@@ -344,7 +344,11 @@ def test_concurrent_requests_run_as_one_batch(app, client):
             thread.join(30)
     assert [a.status_code for a in answers] == [200] * 6
     assert engine.batcher.batches - before == 2  # the first alone, then the five together
-    assert len({json.dumps(a.json()) for a in answers}) == 1
+    # the same answer for each, whether computed alone or in the batch of five; p only up to
+    # float rounding, as a batch of 5 may take another matrix kernel than a batch of 1
+    items = [a.json()["items"][0] for a in answers]
+    assert len({json.dumps({k: v for k, v in item.items() if k != "p"}) for item in items}) == 1
+    assert max(item["p"] for item in items) - min(item["p"] for item in items) < 1e-5
 
 
 def _wait(condition, seconds: float = 20) -> None:
