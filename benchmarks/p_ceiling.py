@@ -123,6 +123,10 @@ def generator_pairs(tweets: int, seed: int) -> list[tuple[tuple, str]]:
     return [(kind, record["image_class"]) for _, kind, record in generated(tweets, seed)]
 
 
+def group_means(groups: dict[str, list[float]]) -> dict[str, float]:
+    return {name: round(sum(v) / len(v), 2) for name, v in sorted(groups.items())}
+
+
 def ceiling(test: list[tuple[str, tuple, dict]], ratio) -> tuple[float | None, dict[str, float]]:
     """AUC of the ratio between matched and unrelated test tweets, and its mean per group."""
     scores = {"matched": [], "unrelated": []}
@@ -131,8 +135,7 @@ def ceiling(test: list[tuple[str, tuple, dict]], ratio) -> tuple[float | None, d
         value = ratio(kind, record["image_class"])
         scores[record["relation"]].append(value)
         groups[group(record, kind)].append(value)
-    means = {name: round(sum(v) / len(v), 2) for name, v in sorted(groups.items())}
-    return auc(scores["matched"], scores["unrelated"]), means
+    return auc(scores["matched"], scores["unrelated"]), group_means(groups)
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -158,7 +161,7 @@ def run_figures(run: Path, test: list[tuple[str, tuple, dict]], ratio) -> dict:
         raise SystemExit(f"{run}: no p in predictions/test.jsonl (a run without CM?)")
     return {"run": str(run), "auc": round(auc(scores["matched"], scores["unrelated"]), 3),
             "spearman_with_ratio": round(spearman(p, r), 3),
-            "mean_p": {name: round(sum(v) / len(v), 2) for name, v in sorted(groups.items())}}
+            "mean_p": group_means(groups)}
 
 
 def main() -> None:

@@ -140,6 +140,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     from maf_core.config import MAFConfig, TrainConfig
+    from maf_core.metrics import read_annotations
     from maf_core.train import train
 
     root = Path(args.dir or f"benchmarks/.sample-experiment-{args.tweets}")
@@ -147,10 +148,7 @@ def main() -> None:
     encoder = None
     if args.encoder_family:
         encoder, paths["text"], paths["text-bio"] = prepare_encoder(root, paths["data"], args.encoder_family)
-    annotations = {}
-    for line in (paths["data"] / "annotations.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        annotations[record["image_id"]] = record
+    annotations = read_annotations(paths["data"] / "annotations.jsonl")
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, list[dict]] = {}
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""benchmarks/p_ceiling.py (the best AUC that CM's own-vs-swapped targets allow on a corpus) and
+"""benchmarks/p_ceiling.py (the AUC of the p that minimises CM's own-vs-swapped loss on a corpus) and
 benchmarks/robustness.py (reuse of finished runs), and benchmarks/sample_experiment.py's recipe (the demo's)."""
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def test_the_ratio_ranks_images_by_how_much_the_text_predicts_them():
 
 def test_on_the_sample_generator_unrelated_distractors_outrank_image_decided_matches():
     """The claim of docs/model.md: after a tweet without entities, a distractor is more
-    'expected' than any cue class after an image-decided name, so even the best p that CM's
-    targets allow ranks those unrelated images above matched ones."""
+    'expected' than any cue class after an image-decided name, so a CM trained to the end
+    ranks those unrelated images above matched ones."""
     ratio = ratio_table(generator_pairs(20000, seed=7))
     image_decided = [ratio((True, ()), cue) for cue in ("person", "landscape", "building", "animal")]
     distractors = [ratio((False, ()), image) for image in ("food", "screenshot", "noise")]
@@ -96,11 +96,10 @@ def test_robustness_reuses_a_run_only_when_its_flags_are_the_same(tmp_path, monk
 
 
 def test_the_sample_experiment_trains_with_the_demos_recipe():
+    from benchmarks.robustness import demo_flags
     from benchmarks.sample_experiment import build_parser
 
-    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    demo_train = next(line for line in makefile.splitlines() if line.startswith("DEMO_TRAIN :="))
-    flags = demo_train.split(":=", 1)[1].split()
+    flags = demo_flags()[0]
     demo = {flags[i]: flags[i + 1] for i in range(len(flags) - 1) if flags[i].startswith("--")}
     args = build_parser().parse_args([])
     assert args.epochs == int(demo["--epochs"])
