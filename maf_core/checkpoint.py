@@ -11,13 +11,13 @@ weights of another configuration) is a one-line DataError naming the file.
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import torch
 
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
+from pipeline.torch_files import load_state
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +66,9 @@ def load_weights(directory: str | Path, device: torch.device | str = "cpu") -> d
 
 def load_pickled_state(path: str | Path, device: torch.device | str = "cpu") -> dict:
     """A torch pickle of tensors and plain containers (a state dict, last.pt). Anything else,
-    including a pickle that asks to import or call something, is refused before it runs."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: not a plain checkpoint of tensors; refused to unpickle it ({reason[:160]})") from None
-    if not isinstance(state, dict):
-        raise DataError(f"{path}: holds a {type(state).__name__}, not a state dict")
-    return state
+    including a pickle that asks to import or call something, is refused in one line before it
+    runs (`pipeline.torch_files.load_state`)."""
+    return load_state(path, map_location=device)
 
 
 def load_state_into(model: torch.nn.Module, state: dict, path: str | Path) -> None:

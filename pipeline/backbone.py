@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 
 from pipeline.errors import DataError
+from pipeline.torch_files import load_state
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def _body_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
     out = {}
     for key, value in state.items():
+        if not isinstance(key, str):
+            continue
         key = key.removeprefix("module.")
         head = key.split(".", 1)[0]
         if head in names:
@@ -137,13 +140,16 @@ def resolve_weights(name: str, weights: str, seed: int) -> tuple[dict[str, torch
     path = _imagenet_file(name) if weights == "imagenet" else Path(weights)
     if not path.is_file():
         raise DataError(f"--weights {weights}: no such file (expected imagenet, none, or a .pth state dict)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad weights file
-        raise DataError(f"{path}: not a loadable state dict ({type(err).__name__}: {err})") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a state dict, found {type(raw).__name__}")
+    raw = load_state(path)
     state = _body_state(raw)
+    if not state:
+        first = next(iter(raw), None)
+        raise DataError(f"{path}: not a state dict of a ResNet (none of its {len(raw)} keys names a ResNet layer"
+                        + (f", e.g. {repr(first)[:60]})" if first is not None else ")"))
+    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise DataError(f"{path}: not a state dict of tensors ({not_tensors[0]} holds a "
+                        f"{type(state[not_tensors[0]]).__name__})")
     expected = ResNetFeatures(name).state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))

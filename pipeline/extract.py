@@ -39,6 +39,7 @@ from pipeline.fingerprint import fingerprint, job_differences, store_differences
 from pipeline.images import STATUS, STATUS_NAMES, ImageIndex, locate, read_image_bytes
 from pipeline.progress import Progress
 from pipeline.store import FeatureStore, RowsFile
+from pipeline.torch_files import load_state
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ def _assemble(out: Path, shards: _ShardFiles, config: ExtractConfig, print_: dic
     statistics and their hash."""
     final_print, buffers = dict(print_), None
     if config.bn_stats == "dataset":
-        buffers = torch.load(shards.work / BN_FILE, weights_only=True)
+        buffers = load_state(shards.work / BN_FILE)
         final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(buffers))
         buffers = {k: v.numpy() for k, v in buffers.items()}
     shards.rows.publish(out, final_print, extra_attrs={"extraction": {"device": config.device,
@@ -330,7 +331,7 @@ def _with_bn_stats(state: dict, config: ExtractConfig, job: ShardJob, index: Ima
         with atomic_output(path, "wb") as handle:
             torch.save(buffers, handle)
     elif path.is_file():
-        buffers = torch.load(path, weights_only=True)
+        buffers = load_state(path)
     else:
         rng = random.Random(config.seed)
         candidates = [i for i in ids if locate(index, i)[0] == STATUS["ok"]]

@@ -258,7 +258,7 @@ def test_weights_from_a_state_dict_file(images, tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("text", "not a loadable state dict"),
+    ("text", "not a PyTorch checkpoint"),
     ("resnet50", "not resnet18 weights"),
     ("resnet34", "not resnet18 weights"),
 ])

@@ -114,7 +114,8 @@ def test_a_pickle_that_runs_code_is_refused_before_it_runs(trained, tmp_path, ta
     (run / "best" / "model.safetensors").unlink(missing_ok=target == "best/model.pt")
     marker = tmp_path / "pwned"
     torch.save({"weights": _RunsCode(marker)}, run / target)
-    with pytest.raises(DataError, match=rf"{target}: not a plain checkpoint of tensors; refused to unpickle it"):
+    with pytest.raises(DataError, match=rf"{target}: not a state dict of plain tensors: unpickling it would import "
+                                        r"\w+\.system; refused before it runs"):
         if target == "last.pt":
             RunDirectory(run).load_last()
         else:
@@ -129,7 +130,7 @@ def test_maf_evaluate_refuses_a_malicious_checkpoint_in_one_line(trained, tmp_pa
     torch.save(_RunsCode(tmp_path / "pwned"), run / "best" / "model.pt")
     done = CliRunner().invoke(maf, ["evaluate", str(run)])
     assert done.exit_code == 1 and "Traceback" not in done.output and len(done.output.strip().splitlines()) == 1
-    assert "model.pt: not a plain checkpoint" in done.output and not (tmp_path / "pwned").exists()
+    assert "model.pt: not a state dict of plain tensors" in done.output and not (tmp_path / "pwned").exists()
 
 
 def test_weights_that_are_not_safetensors_or_of_another_model_are_refused(trained, tmp_path):
