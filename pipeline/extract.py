@@ -44,8 +44,9 @@ from pipeline.torch_files import load_state
 logger = logging.getLogger(__name__)
 
 # ExtractConfig's home is pipeline/extract_config.py; it is named here too, as the argument of extract_images
-__all__ = ["ExtractConfig", "extract_images", "ids_from_corpus", "plan_workers", "summary_text"]
+__all__ = ["ExtractConfig", "extract_images", "ids_from_corpus", "missing_warning", "plan_workers", "summary_text"]
 JOB_FILE = "job.json"
+MAX_SUBFOLDERS = 100  # subfolders of IMAGES_DIR searched for the ids when most are missing
 BN_FILE = "bn_stats.pt"
 
 
@@ -156,7 +157,7 @@ def _extract_locked(images_dir: Path, out: Path, config: ExtractConfig, ids: lis
     job_record = {"fingerprint": print_, "ids_sha256": ids_sha256(ids), "images": len(ids),
                   "shard_size": config.shard_size}
     if out.exists() and not overwrite:
-        return _reuse_or_refuse(out, print_, ids)
+        return _with_where_images_are(_reuse_or_refuse(out, print_, ids), images_dir, ids)
 
     shards = _ShardFiles(out.with_name(f"{out.name}.work"), ids, config.shard_size)
     _prepare_work_dir(shards.work, job_record, overwrite)
@@ -181,7 +182,7 @@ def _extract_locked(images_dir: Path, out: Path, config: ExtractConfig, ids: lis
                    assemble_seconds=round(time.perf_counter() - assembling, 2),
                    images_per_s=round(extracted / seconds, 2) if extracted and seconds > 0 else None,
                    resumed_images=done_images)
-    return summary
+    return _with_where_images_are(summary, images_dir, ids)
 
 
 def _images_to_extract(images_dir: Path, out: Path, ids: list[str] | None) -> tuple[ImageIndex, list[str]]:
@@ -355,6 +356,45 @@ def _summary(out: Path, ids: list[str], status: np.ndarray, reused_store: bool) 
             "bytes": out.stat().st_size, "reused_store": reused_store}
 
 
+def _with_where_images_are(summary: dict, images_dir: Path, ids: list[str]) -> dict:
+    """`summary`, plus, when more than half the ids have no file, where they were looked for
+    (`looked_in`: the folder and one full path tried) and the subfolder of `images_dir` holding
+    the most of them, if one does (the UMT layout puts them in IMAGES_DIR/twitter2015_images/)."""
+    missing = summary["counts"].get("missing", 0)
+    if not ids or missing * 2 <= len(ids):
+        return summary
+    folder = images_dir.resolve()
+    looked_in = {"folder": str(folder), "tried": str(folder / f"{summary['examples']['missing'][0]}.jpg")}
+    best = None
+    subfolders = sorted(p for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for sub in subfolders[:MAX_SUBFOLDERS]:
+        try:
+            files = ImageIndex(sub).files
+        except OSError:  # unreadable: not where the images are
+            continue
+        count = sum(image_id in files for image_id in ids)
+        if count and (best is None or count > best["images"]):
+            best = {"folder": str(sub.resolve()), "images": count}
+    return {**summary, "looked_in": {**looked_in, "subfolder": best}}
+
+
+def missing_warning(summary: dict) -> str | None:
+    """The warning printed after the status table when more than half the ids had no file:
+    the share, the folder looked in, one full path tried, a subfolder that holds them."""
+    looked_in = summary.get("looked_in")
+    if looked_in is None:
+        return None
+    missing, total = summary["counts"]["missing"], summary["images"]
+    lines = [f"WARNING: {missing} of {total} image ids ({100 * missing / total:.1f}%) have no file in "
+             f"{looked_in['folder']} (tried {looked_in['tried']}, then .jpeg, .png and the other extensions)."]
+    sub = looked_in["subfolder"]
+    if sub is not None:
+        lines.append(f"  Its subfolder {sub['folder']} holds {sub['images']} of them: pass that folder as IMAGES_DIR.")
+    lines.append("  The store was written with these images as missing (zero features, exit status 0): a model "
+                 "trained on it sees no image for them. Pass --missing fail to stop instead.")
+    return "\n".join(lines)
+
+
 def summary_text(summary: dict) -> str:
     lines = [f"{summary['store']}: {summary['images']} images, {summary['bytes'] / 2**20:.1f} MiB"
              + ("  (already complete: reused)" if summary["reused_store"] else "")]
@@ -365,4 +405,5 @@ def summary_text(summary: dict) -> str:
     lines.append(f"  {'status':<12}{'images':>8}  first ids")
     for name, count in sorted(summary["counts"].items(), key=lambda kv: STATUS.get(kv[0], 99)):
         lines.append(f"  {name:<12}{count:>8}  {', '.join(summary['examples'].get(name, []))}")
-    return "\n".join(lines)
+    warning = missing_warning(summary)
+    return "\n".join(lines + ([warning] if warning else []))
