@@ -10,6 +10,7 @@ import click
 from cli.common import load_config_file
 from maf_core import distributed
 from maf_core.config import ARCHITECTURES, BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS, MAFConfig, TrainConfig
+from maf_core.images_seen import no_image_line
 from maf_core.inference import evaluate_run
 from maf_core.metrics import read_pair, score, table
 from maf_core.online import features_source
@@ -182,6 +183,8 @@ def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_
     if random_encoder:
         click.echo(f"note: the text encoder was {result['encoder']} (no --bert): these scores say nothing about a "
                    "pretrained encoder")
+    for note in result.get("notes", []):  # e.g. a model that reads images saw none (maf_core.images_seen)
+        click.echo(f"note: {note}")
 
 
 @click.command("evaluate")
@@ -223,11 +226,15 @@ def predict(run_dir, input_path, images_dir, features, weights, out_path) -> Non
     Images come from a store made with the run's fingerprint (--features), or are extracted
     now from --images with the run's own backbone, transform and BatchNorm statistics, so
     new features match the ones the model was trained on."""
-    records = MAFPredictor.from_pretrained(run_dir).predict(read_items(input_path), features=features,
-                                                            images_dir=images_dir, weights=weights)
+    predictor = MAFPredictor.from_pretrained(run_dir)
+    records = predictor.predict(read_items(input_path), features=features, images_dir=images_dir, weights=weights)
     write_records(out_path, records)
     found = sum(len(r["entities"]) for r in records)
     click.echo(f"{len(records)} tweets, {found} entities -> {out_path}")
+    no_image = no_image_line(predictor.model.config, input_path, len(records),
+                             sum(r.get("image_status") == "ok" for r in records))
+    if no_image:
+        click.echo(f"note: {no_image}")
 
 
 @click.command("score")

@@ -24,9 +24,10 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
     models                    the model a config describes (MAF, UMT or MT): build_model, load_model
     umt                       UMT-BERT-CRF and MT-BERT-CRF, the baselines, on MAF's parts below
     model                     MAF, MODEL_KEYS, SavedModel (save_pretrained / from_pretrained)
-    alignment interaction matching fusion crf encoder checkpoint data metrics
+    alignment interaction matching fusion crf encoder checkpoint data metrics images_seen
                               the model's parts; weights files; batches; conlleval scores and
-                              the annotation statistics (p per relation, AUC, image-decided)
+                              the annotation statistics (p per relation, AUC, image-decided);
+                              whether a model reads images and how many a split has readable
     distributed  config       process groups; MAFConfig, TrainConfig and their choices
 
 Using a trained model (inference, predict, report, board, serve) never imports the trainer.

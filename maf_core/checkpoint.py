@@ -59,9 +59,10 @@ def load_weights(directory: str | Path, device: torch.device | str = "cpu") -> d
             return load_file(path, device=str(device))
         except (SafetensorError, OSError) as err:
             raise DataError(f"{path}: not a readable safetensors file ({err})") from None
+    state = load_pickled_state(path, device)  # a file that is not weights is refused before any notice
     logger.warning("%s: weights in the older torch pickle format, read with weights_only=True; "
                    "MAF.from_pretrained(...).save_pretrained(...) rewrites them as %s", path, WEIGHTS)
-    return load_pickled_state(path, device)
+    return state
 
 
 def load_pickled_state(path: str | Path, device: torch.device | str = "cpu") -> dict:

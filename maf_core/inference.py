@@ -15,6 +15,7 @@ import torch
 from maf_core import distributed
 from maf_core.config import TrainConfig, uses_amp
 from maf_core.data import Split, bucketed_batches, check_ids_in_store, collate, load_split
+from maf_core.images_seen import no_image_line, readable_images
 from maf_core.metrics import score
 from maf_core.model import MAF, MODEL_KEYS
 from maf_core.run import RunDirectory
@@ -164,6 +165,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", features: str | Path 
     device = resolve_device(device)
     model = run.load_best(device)
     batch_size = batch_size or int(run.record.get("train", {}).get("eval_batch_size", TrainConfig.eval_batch_size))
+    seen = readable_images(data.image_ids, store)
+    no_image = no_image_line(model.config, f"the {split} split of {text} (store {store.path})", seen["tweets"],
+                             seen["readable"])
+    if no_image:
+        logger.warning("%s", no_image)
     scores, predicted, probs = evaluate_split(model, data, store, model.config.tags, model.config.scheme, batch_size,
                                               device)
     target = Path(out_dir) if out_dir else run.predictions(text_dir)

@@ -57,6 +57,18 @@ def _same_pieces(tokenizer, copy: Path, words: list[str]) -> bool:
     return tokenizer(texts)["input_ids"] == again(texts)["input_ids"]
 
 
+def _card_images(report: dict) -> tuple[list[tuple[str, str]], list[str]]:
+    """The model card's row of readable images per split (report.json's "images"), and its notes
+    (a model that reads images but saw none) as paragraphs."""
+    seen = report.get("images")
+    rows = []
+    if seen:
+        rows.append(("readable images", ", ".join(
+            f"{name} {c['readable']} of {c['tweets']}" + (f" ({100 * c['share']:.1f}%)" if c["tweets"] else "")
+            for name, c in seen.items())))
+    return rows, [line for note in report.get("notes", []) for line in (f"**Note:** {note}.", "")]
+
+
 class RunDirectory:
     CONFIG, METRICS, BEST, LAST = "config.json", "metrics.jsonl", "best", "last.pt"
     BN, REPORT, PREDICTIONS, TOKENIZER = "backbone_bn.npz", "report.json", "predictions", "tokenizer"
@@ -245,9 +257,10 @@ class RunDirectory:
                     f"{store['transform']['name']}, BatchNorm {bn['mode']}"
                     + (f" (sha256 {bn['sha256'][:12]})" if bn.get("sha256") else "")
                     + f", {store['precision']}, decode {store.get('decode', 'full')}")
+        images, notes = _card_images(report)
         rows = [("model", model), ("text encoder", describe_encoder(config)), ("tag scheme", config.scheme),
-                ("image features", features), ("best epoch", str(report["best_epoch"]))]
-        lines = ["", "## This run", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
+                ("image features", features), *images, ("best epoch", str(report["best_epoch"]))]
+        lines = ["", "## This run", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "", *notes,
                  "## Scores (entity level, conlleval's rules)", "", "| split | P | R | F1 |", "|---|---|---|---|"]
         for split in ("valid", "test"):
             if split in report:

@@ -9,9 +9,9 @@ import torch
 
 from maf_core.config import TrainConfig
 from maf_core.encoder import describe as describe_encoder
+from maf_core.images_seen import readable_images
 from maf_core.inputs import Inputs
 from maf_core.models import count_parameters, model_name
-from pipeline.images import STATUS
 
 
 def run_summary(model: torch.nn.Module, inputs: Inputs, config: TrainConfig, device: torch.device, world: int,
@@ -24,10 +24,10 @@ def run_summary(model: torch.nn.Module, inputs: Inputs, config: TrainConfig, dev
              f"{counts['total'] / 1e6:.2f}M trainable parameters ({parts})",
              f"frozen: {f'{frozen / 1e6:.2f}M' if frozen else 'none'} in the model; the image backbone is not "
              "in it (its features come from the store)"]
-    store = inputs.store
     for name, split in inputs.splits.items():
-        if hasattr(store, "status"):
-            ok = sum(int(store.status[store.rows[i]]) == STATUS["ok"] for i in split.image_ids)
+        seen = readable_images(split.image_ids, inputs.store)
+        if seen is not None:
+            ok = seen["readable"]
             lines.append(f"{name}: {len(split)} tweets, {ok} with a readable image, {len(split) - ok} without")
         else:
             lines.append(f"{name}: {len(split)} tweets (images read in every step)")

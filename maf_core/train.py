@@ -27,6 +27,7 @@ from maf_core.checkpoint import load_state_into
 from maf_core.config import MAFConfig, TrainConfig, uses_amp
 from maf_core.data import Split, bucketed_batches, collate
 from maf_core.encoder import describe as describe_encoder
+from maf_core.images_seen import no_image_note, readable_by_split, start_warning
 from maf_core.inference import autocast, evaluate_split, resolve_device, to_device, write_predictions
 from maf_core.inputs import Inputs, check_resume, fit_to_inputs, read_inputs
 from maf_core.matching import choose_negatives
@@ -123,6 +124,9 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
         position = _restore(state, model, optimizer, scheduler, run.path, rank, world)
     if rank == 0:
         logger.info("%s", run_summary(model, inputs, config, device, world, steps_per_epoch, run.path))
+        few_images = start_warning(model.config, readable_by_split(inputs.splits, inputs.store))
+        if few_images:
+            logger.warning("%s", few_images)
         if model.config.bert is None:
             logger.warning("the text encoder is %s (no --bert): fine for tests and the offline demo, meaningless "
                            "for real data; pass --bert bert-base-cased or a local encoder directory",
@@ -313,12 +317,21 @@ def _prefetched(batches: Iterator[dict], device: torch.device) -> Iterator[dict]
             yield pending.result()
 
 
+def images_record(model_config: MAFConfig, splits: dict[str, Split], store) -> dict:
+    """What report.json records of the images the model saw: the readable share of each split
+    ("images"), and a note when a model that reads images saw none in training ("notes")."""
+    seen = readable_by_split(splits, store)
+    note = no_image_note(model_config, seen)
+    return {**({"images": seen} if seen is not None else {}), **({"notes": [note]} if note else {})}
+
+
 def evaluate_best(run: RunDirectory, splits: dict[str, Split], store: FeatureStore, device: torch.device,
            batch_size: int, best_epoch: int, amp: bool | None = None) -> dict:
     """Evaluate best/ on dev and test; write report.json and predictions/ (the first process)."""
     model = run.load_best(device)
     lead = distributed.rank_and_world()[0] == 0
     report = {"best_epoch": best_epoch, "encoder": describe_encoder(model.config)}
+    report.update(images_record(model.config, splits, store))
     for name in ("valid", "test"):
         if name not in splits:
             continue

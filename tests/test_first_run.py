@@ -2,7 +2,10 @@
 model saw of the images, and a file that is not weights is refused in one line."""
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +15,12 @@ from click.testing import CliRunner
 from helpers import write_text
 from PIL import Image
 
+from cli.maf import main as maf
 from cli.pipe import main as pipe
+from maf_core.config import MAFConfig, umt_settings
+from maf_core.images_seen import no_image_line, no_image_note, reads_images, start_warning
 from pipeline.errors import DataError
-from pipeline.extract import ExtractConfig, extract_images, summary_text
+from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus, summary_text
 from pipeline.torch_files import load_state
 
 TINY = dict(backbone="resnet18", weights="none", workers=0, batch_size=4, shard_size=8)
@@ -134,3 +140,138 @@ def test_weights_of_no_resnet_or_of_another_resnet_are_refused_in_one_line(tmp_p
         torch.save(state, tmp_path / "w.pth")
         with pytest.raises(DataError, match=message):
             extract_images(folder, tmp_path / "s.h5", ExtractConfig(**dict(TINY, weights=str(tmp_path / "w.pth"))))
+
+
+# ---------------------------------------------------------------- training on a store with no readable image
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def blind(sample_dir, sample_text, tmp_path_factory) -> dict:
+    """A store of the sample corpus's ids extracted from a folder without images (every one
+    missing), and a tiny MAF and UMT trained on it for one epoch through `maf train`, with what
+    each printed and logged."""
+    root = tmp_path_factory.mktemp("blind")
+    (root / "no-images").mkdir()
+    store = root / "store.h5"
+    extract_images(root / "no-images", store, ExtractConfig(**TINY), ids=ids_from_corpus(sample_dir))
+    out = {"store": store, "text": sample_text}
+    for model in ("maf", "umt"):
+        records = _Records()
+        logging.getLogger("maf_core").addHandler(records)
+        try:
+            result = CliRunner().invoke(maf, ["train", "--features", str(store), "--text", str(sample_text), "--out",
+                                              str(root / model), "--model", model, "--bert-config", "tiny",
+                                              "--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--device", "cpu",
+                                              "--no-tensorboard"])
+        finally:
+            logging.getLogger("maf_core").removeHandler(records)
+        assert result.exit_code == 0, result.output
+        out[model] = {"run": root / model, "output": result.output, "warnings": records.messages}
+    return out
+
+
+@pytest.mark.parametrize("model", ["maf", "umt"])
+def test_a_model_that_saw_no_image_is_warned_at_the_start_noted_at_the_end_and_carded(blind, model):
+    run = blind[model]
+    assert any(m.startswith("none of the 90 train tweets (0%) has a readable image in the store: the model will see "
+                            "no image and train as a text-only model") for m in run["warnings"]), run["warnings"]
+    note = ("the model saw no image: none of the 90 train tweets had a readable image in the store, so it is in "
+            "effect a text-only model")
+    last = run["output"].strip().splitlines()[-1]
+    assert last.startswith(f"note: {note}")  # the end-of-run note, after the scores
+    report = json.loads((run["run"] / "report.json").read_text())
+    assert report["images"] == {split: {"tweets": n, "readable": 0, "share": 0.0}
+                                for split, n in (("train", 90), ("valid", 30), ("test", 30))}
+    assert report["notes"][0].startswith(note)
+    card = (run["run"] / "best" / "README.md").read_text()
+    assert "| readable images | train 0 of 90 (0.0%), valid 0 of 30 (0.0%), test 0 of 30 (0.0%) |" in card
+    assert f"**Note:** {note}" in card
+
+
+def test_evaluate_and_predict_on_a_split_with_no_readable_image_say_so_in_one_line(blind, tmp_path, caplog):
+    run = blind["maf"]["run"]
+    with caplog.at_level(logging.WARNING, logger="maf_core.inference"):
+        done = CliRunner().invoke(maf, ["evaluate", str(run), "--split", "valid", "--out", str(tmp_path / "eval")])
+    assert done.exit_code == 0, done.output
+    said = [r.getMessage() for r in caplog.records if "readable image" in r.getMessage()]
+    assert said == [f"the valid split of {blind['text']} (store {blind['store']}): none of the 30 tweets has a "
+                    "readable image; the model tagged them from the text alone"]
+    first = json.loads((tmp_path / "eval" / "valid.jsonl").read_text().splitlines()[0])["id"]
+    tweets = write_text(tmp_path / "new.jsonl", "".join(json.dumps({"id": f"t{n}", "text": "Rob at the beach",
+                                                                    "image": first}) + "\n" for n in range(2)))
+    done = CliRunner().invoke(maf, ["predict", str(run), "--input", str(tweets), "--features", str(blind["store"]),
+                                    "--out", str(tmp_path / "pred.jsonl")])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip().splitlines()[-1] == (f"note: {tweets}: none of the 2 tweets has a readable image; "
+                                                    "the model tagged them from the text alone")
+
+
+def test_which_runs_are_warned_is_decided_by_the_config_and_the_share():
+    maf_config, umt_config = MAFConfig.tiny(), MAFConfig.tiny(**umt_settings("umt"), tags=["O", "B-PER", "I-PER"])
+    text_only = MAFConfig.tiny(text_only=True)
+    assert reads_images(maf_config) and reads_images(umt_config) and not reads_images(text_only)
+
+    def seen(readable: int, tweets: int = 36) -> dict:
+        return {"train": {"tweets": tweets, "readable": readable, "share": round(readable / tweets, 4)}}
+
+    assert start_warning(maf_config, seen(10)).startswith("only 10 of 36 (27.8%) train tweets have a readable image")
+    assert start_warning(umt_config, seen(17)) is not None and no_image_note(umt_config, seen(17)) is None
+    assert start_warning(maf_config, seen(18)) is None  # half is enough
+    assert start_warning(text_only, seen(0)) is None and no_image_note(text_only, seen(0)) is None
+    assert start_warning(maf_config, None) is None and no_image_note(maf_config, None) is None  # images read online
+    assert no_image_line(text_only, "x", 5, 0) is None and no_image_line(maf_config, "x", 5, 1) is None
+
+
+# ---------------------------------------------------------------- a run's checkpoints that are not weights
+
+
+def test_resume_from_a_last_pt_that_is_not_weights_is_one_line(blind, tmp_path):
+    run = Path(shutil.copytree(blind["maf"]["run"], tmp_path / "run"))
+    _junk(run / "last.pt", "html")
+    done = CliRunner().invoke(maf, ["train", "--features", str(blind["store"]), "--text", str(blind["text"]), "--out",
+                                    str(run), "--bert-config", "tiny", "--epochs", "2", "--batch-size", "16", "--lr",
+                                    "1e-3", "--device", "cpu", "--no-tensorboard", "--resume"])
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines() == [f"Error: {run / 'last.pt'}: not a PyTorch checkpoint (a text file "
+                                                "beginning '<html><body>404 Not Found</body></html>')"]
+
+
+@pytest.mark.parametrize("kind", ["empty", "list"])
+def test_an_older_run_s_model_pt_that_is_not_weights_is_one_line(blind, tmp_path, kind):
+    run = Path(shutil.copytree(blind["umt"]["run"], tmp_path / "run"))
+    (run / "best" / "model.safetensors").unlink()
+    _junk(run / "best" / "model.pt", kind)
+    done = CliRunner().invoke(maf, ["evaluate", str(run)])
+    assert done.exit_code == 1 and len(done.output.strip().splitlines()) == 1, done.output
+    assert done.output.startswith(f"Error: {run / 'best' / 'model.pt'}: not a ")
+    assert "weights_only" not in done.output
+
+
+def test_a_run_with_images_records_their_share_and_no_note(sample_store, sample_text):
+    from maf_core.data import load_split
+    from maf_core.run import _card_images
+    from maf_core.train import images_record
+    from pipeline.store import FeatureStore
+
+    store = FeatureStore(sample_store)
+    splits = {name: load_split(sample_text, name) for name in ("train", "valid", "test")}
+    record = images_record(MAFConfig.tiny(), splits, store)
+    ok = {i for i, s in zip(store.image_ids, store.status) if s == 0}
+    assert set(record) == {"images"}  # no note
+    for name, split in splits.items():
+        readable = sum(i in ok for i in split.image_ids)
+        assert readable > len(split) / 2
+        assert record["images"][name] == {"tweets": len(split), "readable": readable,
+                                          "share": round(readable / len(split), 4)}
+    rows, notes = _card_images(record)
+    assert rows[0][0] == "readable images" and rows[0][1].startswith(f"train {record['images']['train']['readable']} "
+                                                                     "of 90 (") and notes == []

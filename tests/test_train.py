@@ -79,7 +79,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_the_report_names_the_best_epoch_the_encoder_and_both_scores(whole):
-    assert set(whole["report"]) == {"best_epoch", "encoder", "valid", "test"}
+    assert set(whole["report"]) == {"best_epoch", "encoder", "images", "valid", "test"}  # no "notes": it saw images
 
 
 def test_a_run_writes_its_config_weights_metrics_and_predictions(whole):
