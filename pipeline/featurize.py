@@ -4,7 +4,7 @@ What `maf serve` runs on uploaded images: the same worker code as extraction (`e
 decoding with the pipeline's limits, the transform, the frozen backbone built once and kept),
 the same weights and BatchNorm statistics, and a fingerprint built by the same rules, which
 the caller compares with its run's. `MemoryStore` reads the result as a `FeatureStore` reads a
-file, so prediction takes either.
+file: both are a `FeatureSource`, so prediction takes either.
 """
 from __future__ import annotations
 
@@ -65,12 +65,14 @@ class ImageFeaturizer:
 
 
 class MemoryStore:
-    """A `Shard` read as a `FeatureStore` is read: `gather`, `in`, `image_ids`, `status`, `rows`."""
+    """A `Shard` read as a `FeatureStore` is read (a `FeatureSource`, with `image_ids`, `status`
+    and `rows` as a store has them)."""
 
     def __init__(self, shard: Shard, fingerprint: dict, path: str = "images in memory") -> None:
         self.path, self.fingerprint = path, fingerprint
         self.image_ids, self.status = list(shard.image_ids), shard.status
         self.rows = {image_id: row for row, image_id in enumerate(self.image_ids)}
+        self.num_regions, self.channels = shard.regions.shape[1:]
         self._shard = shard
 
     def __len__(self) -> int:
@@ -82,3 +84,6 @@ class MemoryStore:
     def gather(self, image_ids: Sequence[str]) -> Features:
         rows = np.fromiter((self.rows[i] for i in image_ids), dtype=np.int64, count=len(image_ids))
         return Features(self._shard.regions[rows], self._shard.pooled[rows], self.status[rows])
+
+    def bn_stats(self) -> None:
+        return None  # the featurizer's statistics are in its fingerprint; nothing to copy into a run

@@ -42,7 +42,7 @@ def whole(corpus) -> dict:
     """A tiny MAF trained for CONFIG's two epochs without a break: its directory and report. Tests
     read it; one that writes into a run (`maf evaluate` without --out, a resume) works on a copy."""
     run = corpus["root"] / "whole"
-    return {"run": run, "report": train(corpus["store"], corpus["text"], run, tiny_config(), CONFIG)}
+    return {"run": run, "report": train(FeatureStore(corpus["store"]), corpus["text"], run, tiny_config(), CONFIG)}
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +98,9 @@ def test_resume_equals_an_uninterrupted_run(whole, corpus, tmp_path):
 
     cut = tmp_path / "cut"
     with pytest.raises(Stop):
-        train(corpus["store"], corpus["text"], cut, tiny_config(), CONFIG, on_epoch_end=stop_after_first)
+        train(FeatureStore(corpus["store"]), corpus["text"], cut, tiny_config(), CONFIG, on_epoch_end=stop_after_first)
     assert len(_metrics(cut)) == 1
-    resumed = train(corpus["store"], corpus["text"], cut, tiny_config(), CONFIG, resume=True)
+    resumed = train(FeatureStore(corpus["store"]), corpus["text"], cut, tiny_config(), CONFIG, resume=True)
     assert _metrics(cut) == _metrics(whole["run"])
     assert resumed == whole["report"]
     a = torch.load(whole["run"] / "last.pt", weights_only=True)["model"]
@@ -148,7 +148,7 @@ def test_score_of_a_missing_file_is_refused(tmp_path):
 
 def test_a_model_of_another_tag_scheme_is_refused(corpus, tmp_path):
     with pytest.raises(DataError, match=r"tokenized with tag scheme 'bioes', but the model expects 'bio'"):
-        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(scheme="bio"), CONFIG)
+        train(FeatureStore(corpus["store"]), corpus["text"], tmp_path / "run", tiny_config(scheme="bio"), CONFIG)
 
 
 def test_a_store_without_some_of_the_text_s_images_is_refused(corpus, tmp_path, sample_dir):
@@ -156,27 +156,28 @@ def test_a_store_without_some_of_the_text_s_images_is_refused(corpus, tmp_path, 
     extract_images(sample_dir / "images", partial, ExtractConfig(backbone="resnet18", weights="none", workers=0),
                    ids=ids_from_corpus(sample_dir)[:20])
     with pytest.raises(DataError, match=r"partial.h5: \d+ image ids of .*train.arrow are not in the store, e\.g\. "):
-        train(partial, corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
+        train(FeatureStore(partial), corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
 
 
 def test_a_non_empty_output_without_resume_is_refused(corpus, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("x")
     with pytest.raises(DataError, match="exists and is not empty; pass --resume"):
-        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
+        train(FeatureStore(corpus["store"]), corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
 
 
 def test_resume_without_last_pt_is_refused(corpus, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("x")
     with pytest.raises(DataError, match="no last.pt to resume from"):
-        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(), CONFIG, resume=True)
+        train(FeatureStore(corpus["store"]), corpus["text"], tmp_path / "run", tiny_config(), CONFIG, resume=True)
 
 
 def test_a_bert_with_another_vocabulary_than_the_text_s_is_refused(corpus, tmp_path, other_tokenizer_dir):
     with pytest.raises(DataError, match=r"tokenized with .*tok \(vocab sha256 \w+\), but --bert "
                        r".*othertok has vocab sha256 \w+; tokenize again with --tokenizer"):
-        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(bert=str(other_tokenizer_dir)), CONFIG)
+        train(FeatureStore(corpus["store"]), corpus["text"], tmp_path / "run",
+              tiny_config(bert=str(other_tokenizer_dir)), CONFIG)
 
 
 # what a resume refuses
@@ -184,19 +185,21 @@ def test_a_bert_with_another_vocabulary_than_the_text_s_is_refused(corpus, tmp_p
 
 def test_resume_refuses_a_store_with_another_fingerprint(whole, corpus, other_store, tmp_path):
     with pytest.raises(DataError, match="its fingerprint differs from the store .* was trained with"):
-        train(other_store, corpus["text"], _copy(whole["run"], tmp_path), tiny_config(), CONFIG, resume=True)
+        train(FeatureStore(other_store), corpus["text"], _copy(whole["run"], tmp_path), tiny_config(), CONFIG,
+              resume=True)
 
 
 def test_resume_refuses_other_training_settings(whole, corpus, tmp_path):
     with pytest.raises(DataError, match=r"was started with other training settings .*resume with the same ones"):
-        train(corpus["store"], corpus["text"], _copy(whole["run"], tmp_path), tiny_config(), replace(CONFIG, lr=5e-4),
-              resume=True)
+        train(FeatureStore(corpus["store"]), corpus["text"], _copy(whole["run"], tmp_path), tiny_config(),
+              replace(CONFIG, lr=5e-4), resume=True)
 
 
 def test_resume_refuses_text_of_another_tokenizer(whole, corpus, other_text, tmp_path):
     with pytest.raises(DataError, match=r"othertext: tokenized with .*othertok \(vocab sha256 \w+\), but the run "
                        r".*run \(tokenizer .*\) has vocab sha256 \w+"):
-        train(corpus["store"], other_text, _copy(whole["run"], tmp_path), tiny_config(), CONFIG, resume=True)
+        train(FeatureStore(corpus["store"]), other_text, _copy(whole["run"], tmp_path), tiny_config(), CONFIG,
+              resume=True)
 
 
 def test_resume_refuses_another_number_of_processes(whole, corpus, tmp_path):
@@ -205,7 +208,7 @@ def test_resume_refuses_another_number_of_processes(whole, corpus, tmp_path):
     state["rng"] = state["rng"] * 2  # as if saved by a 2-process run
     torch.save(state, run / "last.pt")
     with pytest.raises(DataError, match="was trained on 2 processes; resume it on the same number, not 1"):
-        train(corpus["store"], corpus["text"], run, tiny_config(), CONFIG, resume=True)
+        train(FeatureStore(corpus["store"]), corpus["text"], run, tiny_config(), CONFIG, resume=True)
 
 
 # maf evaluate on other data: the run's tokenizer and extraction settings, or a clear refusal
@@ -321,7 +324,7 @@ def bn_run(corpus, sample_dir, tmp_path_factory) -> dict:
     extract_images(sample_dir / "images", store, ExtractConfig(backbone="resnet18", weights="none", workers=0,
                    shard_size=64, bn_stats="dataset", bn_samples=16), ids=ids_from_corpus(sample_dir))
     run = root / "run"
-    train(store, corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
+    train(FeatureStore(store), corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
     expected = _rows(run / "predictions" / "test.jsonl")[:6]
     return {"store": store, "run": run, "expected": expected,
             "items": [{"id": r["id"], "words": r["words"]} for r in expected]}
@@ -484,7 +487,7 @@ def report_of_two_runs(whole, corpus, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("report")
     maf_run, text_run = root / "maf", root / "text-only"
     shutil.copytree(whole["run"], maf_run)  # named as the table shows it
-    train(corpus["store"], corpus["text"], text_run, tiny_config(text_only=True), CONFIG)
+    train(FeatureStore(corpus["store"]), corpus["text"], text_run, tiny_config(text_only=True), CONFIG)
     out = root / "report"
     done = CliRunner().invoke(maf, ["report", str(maf_run), str(text_run), "--out", str(out), "--count", "2"])
     return {"out": out, "done": done}

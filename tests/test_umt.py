@@ -20,6 +20,7 @@ from maf_core.models import load_model
 from maf_core.train import train
 from maf_core.umt import UMT, conversion_matrix, span_labels, span_states
 from pipeline.errors import DataError
+from pipeline.store import FeatureStore
 
 BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 BIOES = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
@@ -337,12 +338,13 @@ def test_resume_of_umt_equals_an_uninterrupted_run(sample_text, sample_store, tm
         if epoch == 1:
             raise Stop
 
-    whole = train(sample_store, sample_text, tmp_path / "whole", model, config)
+    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
     with pytest.raises(Stop):
-        train(sample_store, sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
     with pytest.raises(DataError, match=r"was trained with --model umt; resume it with --model umt, not maf"):
-        train(sample_store, sample_text, tmp_path / "cut", MAFConfig.tiny(scheme="bioes"), config, resume=True)
-    assert train(sample_store, sample_text, tmp_path / "cut", model, config, resume=True) == whole
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", MAFConfig.tiny(scheme="bioes"), config,
+              resume=True)
+    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole
 
 
 # ---------------------------------------------------------------- torchrun / DDP
