@@ -152,8 +152,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", features: str | Path 
     `batch_size`: default the run's own evaluation batch. Returns the scores and the folder written."""
     run = RunDirectory.open(run_dir)
     store = FeatureStore(run.data("features", features))
-    run.check_fingerprint(store, hint="; extract with the run's settings, or use `maf predict --images`, which "
-                                      "extracts with the run's exact backbone")
+    run.check_fingerprint(store.fingerprint, str(store.path), "extract with the run's settings, or use "
+                          "`maf predict --images`, which extracts with the run's exact backbone")
     text = run.data("text_dir", text_dir)
     meta = read_meta(text)
     run.check_text(meta, text)

@@ -9,7 +9,6 @@ from maf_core.config import DISPLAY_ONLY, MAFConfig, TrainConfig
 from maf_core.data import Split, check_ids_in_store, load_split
 from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.errors import DataError
-from pipeline.fingerprint import store_differences
 from pipeline.store import FeatureSource
 from pipeline.tokenization import load_tokenizer, read_meta, vocab_sha256
 
@@ -69,10 +68,7 @@ def check_resume(run: RunDirectory, record: dict, architecture: str = "maf") -> 
     if architecture != trained_as:
         raise DataError(f"{run.path}: was trained with --model {trained_as}; resume it with --model {trained_as}, "
                         f"not {architecture}")
-    changed = store_differences(record["store_fingerprint"], saved["store_fingerprint"], record["features"])
-    if changed:
-        raise DataError(f"{record['features']}: its fingerprint differs from the store {run.path} was trained with "
-                        f"({saved['features']}: {changed}, 'there' = this store); resume with that store")
+    run.check_fingerprint(record["store_fingerprint"], record["features"], "resume with the run's store")
     check_vocabulary(record["tokenizer"], saved["tokenizer"], record["text_dir"],
                      f"the run {run.path} (tokenizer {saved['tokenizer']['name_or_path']})",
                      "resume with the text the run was started on")

@@ -78,6 +78,20 @@ def _rows(path: Path) -> list[dict]:
 # a run and its outputs
 
 
+@pytest.fixture()
+def fingerprint_checks(monkeypatch) -> list[str]:
+    """What RunDirectory.check_fingerprint, the one check that features belong to a run, was asked
+    about (it still checks): the refusals below must come from it."""
+    asked, check = [], RunDirectory.check_fingerprint
+
+    def spy(self, fingerprint, what, fix=""):
+        asked.append(what)
+        return check(self, fingerprint, what, fix)
+
+    monkeypatch.setattr(RunDirectory, "check_fingerprint", spy)
+    return asked
+
+
 def test_the_report_names_the_best_epoch_the_encoder_and_both_scores(whole):
     assert set(whole["report"]) == {"best_epoch", "encoder", "valid", "test"}
 
@@ -183,10 +197,12 @@ def test_a_bert_with_another_vocabulary_than_the_text_s_is_refused(corpus, tmp_p
 # what a resume refuses
 
 
-def test_resume_refuses_a_store_with_another_fingerprint(whole, corpus, other_store, tmp_path):
-    with pytest.raises(DataError, match="its fingerprint differs from the store .* was trained with"):
+def test_resume_refuses_a_store_with_another_fingerprint(whole, corpus, other_store, tmp_path, fingerprint_checks):
+    with pytest.raises(DataError, match=r"other.h5: does not belong to the run .*: extracted with other settings "
+                                        r"than the store it was trained on .*weights\..*; resume with the run's store"):
         train(FeatureStore(other_store), corpus["text"], _copy(whole["run"], tmp_path), tiny_config(), CONFIG,
               resume=True)
+    assert fingerprint_checks == [str(other_store.resolve())]
 
 
 def test_resume_refuses_other_training_settings(whole, corpus, tmp_path):
@@ -219,11 +235,11 @@ def test_evaluate_refuses_text_of_another_tokenizer(whole, other_text, tmp_path)
     assert done.exit_code == 1 and "but the run" in done.output and "tokenize it again" in done.output, done.output
 
 
-def test_evaluate_refuses_a_store_extracted_with_other_settings(whole, other_store, tmp_path):
+def test_evaluate_refuses_a_store_extracted_with_other_settings(whole, other_store, tmp_path, fingerprint_checks):
     done = CliRunner().invoke(maf, ["evaluate", str(_copy(whole["run"], tmp_path)), "--features", str(other_store)])
-    assert done.exit_code == 1 and "extracted with other settings" in done.output and "weights." in done.output, (
-        done.output
-    )
+    assert done.exit_code == 1 and f"Error: {other_store}: does not belong to the run" in done.output, done.output
+    assert "weights." in done.output and "maf predict --images" in done.output
+    assert fingerprint_checks == [str(other_store)]
 
 
 def test_evaluate_on_text_tokenized_again_gives_the_run_s_predictions(whole, sample_dir, tokenizer_dir, tmp_path):
@@ -361,9 +377,22 @@ def test_predict_from_image_bytes_gives_the_run_s_predictions(bn_run, predictor,
         assert abs(got["match_prob"] - want["match_prob"]) < 1e-4
 
 
-def test_predict_refuses_a_store_extracted_with_other_settings(bn_run, predictor, corpus):
-    with pytest.raises(DataError, match="extracted with other settings than the store"):
+def test_predict_refuses_a_store_extracted_with_other_settings(bn_run, predictor, corpus, fingerprint_checks):
+    with pytest.raises(DataError, match=r"store.h5: does not belong to the run .*bn_stats\.mode: 'imagenet' there"):
         predictor.predict(bn_run["items"], features=corpus["store"])
+    assert fingerprint_checks == [str(corpus["store"])]
+
+
+def test_predict_refuses_new_images_extracted_with_other_settings(bn_run, predictor, sample_dir, monkeypatch,
+                                                                  fingerprint_checks):
+    """As `maf serve` extracts uploads: images given as bytes, through MAFPredictor's own backbone."""
+    run_settings = predictor._extract_config
+    monkeypatch.setattr(predictor, "_extract_config",
+                        lambda weights: replace(run_settings(weights), transform="maf-crop"))
+    images = {r["id"]: (sample_dir / "images" / f"{r['id']}.jpg").read_bytes() for r in bn_run["expected"]}
+    with pytest.raises(DataError, match=r"new images: does not belong to the run .*transform\..* name: 'maf-crop' there"):
+        predictor.predict(bn_run["items"], images=images)
+    assert fingerprint_checks == ["new images"]
 
 
 def test_predict_with_maf_refuses_tweets_without_image_features(bn_run, predictor):
