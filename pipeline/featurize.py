@@ -45,17 +45,17 @@ class ImageFeaturizer:
     def __init__(self, config: ExtractConfig) -> None:
         config.validate()
         state, identity = resolve_weights(config.backbone, config.weights, config.seed)
-        print_ = fingerprint(config, identity)
+        features_fingerprint = fingerprint(config, identity)
         if config.bn_stats == "dataset":
-            buffers = config.extra.get("bn_buffers")
+            buffers = config.bn_buffers
             if buffers is None:
                 raise DataError("--bn-stats dataset: the BatchNorm statistics of the store are needed")
             tensors = {k: torch.as_tensor(v) for k, v in buffers.items()}
             state = {**state, **tensors}
-            print_["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(tensors))
-        self.fingerprint = print_
+            features_fingerprint["bn_stats"] = dict(features_fingerprint["bn_stats"], sha256=state_sha256(tensors))
+        self.fingerprint = features_fingerprint
         self.state = state
-        key = hashlib.sha256(json.dumps({"in-memory": print_}, sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps({"in-memory": features_fingerprint}, sort_keys=True).encode()).hexdigest()
         self.job = ShardJob.of(plan_workers(replace(config, workers=0, scheduler=None)), key=key)
 
     def extract(self, images: Sequence[tuple[str, bytes | None]]) -> Shard:

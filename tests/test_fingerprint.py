@@ -77,8 +77,8 @@ def _images(folder: Path, n: int) -> Path:
     return folder
 
 
-def _other_versions(print_: dict) -> dict:
-    return {**print_, "versions": {"torch": "2.0.0", "torchvision": "0.15.0", "pillow": "9.0.0"}}
+def _other_versions(made: dict) -> dict:
+    return {**made, "versions": {"torch": "2.0.0", "torchvision": "0.15.0", "pillow": "9.0.0"}}
 
 
 def test_a_complete_store_of_other_library_versions_is_reused_with_a_warning(tmp_path, caplog):
