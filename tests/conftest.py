@@ -12,7 +12,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
-from helpers import write_text  # noqa: F401  (tests once imported it from here)
 
 from pipeline.sample import make_sample
 from pipeline.vocab import build_vocab
