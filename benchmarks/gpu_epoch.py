@@ -93,7 +93,7 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(run)
-    train(store, text, run, model_config, config)
+    train(FeatureStore(store), text, run, model_config, config)
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
 
@@ -167,7 +167,7 @@ def main() -> None:
             import shutil
 
             shutil.rmtree(umt_run)
-        train(store, text, umt_run, MAFConfig.for_architecture("umt", bert_size=args.bert),
+        train(FeatureStore(store), text, umt_run, MAFConfig.for_architecture("umt", bert_size=args.bert),
               TrainConfig.for_preset("paper", "umt", epochs=args.umt_epochs, batch_size=args.batch_size,
                                      device=args.device, seed=1, amp=device.type == "cuda"))  # bf16 as MAF
         lines = [json.loads(line) for line in (umt_run / "metrics.jsonl").read_text().splitlines()]

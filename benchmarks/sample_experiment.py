@@ -142,6 +142,7 @@ def main() -> None:
     from maf_core.config import MAFConfig, TrainConfig
     from maf_core.metrics import read_annotations
     from maf_core.train import train
+    from pipeline.store import FeatureStore
 
     root = Path(args.dir or f"benchmarks/.sample-experiment-{args.tweets}")
     paths = prepare(root, args.tweets, args.backbone)
@@ -175,7 +176,7 @@ def main() -> None:
                 text = paths["text-bio" if config.scheme == "bio" else "text"]
                 batch = max(args.batch_size, RELEASED_BATCH) if config.negatives == "tail" else args.batch_size
                 preset = CONFIGS[name][0]
-                train(paths["store"], text, run, config,
+                train(FeatureStore(paths["store"]), text, run, config,
                       TrainConfig.for_preset("paper" if preset in BASELINES else preset, config.architecture,
                                              epochs=args.epochs, batch_size=batch,
                                              lr=args.lr, head_lr=args.head_lr, seed=seed, device="cpu"))

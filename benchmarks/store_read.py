@@ -5,14 +5,22 @@ is written the way extraction writes it. Then random batches of 64 ids are gathe
 - ours: `FeatureStore(path).gather(ids)` (id lookup + memory-map gather), warm (one pass first);
 - in-memory: the same arrays already in RAM, numpy fancy indexing by row;
 - h5py: fancy indexing on the datasets (sorted rows, as h5py requires), the way to avoid.
-All in one run; the final line is JSON.
 
-    .venv/bin/python benchmarks/store_read.py [--images 2000] [--seconds 5]
+At these sizes a gather is bounded by memory bandwidth, so one short pass of each reader
+measures mostly the machine's state at that moment. The readers are therefore timed in
+rounds (ours, in-memory, h5py, then the next round in the next order), each reading the same
+batches in every round, so that the machine's drift falls on all of them alike. Each
+reader's rate is its median over rounds, and each ratio is the median of the per-round
+ratios with its spread (the lowest and highest per-round ratio), as benchmarks/model_step.py
+reports its step times. The final line is JSON.
+
+    .venv/bin/python benchmarks/store_read.py [--images 2000] [--rounds 15] [--batches 300]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -39,15 +47,38 @@ def write_store(path: Path, n: int, channels: int, seed: int = 0) -> None:
     rows.publish(path, {"benchmark": True})
 
 
-def rate(fn, batches: list, seconds: float) -> float:
-    for batch in batches[:3]:
+def timed(fn, batches: list) -> float:
+    """Samples per second of one pass of `fn` over `batches`."""
+    start = time.perf_counter()
+    for batch in batches:
         fn(batch)
-    done, start, i = 0, time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        fn(batches[i % len(batches)])
-        done += len(batches[i % len(batches)])
-        i += 1
-    return done / (time.perf_counter() - start)
+    return sum(len(batch) for batch in batches) / (time.perf_counter() - start)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def interleaved(readers: dict[str, tuple], rounds: int) -> dict[str, list[float]]:
+    """Samples/s of each reader per round; round r starts at reader r (mod the number of
+    readers), so that no reader always runs first or after the same one."""
+    names = list(readers)
+    for fn, batches in readers.values():  # warm-up: caches, allocations
+        fn(batches[0])
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn, batches = readers[name]
+            rates[name].append(timed(fn, batches))
+    return rates
+
+
+def ratio(a: list[float], b: list[float]) -> dict[str, float]:
+    """Median of the per-round ratios a / b, with the lowest and highest."""
+    per_round = [x / y for x, y in zip(a, b)]
+    return {"median": round(median(per_round), 3), "low": round(min(per_round), 3), "high": round(max(per_round), 3)}
 
 
 def main() -> None:
@@ -55,7 +86,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--channels", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=15, help="timed passes of each reader, interleaved")
+    parser.add_argument("--batches", type=int, default=300, help="random batches per pass (ours and in-memory)")
+    parser.add_argument("--h5py-batches", type=int, default=4,
+                        help="batches per pass for h5py, about 250 samples/s (its rate is per sample, as the others')")
     args = parser.parse_args()
 
     import h5py
@@ -66,18 +100,14 @@ def main() -> None:
     path = folder / "store.h5"
     write_store(path, args.images, args.channels)
     rng = np.random.default_rng(1)
-    batches_rows = [rng.choice(args.images, args.batch_size, replace=False) for _ in range(200)]
+    batches_rows = [rng.choice(args.images, args.batch_size, replace=False) for _ in range(args.batches)]
 
     store = FeatureStore(path)
     batches_ids = [[store.image_ids[r] for r in rows] for rows in batches_rows]
     for start in range(0, args.images, 256):  # warm: every page read once
         store.gather(rows=np.arange(start, min(start + 256, args.images)))
-    ours = rate(store.gather, batches_ids, args.seconds)
-
     with h5py.File(path, "r") as f:
         regions, pooled, status = f["regions"][:], f["pooled"][:], f["status"][:]
-    in_memory = rate(lambda rows: (regions[rows], pooled[rows], status[rows]), batches_rows, args.seconds)
-
     with h5py.File(path, "r") as f:
         dr, dp, ds = f["regions"], f["pooled"], f["status"]
 
@@ -85,17 +115,27 @@ def main() -> None:
             rows = np.sort(rows)
             return dr[rows], dp[rows], ds[rows]
 
-        h5 = rate(h5_gather, batches_rows, min(args.seconds, 3.0))
+        rates = interleaved({
+            "ours": (store.gather, batches_ids),
+            "in_memory": (lambda rows: (regions[rows], pooled[rows], status[rows]), batches_rows),
+            "h5py": (h5_gather, batches_rows[:args.h5py_batches]),
+        }, args.rounds)
 
-    print(f"ours (memory map, by id) {ours:,.0f} samples/s; in-memory numpy {in_memory:,.0f}; "
-          f"h5py fancy indexing {h5:,.0f}", file=sys.stderr)
+    rate = {name: median(values) for name, values in rates.items()}
+    versus_memory, versus_h5py = ratio(rates["ours"], rates["in_memory"]), ratio(rates["ours"], rates["h5py"])
+    print(f"ours (memory map, by id) {rate['ours']:,.0f} samples/s; in-memory numpy {rate['in_memory']:,.0f}; "
+          f"h5py fancy indexing {rate['h5py']:,.0f} (medians of {args.rounds} rounds)", file=sys.stderr)
+    print(f"ours / in-memory {versus_memory['median']} ({versus_memory['low']}-{versus_memory['high']}); "
+          f"ours / h5py {versus_h5py['median']} ({versus_h5py['low']}-{versus_h5py['high']})", file=sys.stderr)
     print(json.dumps({
         "benchmark": "store_read", "images": args.images, "channels": args.channels,
-        "batch_size": args.batch_size, "store_mib": round(path.stat().st_size / 2**20, 1),
-        "ours_samples_per_s": round(ours), "in_memory_samples_per_s": round(in_memory),
-        "h5py_fancy_samples_per_s": round(h5), "ratio_vs_in_memory": round(ours / in_memory, 3),
-        "ratio_vs_h5py": round(ours / h5, 1),
+        "batch_size": args.batch_size, "store_mib": round(path.stat().st_size / 2**20, 1), "rounds": args.rounds,
+        "batches": args.batches, "h5py_batches": args.h5py_batches,
+        "samples_per_s": {name: round(value) for name, value in rate.items()},
+        "per_round": {name: [round(value) for value in values] for name, values in rates.items()},
+        "ratio_vs_in_memory": versus_memory, "ratio_vs_h5py": versus_h5py,
     }))
+    shutil.rmtree(folder)
 
 
 if __name__ == "__main__":

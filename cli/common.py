@@ -1,10 +1,14 @@
 """What the click groups share: expected input errors become one line, not a traceback; --config
-FILE.yaml as a command's defaults; logging."""
+FILE.yaml as a command's defaults; options read their defaults from the library (`default_of`);
+--help in sections (`SectionedCommand`); logging."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import logging
 import os
+from typing import Any, Callable
 
 import click
 import yaml
@@ -52,6 +56,38 @@ class LazyGroup(Group):
                 for name, text in sorted(self.summaries.items())]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def default_of(owner: type | Callable, name: str) -> Any:
+    """The default the library gives `name`: a field of a dataclass (`TrainConfig`, `ExtractConfig`)
+    or a parameter of the function a command calls. Every option takes its default this way, so
+    that what --help shows is what the library does."""
+    if dataclasses.is_dataclass(owner):
+        field = next(f for f in dataclasses.fields(owner) if f.name == name)
+        return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    default = inspect.signature(owner).parameters[name].default
+    assert default is not inspect.Parameter.empty, f"{owner.__name__}: {name} has no default"
+    return default
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options in sections: `sections` maps a title to the
+    parameter names it shows, in order (the options' own order, on the command line, is kept;
+    "help" is --help). Options in no section are listed last, under "Other options"."""
+
+    def __init__(self, *args, sections: dict[str, tuple[str, ...]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sections = sections
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        help_option = self.get_help_option(ctx)
+        records = {"help" if p is help_option else p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+        records = {name: record for name, record in records.items() if record is not None}
+        for title, names in [*self.sections.items(), ("Other options", tuple(records))]:
+            rows = [records.pop(name) for name in names if name in records]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
 def setup_logging(verbose: bool) -> None:

@@ -1,4 +1,4 @@
-"""`maf`: train, evaluate, apply and score MAF, and draw reports of runs.
+"""`maf`: train, evaluate, apply and score MAF and its baselines, and draw reports of runs.
 
 The group only: its commands are in cli/maf_commands.py, loaded when one runs (or shows its
 --help), so that `maf --help` answers at once. Several GPUs:
@@ -12,7 +12,7 @@ from cli.common import LazyGroup, setup_logging
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 SUMMARIES = {  # each command's first paragraph (tests/test_cli.py checks them against the commands)
-    "train": "Train MAF on tokenized text joined with cached image features.",
+    "train": "Train a model (MAF, or the UMT or MT baseline) on tokenized text joined with image features.",
     "evaluate": "Score RUN_DIR/best on a split, of the run's own data or of other tokenized data, and write its "
                 "predictions (CoNLL and JSONL).",
     "predict": "Tag new tweets with RUN_DIR/best: entities with type, span and words, and p per tweet.",
@@ -29,7 +29,7 @@ SUMMARIES = {  # each command's first paragraph (tests/test_cli.py checks them a
 @click.version_option(package_name="maf", prog_name="maf", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 def main(verbose: bool) -> None:
-    """Train, evaluate and apply MAF for multimodal NER on tweets with images.
+    """Train, evaluate and apply models for multimodal NER on tweets with images (MAF, UMT, MT).
 
     Inputs come from `maf-pipe`: tokenized text (maf-pipe tokenize) and cached image
     features (store.h5, maf-pipe extract-images). Commands: train, evaluate, predict,

@@ -1,15 +1,26 @@
 """The commands of `maf` (the group: cli/maf.py). Each turns its options into a config, makes one
-library call and prints the result; defaults and choices are read from the dataclasses and the
-library's tuples, never copied."""
+library call and prints the result. Choices are the library's tuples; defaults are read with
+`default_of` from the dataclass or function that uses them, never copied (tests/test_cli.py
+compares --help with the library)."""
 from __future__ import annotations
 
 import os
 
 import click
 
-from cli.common import load_config_file
+from cli.common import SectionedCommand, default_of, load_config_file
 from maf_core import distributed
-from maf_core.config import ARCHITECTURES, BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS, MAFConfig, TrainConfig
+from maf_core.config import (
+    ARCHITECTURES,
+    BATCHINGS,
+    BERT_SIZES,
+    CHOICES,
+    OPTIMIZERS,
+    PRESETS,
+    MAFConfig,
+    TrainConfig,
+    preset_of,
+)
 from maf_core.images_seen import no_image_line
 from maf_core.inference import evaluate_run
 from maf_core.metrics import read_pair, score, table
@@ -23,6 +34,32 @@ from pipeline.images import TRANSFORMS
 
 # train's options that set MAF's own parts: refused with --model umt or mt
 MAF_ONLY = ("preset", "swap", "matching_head", "ner_pairs", "pooling", "no_alignment", "no_matching", "text_only")
+
+# train's --help, in sections (parameter names; the options keep their order on the command line)
+TRAIN_SECTIONS = {
+    "Data": ("features", "images_dir", "backbone", "weights", "transform", "text_dir"),
+    "Model": ("architecture", "preset", "bert", "bert_config", "swap", "matching_head", "ner_pairs", "pooling",
+              "heads", "no_alignment", "no_matching", "text_only"),
+    "Optimisation": ("epochs", "batch_size", "lr", "head_lr", "optimizer", "batching", "seed", "amp"),
+    "Run": ("out_dir", "seeds", "resume", "device", "tensorboard", "log_every", "config", "help"),
+}
+WARMUP = f"{default_of(TrainConfig, 'warmup'):.0%}"  # of all steps, then linear decay to 0
+
+
+def _per_preset(value_of) -> str:
+    """'[default: the preset's: VALUE (presets), ...]', read from the presets themselves."""
+    presets: dict[str, list[str]] = {}
+    for name in PRESETS:
+        presets.setdefault(str(value_of(name)), []).append(name)
+    return "[default: the preset's: " + "; ".join(f"{v} ({', '.join(p)})" for v, p in presets.items()) + "]"
+
+
+def _model_setting(name: str) -> str:
+    return _per_preset(lambda preset: getattr(MAFConfig.from_preset(preset), name))
+
+
+def _train_setting(name: str) -> str:
+    return _per_preset(lambda preset: getattr(TrainConfig.for_preset(preset), name))
 
 
 def _model_config(architecture: str, preset: str, no_alignment: bool, no_matching: bool, text_only: bool,
@@ -50,16 +87,16 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
         raise DataError(f"--seeds {value!r}: expected comma-separated integers such as 1,2,3") from None
 
 
-@click.command("train")
+@click.command("train", cls=SectionedCommand, sections=TRAIN_SECTIONS)
 @click.option("--features", type=click.Path(dir_okay=False), help="store.h5 from maf-pipe extract-images.")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False),
               help="Instead of --features: run the frozen ResNet on these images in every step (the original "
                    "design, as a baseline; slow). With --backbone, --weights, --transform.")
-@click.option("--backbone", default=ExtractConfig.backbone, show_default=True, help="With --images.")
-@click.option("--weights", default=ExtractConfig.weights, show_default=True,
+@click.option("--backbone", default=default_of(ExtractConfig, "backbone"), show_default=True, help="With --images.")
+@click.option("--weights", default=default_of(ExtractConfig, "weights"), show_default=True,
               help="With --images: imagenet, a .pth, or none.")
-@click.option("--transform", type=click.Choice(TRANSFORMS), default=ExtractConfig.transform, show_default=True,
-              help="With --images.")
+@click.option("--transform", type=click.Choice(TRANSFORMS), default=default_of(ExtractConfig, "transform"),
+              show_default=True, help="With --images.")
 @click.option(
     "--text", "text_dir", required=True, type=click.Path(file_okay=False), help="TEXT_DIR from maf-pipe tokenize."
 )
@@ -69,7 +106,8 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
                    "(bert-base-cased, bert-large-cased, roberta-large, xlm-roberta-large, vinai/bertweet-base, "
                    "DeBERTa ...). The text must be tokenized with its tokenizer. d, CI's heads and widths follow "
                    "its config.")
-@click.option("--bert-config", type=click.Choice(list(BERT_SIZES)), default=MAFConfig.bert_size, show_default=True,
+@click.option("--bert-config", type=click.Choice(list(BERT_SIZES)), default=default_of(MAFConfig, "bert_size"),
+              show_default=True,
               help="Without --bert: a RANDOM-init BERT of this size with the tokenizer's vocabulary (tests and "
                    "the offline demo; the run and its report say so).")
 @click.option("--model", "architecture", type=click.Choice(ARCHITECTURES), default=ARCHITECTURES[0],
@@ -78,28 +116,30 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
                    "span detection), built and trained as their released code (BertAdam, random batches of 32; "
                    "--optimizer, --batching, --batch-size change it) on the same --features and --text; a text "
                    "tokenized BIO or BIOES. Every value: docs/model.md.")
-@click.option("--preset", type=click.Choice(PRESETS), default=PRESETS[0], show_default=True,
+@click.option("--preset", type=click.Choice(PRESETS), default=preset_of(MAFConfig()), show_default=True,
               help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
                    "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "
                    "negatives made from another tweet's image, a bilinear CM and tags learned on each "
                    "tweet's own image, the setting whose p tells related images from unrelated ones. "
                    "Every value: docs/model.md.")
-@click.option("--epochs", default=TrainConfig.epochs, show_default=True,
+@click.option("--epochs", default=default_of(TrainConfig, "epochs"), show_default=True,
               help="Passes over the training split (the paper: 24).")
 @click.option("--batch-size", type=int, default=None,
-              help="Tweets per optimisation step, over all processes under torchrun [default: 64, the paper's; "
-                   "--model umt and mt: 32, their released code's].")
-@click.option("--lr", default=TrainConfig.lr, show_default=True,
-              help="AdamW learning rate (10% warm-up, linear decay to 0).")
-@click.option("--head-lr", type=float, default=TrainConfig.head_lr,
+              help="Tweets per optimisation step, over all processes under torchrun [default: "
+                   f"{default_of(TrainConfig, 'batch_size')}, the paper's; --model umt and mt: "
+                   f"{TrainConfig.for_preset(PRESETS[0], 'umt').batch_size}, their released code's].")
+@click.option("--lr", default=default_of(TrainConfig, "lr"), show_default=True,
+              help=f"AdamW learning rate ({WARMUP} warm-up, linear decay to 0).")
+@click.option("--head-lr", type=float, default=default_of(TrainConfig, "head_lr"),
               help="Learning rate of everything after BERT (CA, CI, CM, CF, CRF) [default: --lr].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
-              help="adamw (10% warm-up, linear decay to 0, global clipping) or bertadam (the released "
-                   "code's: no bias correction, each tensor clipped, warmup_linear) [default: the preset's].")
+              help=f"adamw ({WARMUP} warm-up, linear decay to 0, global clipping) or bertadam (the released "
+                   "code's: no bias correction, each tensor clipped, warmup_linear) " + _train_setting("optimizer")
+                   + ".")
 @click.option("--batching", type=click.Choice(BATCHINGS), default=None,
               help="Batches of similar-length tweets (less padding; rows in random order inside) or "
-                   "random batches [default: the preset's; released-code: random, others: length].")
-@click.option("--seed", default=TrainConfig.seed, show_default=True,
+                   "random batches " + _train_setting("batching") + ".")
+@click.option("--seed", default=default_of(TrainConfig, "seed"), show_default=True,
               help="Seeds the model's initialisation, batch order, dropout and CM negatives: same seed, same run.")
 @click.option("--seeds", default=None, callback=_seed_list,
               help="Comma-separated seeds (1,2,3): one run per seed in OUT/seed-N, and OUT/summary.json with "
@@ -107,14 +147,15 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
 @click.option("--swap", type=click.Choice(CHOICES["swap"]), default=None,
               help="CM negatives: the other tweet's C (c, the paper's wording, which a linear CM cannot "
                    "separate, see docs/model.md) or C recomputed from this text and the other tweet's image "
-                   "[default: the preset's: c, recommended: image].")
+                   + _model_setting("swap") + ".")
 @click.option("--matching-head", type=click.Choice(CHOICES["matching_head"]), default=None,
               help="CM classifier: linear on flatten([T; C]) (the paper) or bilinear on mean T and mean C, "
-                   "which needs --swap image [default: the preset's: linear, recommended: bilinear].")
+                   "which needs --swap image " + _model_setting("matching_head") + ".")
 @click.option("--ner-pairs", type=click.Choice(CHOICES["ner_pairs"]), default=None,
               help="In training, a tweet whose C was swapped learns its tags from p times the swapped C "
-                   "(swapped) or from its own image (true) [default: the preset's: swapped, recommended: true].")
-@click.option("--pooling", type=click.Choice(CHOICES["pooling"]), default=MAFConfig.pooling, show_default=True,
+                   "(swapped) or from its own image (true) " + _model_setting("ner_pairs") + ".")
+@click.option("--pooling", type=click.Choice(CHOICES["pooling"]), default=default_of(MAFConfig, "pooling"),
+              show_default=True,
               help="T_s, the sentence vector CA aligns with the image: the encoder's tanh pooler (BERT, the "
                    "paper), the first token's state, or the mean of the pieces; auto: pooler for BERT, first for "
                    "RoBERTa, XLM-R, BERTweet and DeBERTa (whose pooler is untrained or absent).")
@@ -123,15 +164,16 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
 @click.option("--no-alignment", is_flag=True, help="Ablation: without CA.")
 @click.option("--no-matching", is_flag=True, help="Ablation: without CM.")
 @click.option("--text-only", is_flag=True, help="The BERT-CRF baseline: no image information at all.")
-@click.option("--device", default=TrainConfig.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=TrainConfig.amp,
+@click.option("--device", default=default_of(TrainConfig, "device"), show_default=True,
+              help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=default_of(TrainConfig, "amp"),
               help="bf16 autocast [default: on with CUDA, but fp32 under the released-code preset and for --model "
                    "umt and mt; off on CPU].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
-@click.option("--tensorboard/--no-tensorboard", default=TrainConfig.tensorboard, show_default=True,
+@click.option("--tensorboard/--no-tensorboard", default=default_of(TrainConfig, "tensorboard"), show_default=True,
               help="TensorBoard event files in OUT/tb/: losses and learning rates per step, dev P/R/F1 and "
                    "histograms of p per epoch (`tensorboard --logdir runs/`).")
-@click.option("--log-every", default=TrainConfig.log_every, show_default=True,
+@click.option("--log-every", default=default_of(TrainConfig, "log_every"), show_default=True,
               help="Seconds between progress lines when stderr is not a terminal (a live bar when it is).")
 @click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
               callback=load_config_file,
@@ -142,7 +184,7 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
           batch_size, lr, head_lr, optimizer, batching, seed, seeds, swap, matching_head, ner_pairs, pooling, heads,
           no_alignment,
           no_matching, text_only, device, amp, resume, tensorboard, log_every) -> None:
-    """Train MAF on tokenized text joined with cached image features.
+    """Train a model (MAF, or the UMT or MT baseline) on tokenized text joined with image features.
 
     First a summary of what will run (parameters by part, tweets with and without an image,
     device, precision, batches); then a live bar per epoch (log lines when not on a terminal).
@@ -189,7 +231,8 @@ def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_
 
 @click.command("evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--split", default="test", show_default=True, help="train, valid or test of the text.")
+@click.option("--split", default=default_of(evaluate_run, "split"), show_default=True,
+              help="train, valid or test of the text.")
 @click.option("--features", type=click.Path(dir_okay=False), default=None,
               help="Another store.h5 [default: the run's]; extracted with the run's settings (same fingerprint).")
 @click.option("--text", "text_dir", type=click.Path(file_okay=False), default=None,
@@ -198,7 +241,8 @@ def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_
               help="Where predictions go [default: RUN_DIR/predictions, or RUN_DIR/predictions-<TEXT name> "
                    "with --text].")
 @click.option("--batch-size", type=int, default=None,
-              help="Tweets per forward [default: the run's own evaluation batch, 64 unless it was set].")
+              help="Tweets per forward [default: the run's own evaluation batch, "
+                   f"{default_of(TrainConfig, 'eval_batch_size')} unless it was set].")
 def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | None, out_dir: str | None,
              batch_size: int | None) -> None:
     """Score RUN_DIR/best on a split, of the run's own data or of other tokenized data, and
@@ -260,7 +304,8 @@ def score_cmd(gold: str, pred: str | None) -> None:
 @click.option("--case-run", type=click.Path(file_okay=False), default=None,
               help="The run whose attention the case study shows [default: the first run with images].")
 @click.option("--ids", default=None, help="Comma-separated test tweet ids for the case study [default: chosen].")
-@click.option("--count", default=4, show_default=True, help="Tweets in the case study.")
+@click.option("--count", default=default_of(write_figures, "count"), show_default=True,
+              help="Tweets in the case study.")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
               help="The images of the case study [default: <corpus>/images, from the tokenized text].")
 @click.option("--annotations", type=click.Path(dir_okay=False), default=None,

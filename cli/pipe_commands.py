@@ -6,12 +6,11 @@ parameters), read from there, never copied.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-from inspect import signature
 
 import click
 
+from cli.common import default_of
 from pipeline import extract, sample, tokenization, vocab
 from pipeline.backbone import BACKBONES
 from pipeline.extract_config import BN_STATS, DECODES, MISSING, PRECISIONS, ExtractConfig
@@ -19,19 +18,12 @@ from pipeline.images import TRANSFORMS
 from pipeline.schemes import SCHEMES
 from pipeline.store import FeatureStore
 
-EXTRACT = {field.name: field.default for field in dataclasses.fields(ExtractConfig)}  # extract-images' defaults
-
-
-def default(function, name: str):
-    """The default of `function`'s parameter `name`, which --help shows."""
-    return signature(function).parameters[name].default
-
 
 @click.command("make-sample")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--tweets", default=default(sample.make_sample, "tweets"), show_default=True,
+@click.option("--tweets", default=default_of(sample.make_sample, "tweets"), show_default=True,
               help="Number of tweets over the three splits (60/20/20).")
-@click.option("--seed", default=default(sample.make_sample, "seed"), show_default=True,
+@click.option("--seed", default=default_of(sample.make_sample, "seed"), show_default=True,
               help="Random seed; the same seed writes the same files.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it is not empty.")
 def make_sample(out_dir: str, tweets: int, seed: int, overwrite: bool) -> None:
@@ -53,15 +45,16 @@ def make_sample(out_dir: str, tweets: int, seed: int, overwrite: bool) -> None:
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write the tokenizer to (vocab.txt, tokenizer.json, ...).")
-@click.option("--vocab-size", default=default(vocab.build_vocab, "vocab_size"), show_default=True,
+@click.option("--vocab-size", default=default_of(vocab.build_vocab, "vocab_size"), show_default=True,
               help="Largest vocabulary size, special tokens included.")
 @click.option(
     "--lowercase/--cased",
-    default=default(vocab.build_vocab, "lowercase"),
+    default=default_of(vocab.build_vocab, "lowercase"),
     show_default=True,
     help="Lower-case text (like bert-base-uncased) or keep case.",
 )
-@click.option("--kind", type=click.Choice(vocab.KINDS), default=default(vocab.build_vocab, "kind"), show_default=True,
+@click.option("--kind", type=click.Choice(vocab.KINDS), default=default_of(vocab.build_vocab, "kind"),
+              show_default=True,
               help="wordpiece (BERT's), bpe (byte-level BPE, RoBERTa's kind, with <s> </s>) or "
                    "unigram (SentencePiece-style, XLM-R's and DeBERTa-v3's kind).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
@@ -92,10 +85,10 @@ def build_vocab(data_dir: str, out_dir: str, vocab_size: int, lowercase: bool, k
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for {train,valid,test}.arrow and meta.json.")
 @click.option(
-    "--max-length", default=default(tokenization.tokenize_corpus, "max_length"), show_default=True,
+    "--max-length", default=default_of(tokenization.tokenize_corpus, "max_length"), show_default=True,
     help="Most word pieces per tweet, [CLS] and [SEP] included."
 )
-@click.option("--scheme", type=click.Choice(SCHEMES), default=default(tokenization.tokenize_corpus, "scheme"),
+@click.option("--scheme", type=click.Choice(SCHEMES), default=default_of(tokenization.tokenize_corpus, "scheme"),
               show_default=True,
               help="Tag scheme of the training tags (tag_ids); source labels are kept as they are.")
 def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, scheme: str) -> None:
@@ -127,58 +120,64 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
 @click.option("--ids-from", "ids_from", type=click.Path(file_okay=False),
               help="A CoNLL corpus directory: extract the IMGIDs of all its splits (each once). "
                    "Default: every image file in IMAGES_DIR.")
-@click.option("--backbone", type=click.Choice(BACKBONES), default=EXTRACT["backbone"], show_default=True,
+@click.option("--backbone", type=click.Choice(BACKBONES), default=default_of(ExtractConfig, "backbone"),
+              show_default=True,
               help="torchvision ResNet; 18/34 give 512 channels, 50/101/152 give 2048.")
 @click.option(
     "--weights",
-    default=EXTRACT["weights"],
+    default=default_of(ExtractConfig, "weights"),
     show_default=True,
     help="imagenet (torchvision weights; needs the network or torch's cache), a .pth state dict "
     "(e.g. resnet152-b121ed2d.pth), or none (random init from --seed, each residual block starting as the "
     "identity: demo and tests only).",
 )
-@click.option("--transform", type=click.Choice(TRANSFORMS), default=EXTRACT["transform"], show_default=True,
+@click.option("--transform", type=click.Choice(TRANSFORMS), default=default_of(ExtractConfig, "transform"),
+              show_default=True,
               help="resize: 224x224 resize, as the paper. maf-crop: the released code's random 224 crop "
                    "and flip, seeded per image id.")
-@click.option("--bn-stats", type=click.Choice(BN_STATS), default=EXTRACT["bn_stats"], show_default=True,
+@click.option("--bn-stats", type=click.Choice(BN_STATS), default=default_of(ExtractConfig, "bn_stats"),
+              show_default=True,
               help="BatchNorm statistics: those of the weights, or re-estimated on a sample of these images "
                    "(AdaBN; makes random-init backbones usable).")
-@click.option("--bn-samples", default=EXTRACT["bn_samples"], show_default=True,
+@click.option("--bn-samples", default=default_of(ExtractConfig, "bn_samples"), show_default=True,
               help="Images sampled for --bn-stats dataset.")
-@click.option("--missing", type=click.Choice(MISSING), default=EXTRACT["missing"], show_default=True,
+@click.option("--missing", type=click.Choice(MISSING), default=default_of(ExtractConfig, "missing"), show_default=True,
               help="record: store missing/broken images as zeros with their status. fail: stop and list them.")
-@click.option("--decode", type=click.Choice(DECODES), default=EXTRACT["decode"], show_default=True,
+@click.option("--decode", type=click.Choice(DECODES), default=default_of(ExtractConfig, "decode"), show_default=True,
               help="full: every image decoded at full size. fast: JPEGs decoded at the smallest DCT scale that "
                    "still covers 224 pixels (several times faster on large photos, slightly other pixels). "
                    "device: JPEGs decoded in batches and resized on --device by torchvision (nvJPEG on CUDA; "
                    "pixels within one level of full on the CPU), PNG, GIF, CMYK, EXIF-rotated and broken files through "
                    "PIL as with full. fast and device are recorded in the fingerprint; --transform resize only.")
-@click.option("--device", default=EXTRACT["device"], show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=EXTRACT["precision"], show_default=True,
+@click.option("--device", default=default_of(ExtractConfig, "device"), show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=default_of(ExtractConfig, "precision"),
+              show_default=True,
               help="Forward precision; tf32 and bf16 need CUDA. Recorded in the fingerprint.")
-@click.option("--channels-last/--no-channels-last", default=EXTRACT["channels_last"], show_default=True,
+@click.option("--channels-last/--no-channels-last", default=default_of(ExtractConfig, "channels_last"),
+              show_default=True,
               help="channels_last memory format for the forward: faster on this CPU (1.15x, "
                    "benchmarks/cpu_forward.py) and on GPUs; features differ by rounding only, so stores made "
                    "either way are used together (with --bn-stats dataset the re-estimated statistics differ "
                    "slightly too, and a run tells those stores apart).")
-@click.option("--batch-size", default=EXTRACT["batch_size"], show_default=True, help="Images per forward pass.")
-@click.option("--shard-size", default=EXTRACT["shard_size"], show_default=True,
+@click.option("--batch-size", default=default_of(ExtractConfig, "batch_size"),
+              show_default=True, help="Images per forward pass.")
+@click.option("--shard-size", default=default_of(ExtractConfig, "shard_size"), show_default=True,
               help="Images per resumable shard (one task).")
-@click.option("--workers", type=int, default=EXTRACT["workers"],
+@click.option("--workers", type=int, default=default_of(ExtractConfig, "workers"),
               help="Local Dask worker processes, one model each [default: on CPU 1 per 4 cores; on a GPU none: "
                    "in this process, with --decode-threads decoding]; 0 runs in this process without Dask.")
-@click.option("--threads", type=int, default=EXTRACT["threads"],
+@click.option("--threads", type=int, default=default_of(ExtractConfig, "threads"),
               help="torch threads per worker [default: cores / workers].")
 @click.option(
     "--decode-threads",
     type=int,
-    default=EXTRACT["decode_threads"],
+    default=default_of(ExtractConfig, "decode_threads"),
     help="Image decoding threads per worker [default: 1 on CPU, up to 16 on GPU].",
 )
-@click.option("--scheduler", default=EXTRACT["scheduler"],
+@click.option("--scheduler", default=default_of(ExtractConfig, "scheduler"),
               help="Address of a running Dask scheduler (tcp://host:8786): extract on its workers instead of a "
                    "local cluster. Workers need maf installed, no shared file system.")
-@click.option("--seed", default=EXTRACT["seed"], show_default=True,
+@click.option("--seed", default=default_of(ExtractConfig, "seed"), show_default=True,
               help="Seed of random weights, maf-crop and the AdaBN sample.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing store made differently, or discard shards of a different unfinished run.")

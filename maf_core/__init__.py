@@ -2,17 +2,18 @@
 cross-modal alignment (CA), interaction (CI), matching (CM) and fusion (CF) + CRF.
 
 Training reads image features from the feature store; the ResNet is loaded only to extract
-new images at prediction time (`maf predict --images`) and by the online baseline
-(`maf train --images`), both through `pipeline`.
+new images at prediction time (`maf predict --images`, and `maf serve` for uploaded images,
+built once per server) and by the online baseline (`maf train --images`), all through
+`pipeline`.
 
 Layers: a module imports only from the rows below its own (`make lint` checks it with
 import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_core` or `cli`.
 
     cli                       maf, maf-pipe: options -> config -> one library call -> printing
     serve                     `maf serve`: the web page and the JSON API (FastAPI)
-    serve_browse  serve_batching  serve_requests
-                              what the page shows of a run; grouping requests into batches;
-                              what a request may hold and how it is read
+    serve_browse  serve_batching
+                              what the page shows of a run; grouping requests into batches
+    serve_requests            what a request may hold and how it is read (Limits)
     report  predict  seeds    figures of finished runs; MAFPredictor; --seeds runs and summary.json
     train                     the training loop
     board  run_summary  optim  online

@@ -279,9 +279,10 @@ def preset_settings(name: str) -> dict:
 
 def umt_settings(name: str) -> dict:
     """The settings of UMT-BERT-CRF (`umt`) or MT-BERT-CRF (`mt`, without the span detection) as
-    the released code (jefferyYu/UMT) builds them: BIO tags with X, [CLS], [SEP] on a CRF over
-    every piece (run_mtmner_crf.py 245-246, 409-432), BERT's GELU layers with LayerNorm eps
-    1e-12 (mner_modeling.py 475-501) initialised by init_bert_weights (1266). CA, CM and CF are
+    the released code (jefferyYu/UMT at f478ee6) builds them: BIO tags with X, [CLS], [SEP] on a
+    CRF over every piece (run_mtmner_crf.py 239-243, 359-395), BERT's GELU layers with LayerNorm
+    eps 1e-12 (mner_modeling.py 475-501) initialised by init_bert_weights (681-691, applied at
+    1263). CA, CM and CF are
     MAF's and off. UMT reads no sentence vector, so the encoder is built without BERT's pooler
     (pooling "first"; the released code's pooler is never read). A text tokenized BIOES is
     accepted too (the span of S- is B, of E- is I)."""

@@ -63,7 +63,9 @@ class CRF(nn.Module):
         if mask is None:
             mask = torch.ones(batch, words, dtype=torch.bool, device=emissions.device)
         mask = mask.bool()
-        emissions = emissions.float()
+        # in the wider of the emissions' and the transitions' dtypes: bf16 emissions (autocast) are
+        # read in fp32, float64 ones stay float64
+        emissions = emissions.to(torch.promote_types(emissions.dtype, self.transitions.dtype))
         score = self.start_transitions + emissions[:, 0]
         pointers = []
         for t in range(1, words):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import DataError
-from pipeline.store import FeatureStore
+from pipeline.store import FeatureSource
 from pipeline.tokenization import read_split
 
 
@@ -61,7 +61,7 @@ def load_split(text_dir: str | Path, split: str) -> Split:
                  table["word_starts"], table["tag_ids"])
 
 
-def check_ids_in_store(split: Split, store: FeatureStore | None, text_dir: str | Path) -> None:
+def check_ids_in_store(split: Split, store: FeatureSource | None, text_dir: str | Path) -> None:
     """Every tweet's image id must be in the store (its status may be anything)."""
     if store is None:
         return
@@ -100,7 +100,7 @@ def bucketed_batches(lengths: list[int], batch_size: int, shuffle: bool, seed: i
     return batches
 
 
-def collate(split: Split, indices: list[int], store: FeatureStore | None, length: int | None = None,
+def collate(split: Split, indices: list[int], store: FeatureSource | None, length: int | None = None,
             words: int | None = None) -> dict:
     """A batch of tensors: pieces padded to the batch's longest (or `length`), words to its
     most words (or `words`). Padding is token id 0 (BERT's [PAD])."""

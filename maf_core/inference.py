@@ -24,7 +24,7 @@ from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.progress import Progress
 from pipeline.schemes import bioes_to_bio, get_entities
-from pipeline.store import FeatureStore
+from pipeline.store import FeatureSource, FeatureStore
 from pipeline.tokenization import read_meta
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def predict_split(
     model: MAF,
     split: Split,
-    store: FeatureStore | None,
+    store: FeatureSource | None,
     tags: list[str],
     scheme: str,
     batch_size: int,
@@ -116,7 +116,7 @@ def word_attention(output, batch: dict) -> torch.Tensor:
     return mean.gather(1, index)
 
 
-def evaluate_split(model, split, store, tags, scheme, batch_size, device, amp: bool | None = None,
+def evaluate_split(model, split, store: FeatureSource | None, tags, scheme, batch_size, device, amp: bool | None = None,
                    progress_every: float = 30.0) -> tuple[dict, list, list]:
     predicted, probs = predict_split(model, split, store, tags, scheme, batch_size, device, amp,
                                      progress_every=progress_every)
@@ -138,7 +138,7 @@ def write_predictions(out_dir: Path, split: Split, predicted: list[list[str]], p
 
 
 @torch.no_grad()
-def tag_rows(model: MAF, split: Split, rows: list[int], store: FeatureStore | None) -> tuple[dict, object]:
+def tag_rows(model: MAF, split: Split, rows: list[int], store: FeatureSource | None) -> tuple[dict, object]:
     """One decoding forward over some rows of a split, on the CPU: the collated batch and the
     model's output (tags, p and CI's attention), for the case study."""
     batch = collate(split, rows, store)
@@ -153,8 +153,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", features: str | Path 
     `batch_size`: default the run's own evaluation batch. Returns the scores and the folder written."""
     run = RunDirectory.open(run_dir)
     store = FeatureStore(run.data("features", features))
-    run.check_fingerprint(store, hint="; extract with the run's settings, or use `maf predict --images`, which "
-                                      "extracts with the run's exact backbone")
+    run.check_fingerprint(store.fingerprint, str(store.path), "extract with the run's settings, or use "
+                          "`maf predict --images`, which extracts with the run's exact backbone")
     text = run.data("text_dir", text_dir)
     meta = read_meta(text)
     run.check_text(meta, text)

@@ -9,8 +9,7 @@ from maf_core.config import DISPLAY_ONLY, MAFConfig, TrainConfig
 from maf_core.data import Split, check_ids_in_store, load_split
 from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.errors import DataError
-from pipeline.fingerprint import store_differences
-from pipeline.store import FeatureStore
+from pipeline.store import FeatureSource
 from pipeline.tokenization import load_tokenizer, read_meta, vocab_sha256
 
 
@@ -19,18 +18,17 @@ class Inputs:
     """What a run reads: the text's meta.json and splits, the store, and the record config.json keeps of them."""
 
     meta: dict
-    store: FeatureStore
+    store: FeatureSource
     splits: dict[str, Split]
     record: dict  # text_dir, features, tokenizer, max_length, store_fingerprint, train
 
 
-def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config: TrainConfig) -> Inputs:
+def read_inputs(features: FeatureSource, text_dir: str | Path, model_config: MAFConfig,
+                config: TrainConfig) -> Inputs:
     """The tokenized text and the store, checked against each other and against the model's
     scheme and vocabulary (DataError naming what differs)."""
     text_dir = Path(text_dir)
     meta = read_meta(text_dir)
-    store = features if hasattr(features, "gather") else FeatureStore(features)  # a store, or OnlineFeatures
-    features = getattr(features, "path", features)
     if model_config.architecture == "maf" and model_config.scheme != meta["scheme"]:  # UMT takes the text's
         raise DataError(f"{text_dir}: tokenized with tag scheme {meta['scheme']!r}, but the model expects "
                         f"{model_config.scheme!r}; run `maf-pipe tokenize --scheme {model_config.scheme}` "
@@ -39,15 +37,15 @@ def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config:
         found = {"name_or_path": model_config.bert, "vocab_sha256": vocab_sha256(load_tokenizer(model_config.bert))}
         check_vocabulary(meta["tokenizer"], found, str(text_dir), f"--bert {model_config.bert}",
                          f"tokenize again with --tokenizer {model_config.bert}")
-    record = {"text_dir": str(text_dir.resolve()), "features": str(Path(features).resolve()),
-              "tokenizer": meta["tokenizer"],
-              "max_length": int(meta["max_length"]), "store_fingerprint": store.fingerprint, "train": asdict(config)}
+    record = {"text_dir": str(text_dir.resolve()), "features": str(Path(features.path).resolve()),
+              "tokenizer": meta["tokenizer"], "max_length": int(meta["max_length"]),
+              "store_fingerprint": features.fingerprint, "train": asdict(config)}
     splits = {name: load_split(text_dir, name) for name in ("train", "valid", "test") if name in meta["splits"]}
     if "train" not in splits or "valid" not in splits:
         raise DataError(f"{text_dir}: needs train and valid splits, found {sorted(splits)}")
     for split in splits.values():
-        check_ids_in_store(split, store, text_dir)
-    return Inputs(meta, store, splits, record)
+        check_ids_in_store(split, features, text_dir)
+    return Inputs(meta, features, splits, record)
 
 
 def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
@@ -70,10 +68,7 @@ def check_resume(run: RunDirectory, record: dict, architecture: str = "maf") -> 
     if architecture != trained_as:
         raise DataError(f"{run.path}: was trained with --model {trained_as}; resume it with --model {trained_as}, "
                         f"not {architecture}")
-    changed = store_differences(record["store_fingerprint"], saved["store_fingerprint"], record["features"])
-    if changed:
-        raise DataError(f"{record['features']}: its fingerprint differs from the store {run.path} was trained with "
-                        f"({saved['features']}: {changed}, 'there' = this store); resume with that store")
+    run.check_fingerprint(record["store_fingerprint"], record["features"], "resume with the run's store")
     check_vocabulary(record["tokenizer"], saved["tokenizer"], record["text_dir"],
                      f"the run {run.path} (tokenizer {saved['tokenizer']['name_or_path']})",
                      "resume with the text the run was started on")

@@ -1,12 +1,13 @@
 """The original design, kept as a baseline: the frozen ResNet runs inside every training step.
 
-`OnlineFeatures` answers `gather(ids)` like a FeatureStore, but reads, decodes, transforms
+`OnlineFeatures` is a `FeatureSource`: it answers `gather(ids)` like a FeatureStore, but reads, decodes, transforms
 and runs the backbone on every call. `maf train --images DIR` uses it, so that the cost of
 not caching can be measured on the same code path (benchmarks/epoch.py measures it too).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig
 from pipeline.fingerprint import fingerprint
 from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, normalise, read_image_bytes
-from pipeline.store import Features
+from pipeline.store import Features, FeatureSource, FeatureStore
 
 
 class OnlineFeatures:
@@ -46,7 +47,7 @@ class OnlineFeatures:
         return None
 
     @torch.no_grad()
-    def gather(self, image_ids) -> Features:
+    def gather(self, image_ids: Sequence[str]) -> Features:
         arrays, status = [], np.zeros(len(image_ids), np.uint8)
         for n, image_id in enumerate(image_ids):
             code, data = read_image_bytes(self.index, image_id)
@@ -65,11 +66,11 @@ class OnlineFeatures:
 
 
 def features_source(features: str | Path | None, images_dir: str | Path | None, config: ExtractConfig,
-                    device: str):
-    """What `maf train` reads images from: a store.h5 path (--features), or OnlineFeatures over
+                    device: str) -> FeatureSource:
+    """What `maf train` reads images from: the store.h5 at --features, or OnlineFeatures over
     --images DIR (the backbone in every step); exactly one of them."""
     if (features is None) == (images_dir is None):
         raise DataError(
             "give exactly one of --features store.h5 (cached features) and --images DIR (the ResNet in every step)"
         )
-    return features if images_dir is None else OnlineFeatures(images_dir, config, resolve_device(device))
+    return FeatureStore(features) if images_dir is None else OnlineFeatures(images_dir, config, resolve_device(device))

@@ -29,7 +29,7 @@ from pipeline.errors import DataError
 from pipeline.extract import extract_images
 from pipeline.featurize import ImageFeaturizer, MemoryStore
 from pipeline.files import atomic_output
-from pipeline.fingerprint import extract_config_of, store_differences
+from pipeline.fingerprint import extract_config_of
 from pipeline.images import STATUS_NAMES
 from pipeline.schemes import get_entities
 from pipeline.store import FeatureStore
@@ -58,10 +58,8 @@ class MAFPredictor:
         return extract_config_of(wanted, weights=weights, bn_buffers=buffers, source=source)
 
     def _check_new_images(self, found: dict) -> None:
-        changed = store_differences(found, self.run.record["store_fingerprint"], "new images")
-        if changed:
-            raise DataError(f"new images were extracted with another fingerprint than {self.run.path}'s store "
-                            f"({changed}, 'there' = the new images)")
+        """New images' features (from `images_dir` or `images`) must be made as the run's store's were."""
+        self.run.check_fingerprint(found, "new images")
 
     def featurizer(self, weights: str | None = None) -> ImageFeaturizer:
         """The run's backbone for images given as bytes, built on first use and kept."""
@@ -76,7 +74,7 @@ class MAFPredictor:
                    images: dict[str, bytes | None] | None = None) -> FeatureStore | MemoryStore | None:
         if features is not None:
             store = FeatureStore(features)
-            self.run.check_fingerprint(store)
+            self.run.check_fingerprint(store.fingerprint, str(store.path))
             return store
         wanted_ids = sorted(set(image_ids))
         if images is not None:  # a tweet whose image id is not in `images` gets status missing

@@ -12,7 +12,8 @@
     RUN/predictions/       <split>.conll and <split>.jsonl
 
 `RunDirectory` is the one place that knows these names and checks that data, stores and
-tokenizers belong to the run (docs/design.md, "Run directory").
+tokenizers belong to the run (docs/design.md, "Run directory"): `check_text` for tokenized text,
+`check_fingerprint` for image features (resume, evaluate, predict, new images).
 """
 from __future__ import annotations
 
@@ -203,12 +204,16 @@ class RunDirectory:
         if meta["scheme"] != scheme:
             raise DataError(f"{text_dir}: tokenized with tag scheme {meta['scheme']!r}, the run uses {scheme!r}")
 
-    def check_fingerprint(self, store, hint: str = "") -> None:
-        """A store must have been extracted with the run's store's settings (same fingerprint)."""
-        changed = store_differences(store.fingerprint, self.record["store_fingerprint"], str(store.path))
+    def check_fingerprint(self, fingerprint: dict, what: str, fix: str = "") -> None:
+        """The one check that image features belong to the run: `fingerprint` (of a store given
+        to resume, evaluate or predict, or of new images extracted now) must agree with the run's
+        store's in every field that decides the features (`pipeline.fingerprint.store_differences`).
+        DataError naming `what`, the run and each differing field; `fix` says what to do instead."""
+        changed = store_differences(fingerprint, self.record["store_fingerprint"], what)
         if changed:
-            raise DataError(f"{store.path}: extracted with other settings than the store {self.path} was trained "
-                            f"with ({self.record['features']}: {changed}, 'there' = this store){hint}")
+            raise DataError(f"{what}: does not belong to the run {self.path}: extracted with other settings than "
+                            f"the store it was trained on ({self.record['features']}): {changed} "
+                            f"('there' = {what}, 'now' = the run's store)" + (f"; {fix}" if fix else ""))
 
     # -- what training writes ----------------------------------------------------------------
 

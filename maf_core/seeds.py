@@ -14,11 +14,12 @@ from maf_core.run import RunDirectory
 from maf_core.train import train
 from pipeline.conll import ENTITY_TYPES
 from pipeline.files import atomic_output
+from pipeline.store import FeatureSource
 
 logger = logging.getLogger(__name__)
 
 
-def train_seeds(features: str | Path, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
+def train_seeds(features: FeatureSource, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
                 config: TrainConfig, seeds: list[int], resume: bool = False) -> dict:
     """One run per seed under OUT/seed-N, then summary.json: mean and std over seeds of each score."""
     out_dir = Path(out_dir)
@@ -64,8 +65,8 @@ def summary_table(summary: dict, split: str = "test") -> str:
 
 
 
-def train_runs(features, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig, config: TrainConfig,
-               seeds: list[int] | None = None, resume: bool = False) -> dict:
+def train_runs(features: FeatureSource, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
+               config: TrainConfig, seeds: list[int] | None = None, resume: bool = False) -> dict:
     """`maf train`: one run (its report), or with `seeds` one run per seed (the summary over them)."""
     if seeds:
         return train_seeds(features, text_dir, out_dir, model_config, config, seeds, resume=resume)

@@ -17,6 +17,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
+from maf_core.serve_requests import Limits
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,8 +41,9 @@ class MicroBatcher:
     browse page's attention) take turns with it.
     """
 
-    def __init__(self, run: Callable[[list], list], max_items: int = 32, max_wait: float = 0.01,
-                 max_queue: int = 64, lock: threading.Lock | None = None) -> None:
+    def __init__(self, run: Callable[[list], list], max_items: int = Limits.batch_items,
+                 max_wait: float = Limits.batch_wait, max_queue: int = Limits.queue,
+                 lock: threading.Lock | None = None) -> None:
         self.run, self.max_items, self.max_wait = run, max_items, max_wait
         self.lock = lock or threading.Lock()
         self.queue: queue.Queue[Request | None] = queue.Queue(max_queue)

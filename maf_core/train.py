@@ -39,7 +39,7 @@ from maf_core.run_summary import run_summary
 from pipeline.errors import DataError
 from pipeline.files import output_lock
 from pipeline.progress import Progress
-from pipeline.store import FeatureStore
+from pipeline.store import FeatureSource
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +79,12 @@ class Position:
     step: int = 0
 
 
-def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
+def train(features: FeatureSource, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
           config: TrainConfig, resume: bool = False, on_epoch_end: Callable[[int], None] | None = None) -> dict:
     """Train, evaluate on dev every epoch, keep the best, test it; returns the report.
 
-    `features`: a store.h5 path, or `maf_core.online.OnlineFeatures` (the backbone in every step).
+    `features`: a `FeatureStore` (`FeatureStore("store.h5")`), or `maf_core.online.OnlineFeatures`
+    (the backbone in every step).
     The caller's `model_config` is not changed: the run's own is fitted to the text and store.
     One writer per run directory: a second `maf train` on the same --out is refused at once.
     """
@@ -92,8 +93,8 @@ def train(features, text_dir: str | Path, out_dir: str | Path, model_config: MAF
         return _train_locked(features, text_dir, out_dir, model_config, config, resume, on_epoch_end)
 
 
-def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: TrainConfig, resume: bool,
-                  on_epoch_end: Callable[[int], None] | None) -> dict:
+def _train_locked(features: FeatureSource, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
+                  config: TrainConfig, resume: bool, on_epoch_end: Callable[[int], None] | None) -> dict:
     run = RunDirectory(out_dir)
     inputs = read_inputs(features, text_dir, model_config, config)
     model_config = fit_to_inputs(model_config, inputs)
@@ -217,7 +218,7 @@ def epoch_batches(split: Split, config: TrainConfig, epoch: int, world: int = 1)
     return [b for b in batches if len(b) >= world]  # a last batch smaller than the processes is left out
 
 
-def shard_batch(split: Split, indices: list[int], store, rank: int, world: int) -> dict:
+def shard_batch(split: Split, indices: list[int], store: FeatureSource, rank: int, world: int) -> dict:
     """This process's rows of a global batch, padded to the global batch's longest."""
     padded = split.padded()
     rows = np.asarray(indices)
@@ -325,7 +326,7 @@ def images_record(model_config: MAFConfig, splits: dict[str, Split], store) -> d
     return {**({"images": seen} if seen is not None else {}), **({"notes": [note]} if note else {})}
 
 
-def evaluate_best(run: RunDirectory, splits: dict[str, Split], store: FeatureStore, device: torch.device,
+def evaluate_best(run: RunDirectory, splits: dict[str, Split], store: FeatureSource, device: torch.device,
            batch_size: int, best_epoch: int, amp: bool | None = None) -> dict:
     """Evaluate best/ on dev and test; write report.json and predictions/ (the first process)."""
     model = run.load_best(device)

@@ -153,11 +153,11 @@ def _extract_locked(images_dir: Path, out: Path, config: ExtractConfig, ids: lis
                     overwrite: bool) -> dict:
     index, ids = _images_to_extract(images_dir, out, ids)
     state, weights_identity = resolve_weights(config.backbone, config.weights, config.seed)
-    print_ = fingerprint(config, weights_identity)
-    job_record = {"fingerprint": print_, "ids_sha256": ids_sha256(ids), "images": len(ids),
+    planned_fingerprint = fingerprint(config, weights_identity)
+    job_record = {"fingerprint": planned_fingerprint, "ids_sha256": ids_sha256(ids), "images": len(ids),
                   "shard_size": config.shard_size}
     if out.exists() and not overwrite:
-        return _with_where_images_are(_reuse_or_refuse(out, print_, ids), images_dir, ids)
+        return _with_where_images_are(_reuse_or_refuse(out, planned_fingerprint, ids), images_dir, ids)
 
     shards = _ShardFiles(out.with_name(f"{out.name}.work"), ids, config.shard_size)
     _prepare_work_dir(shards.work, job_record, overwrite)
@@ -175,7 +175,7 @@ def _extract_locked(images_dir: Path, out: Path, config: ExtractConfig, ids: lis
 
     all_ids, status = _statuses(shards, config.missing)
     assembling = time.perf_counter()
-    _assemble(out, shards, config, print_, job_record["ids_sha256"])
+    _assemble(out, shards, config, planned_fingerprint, job_record["ids_sha256"])
     shutil.rmtree(shards.work, ignore_errors=True)
     summary = _summary(out, all_ids, status, reused_store=False)
     summary.update(extracted=extracted, seconds=round(seconds, 2),
@@ -201,13 +201,14 @@ def _images_to_extract(images_dir: Path, out: Path, ids: list[str] | None) -> tu
     return index, ids
 
 
-def _reuse_or_refuse(out: Path, print_: dict, ids: list[str]) -> dict:
+def _reuse_or_refuse(out: Path, planned_fingerprint: dict, ids: list[str]) -> dict:
     """`out` exists (no --overwrite): the summary of that store when it is this very extraction, else refuse."""
     try:
         existing = FeatureStore(out)
     except DataError as err:
         raise DataError(f"{err}; pass --overwrite to replace it") from None
-    settings = store_differences(existing.fingerprint, print_, str(out), planned=True, against="this extraction")
+    settings = store_differences(existing.fingerprint, planned_fingerprint, str(out), planned=True,
+                                 against="this extraction")
     other_ids = existing.image_ids != ids
     if not settings and not other_ids:
         logger.info("%s: already complete with this fingerprint and these ids; nothing to do", out)
@@ -297,15 +298,15 @@ def _statuses(shards: _ShardFiles, missing: str) -> tuple[list[str], np.ndarray]
     return all_ids, status
 
 
-def _assemble(out: Path, shards: _ShardFiles, config: ExtractConfig, print_: dict, ids_sha: str) -> None:
+def _assemble(out: Path, shards: _ShardFiles, config: ExtractConfig, planned_fingerprint: dict, ids_sha: str) -> None:
     """Finish the store the shards were written into; with --bn-stats dataset, add the
     statistics and their hash."""
-    final_print, buffers = dict(print_), None
+    final_fingerprint, buffers = dict(planned_fingerprint), None
     if config.bn_stats == "dataset":
         buffers = load_state(shards.work / BN_FILE)
-        final_print["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(buffers))
+        final_fingerprint["bn_stats"] = dict(planned_fingerprint["bn_stats"], sha256=state_sha256(buffers))
         buffers = {k: v.numpy() for k, v in buffers.items()}
-    shards.rows.publish(out, final_print, extra_attrs={"extraction": {"device": config.device,
+    shards.rows.publish(out, final_fingerprint, extra_attrs={"extraction": {"device": config.device,
                                                                       "batch_size": config.batch_size,
                                                                       "ids_sha256": ids_sha}}, bn_stats=buffers)
 
@@ -327,8 +328,8 @@ def _with_bn_stats(state: dict, config: ExtractConfig, job: ShardJob, index: Ima
     if config.bn_stats != "dataset":
         return state
     path = work / BN_FILE
-    if config.extra.get("bn_buffers") is not None:  # those of an earlier store: same backbone, new images
-        buffers = {k: torch.as_tensor(v) for k, v in config.extra["bn_buffers"].items()}
+    if config.bn_buffers is not None:  # those of an earlier store: same backbone, new images
+        buffers = {k: torch.as_tensor(v) for k, v in config.bn_buffers.items()}
         with atomic_output(path, "wb") as handle:
             torch.save(buffers, handle)
     elif path.is_file():

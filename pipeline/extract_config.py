@@ -7,8 +7,9 @@ defaults from here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pipeline.backbone import BACKBONES
@@ -55,7 +56,9 @@ class ExtractConfig:
     decode_threads: int | None = None
     scheduler: str | None = None
     missing: str = "record"          # record | fail
-    extra: dict = field(default_factory=dict)
+    # --bn-stats dataset with the BatchNorm statistics of an earlier store (a run's, for new
+    # images), kept instead of re-estimated; None: estimated on these images
+    bn_buffers: dict[str, np.ndarray] | None = None
 
     def validate(self) -> None:
         for name, choices in CHOICES.items():

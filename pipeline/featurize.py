@@ -4,7 +4,7 @@ What `maf serve` runs on uploaded images: the same worker code as extraction (`e
 decoding with the pipeline's limits, the transform, the frozen backbone built once and kept),
 the same weights and BatchNorm statistics, and a fingerprint built by the same rules, which
 the caller compares with its run's. `MemoryStore` reads the result as a `FeatureStore` reads a
-file, so prediction takes either.
+file: both are a `FeatureSource`, so prediction takes either.
 """
 from __future__ import annotations
 
@@ -45,17 +45,17 @@ class ImageFeaturizer:
     def __init__(self, config: ExtractConfig) -> None:
         config.validate()
         state, identity = resolve_weights(config.backbone, config.weights, config.seed)
-        print_ = fingerprint(config, identity)
+        features_fingerprint = fingerprint(config, identity)
         if config.bn_stats == "dataset":
-            buffers = config.extra.get("bn_buffers")
+            buffers = config.bn_buffers
             if buffers is None:
                 raise DataError("--bn-stats dataset: the BatchNorm statistics of the store are needed")
             tensors = {k: torch.as_tensor(v) for k, v in buffers.items()}
             state = {**state, **tensors}
-            print_["bn_stats"] = dict(print_["bn_stats"], sha256=state_sha256(tensors))
-        self.fingerprint = print_
+            features_fingerprint["bn_stats"] = dict(features_fingerprint["bn_stats"], sha256=state_sha256(tensors))
+        self.fingerprint = features_fingerprint
         self.state = state
-        key = hashlib.sha256(json.dumps({"in-memory": print_}, sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps({"in-memory": features_fingerprint}, sort_keys=True).encode()).hexdigest()
         self.job = ShardJob.of(plan_workers(replace(config, workers=0, scheduler=None)), key=key)
 
     def extract(self, images: Sequence[tuple[str, bytes | None]]) -> Shard:
@@ -65,12 +65,14 @@ class ImageFeaturizer:
 
 
 class MemoryStore:
-    """A `Shard` read as a `FeatureStore` is read: `gather`, `in`, `image_ids`, `status`, `rows`."""
+    """A `Shard` read as a `FeatureStore` is read (a `FeatureSource`, with `image_ids`, `status`
+    and `rows` as a store has them)."""
 
     def __init__(self, shard: Shard, fingerprint: dict, path: str = "images in memory") -> None:
         self.path, self.fingerprint = path, fingerprint
         self.image_ids, self.status = list(shard.image_ids), shard.status
         self.rows = {image_id: row for row, image_id in enumerate(self.image_ids)}
+        self.num_regions, self.channels = shard.regions.shape[1:]
         self._shard = shard
 
     def __len__(self) -> int:
@@ -82,3 +84,6 @@ class MemoryStore:
     def gather(self, image_ids: Sequence[str]) -> Features:
         rows = np.fromiter((self.rows[i] for i in image_ids), dtype=np.int64, count=len(image_ids))
         return Features(self._shard.regions[rows], self._shard.pooled[rows], self.status[rows])
+
+    def bn_stats(self) -> None:
+        return None  # the featurizer's statistics are in its fingerprint; nothing to copy into a run

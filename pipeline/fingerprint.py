@@ -5,7 +5,7 @@
   (`job_differences`: the shards of an unfinished one): every field must agree but those that
   move features in their last digits only (`ROUNDING_ONLY`, listed once), with a warning when
   the library versions differ;
-- `extract_config_of(print_)` is the inverse: the `ExtractConfig` that makes new images'
+- `extract_config_of(store_fingerprint)` is the inverse: the `ExtractConfig` that makes new images'
   features as that store's were made (`maf predict --images`).
 
 `ExtractConfig` itself lives in `pipeline/extract_config.py`, which imports nothing of this
@@ -88,10 +88,10 @@ def job_differences(found: dict, wanted: dict, what: str) -> str:
                         {**wanted, "fingerprint": _deciding(wanted["fingerprint"], planned=True)})
 
 
-def _deciding(print_: dict, planned: bool) -> dict:
+def _deciding(store_fingerprint: dict, planned: bool) -> dict:
     """The fields of a fingerprint that decide the features (all but ROUNDING_ONLY); `planned`:
     also without what is measured only while extracting (the BatchNorm statistics' hash)."""
-    out = {k: v for k, v in print_.items() if k not in ROUNDING_ONLY}
+    out = {k: v for k, v in store_fingerprint.items() if k not in ROUNDING_ONLY}
     if planned and "bn_stats" in out:
         out["bn_stats"] = {k: v for k, v in out["bn_stats"].items() if k != "sha256"}
     return out
@@ -119,14 +119,15 @@ def _difference(found: dict, wanted: dict, key: str) -> str:
     return f"{key}: {a!r} there, {b!r} now"
 
 
-def extract_config_of(print_: dict, weights: str | None = None, bn_buffers: dict | None = None,
+def extract_config_of(store_fingerprint: dict, weights: str | None = None, bn_buffers: dict | None = None,
                       source: str = "the store") -> ExtractConfig:
-    """The settings that extract new images as the store of `print_` was made (the inverse of
+    """The settings that extract new images as the store of `store_fingerprint` was made (the inverse of
     `fingerprint`: every field it records is read back), in this process. `weights`: the
     weights file, for a store made from one (the fingerprint keeps its hash, not its path);
     `bn_buffers`: the BatchNorm statistics of a --bn-stats dataset store, kept instead of
     re-estimated on the new images. `source` names the store in errors."""
-    identity, transform, bn = print_["weights"], print_["transform"], print_["bn_stats"]
+    identity, transform = store_fingerprint["weights"], store_fingerprint["transform"]
+    bn = store_fingerprint["bn_stats"]
     if identity["kind"] == "random":
         weights_arg, seed = "none", random_seed(identity["identity"])
         if seed is None:
@@ -143,12 +144,12 @@ def extract_config_of(print_: dict, weights: str | None = None, bn_buffers: dict
         raise DataError(f"{source} was made with BatchNorm statistics re-estimated on its images "
                         "(--bn-stats dataset); new images need those statistics")
     defaults = ExtractConfig()
-    precision = print_.get("precision", defaults.precision)
+    precision = store_fingerprint.get("precision", defaults.precision)
     return ExtractConfig(
-        backbone=print_["backbone"], weights=weights_arg, transform=transform["name"],
-        decode=DECODE_OF_PRINT.get(print_.get("decode"), "full"), bn_stats=bn["mode"],
+        backbone=store_fingerprint["backbone"], weights=weights_arg, transform=transform["name"],
+        decode=DECODE_OF_PRINT.get(store_fingerprint.get("decode"), "full"), bn_stats=bn["mode"],
         bn_samples=bn.get("samples", defaults.bn_samples), seed=seed, precision=precision,
-        channels_last=print_.get("channels_last", defaults.channels_last),
-        max_pixels=print_.get("max_pixels", defaults.max_pixels),
+        channels_last=store_fingerprint.get("channels_last", defaults.channels_last),
+        max_pixels=store_fingerprint.get("max_pixels", defaults.max_pixels),
         device="cpu" if precision == "fp32" else "cuda",  # tf32 and bf16 run on CUDA only
-        workers=0, extra={"bn_buffers": bn_buffers} if bn["mode"] == "dataset" else {})
+        workers=0, bn_buffers=bn_buffers if bn["mode"] == "dataset" else None)

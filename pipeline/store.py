@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import h5py
 import numpy as np
@@ -110,6 +110,28 @@ class Features:
     regions: np.ndarray  # (B, 49, C) float16
     pooled: np.ndarray   # (B, C) float32
     status: np.ndarray   # (B,) uint8; 0 = ok, see FeatureStore.status_codes
+
+
+@runtime_checkable
+class FeatureSource(Protocol):
+    """What training, evaluation and prediction read image features from, by image id: a store
+    file (`FeatureStore`), images extracted in memory (`pipeline.featurize.MemoryStore`), or the
+    backbone run in every step (`maf_core.online.OnlineFeatures`)."""
+
+    path: Path | str     # what errors name
+    fingerprint: dict    # what the features depend on (pipeline.fingerprint)
+    channels: int        # C
+    num_regions: int     # 49, the 7 x 7 grid
+
+    def __contains__(self, image_id: str) -> bool: ...
+
+    def gather(self, image_ids: Sequence[str]) -> Features:
+        """Features of a batch, in the order of `image_ids`."""
+        ...
+
+    def bn_stats(self) -> dict[str, np.ndarray] | None:
+        """The re-estimated BatchNorm buffers the features were made with, if any."""
+        ...
 
 
 class FeatureStore:

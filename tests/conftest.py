@@ -12,7 +12,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
-from helpers import write_text  # noqa: F401  (tests once imported it from here)
 
 from pipeline.sample import make_sample
 from pipeline.vocab import build_vocab
@@ -84,9 +83,11 @@ def served_runs(sample_text, sample_store, tmp_path_factory) -> dict:
     so that some test tweets get entities). Tests read them; one that changes a run works on a copy."""
     from maf_core.config import MAFConfig, TrainConfig
     from maf_core.train import train
+    from pipeline.store import FeatureStore
 
     root = tmp_path_factory.mktemp("served")
     config = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=3, device="cpu", tensorboard=False)
     for name, text_only in (("maf", False), ("text-only", True)):
-        train(sample_store, sample_text, root / name, MAFConfig.tiny(scheme="bioes", text_only=text_only), config)
+        train(FeatureStore(sample_store), sample_text, root / name,
+              MAFConfig.tiny(scheme="bioes", text_only=text_only), config)
     return {"maf": root / "maf", "text-only": root / "text-only"}

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from click.testing import CliRunner, Result
 from helpers import write_text
 
 from cli import maf, pipe
+from maf_core.config import PRESETS, MAFConfig, TrainConfig, preset_of, uses_amp
+from pipeline.extract_config import ExtractConfig
 
 BIN = Path(sys.executable).parent
 # Both command-line programs by their console-script names, and every command of each, read
@@ -68,7 +72,7 @@ def test_the_groups_answer_help_without_loading_torch(program):
 
 def test_maf_group_has_help():
     result = run(maf, "--help")
-    assert result.exit_code == 0 and "Train, evaluate and apply MAF" in result.output
+    assert result.exit_code == 0 and "Train, evaluate and apply models for multimodal NER" in result.output
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +208,80 @@ def test_maf_pipe_version_is_the_package_version():
 
     result = run(pipe, "--version")
     assert result.exit_code == 0 and result.output.strip() == f"maf-pipe {version('maf')}"
+
+
+def _shown_defaults(name: str) -> dict[str, str]:
+    """`maf NAME --help`, unwrapped: each option's first flag -> what its [default: ...] says."""
+    sub = maf.main.get_command(click.Context(maf.main), name)
+    with click.Context(sub, info_name=name, terminal_width=10_000, max_content_width=10_000) as ctx:
+        text = sub.get_help(ctx)
+    entries: dict[str, str] = {}  # an option's line, and the line of its help where the flags were too long
+    option = None
+    for line in text.splitlines():
+        starts = re.match(r"  (-[-\w]+)", line)
+        option = starts.group(1) if starts else option if line.startswith("   ") else None
+        if option:
+            entries[option] = entries.get(option, "") + line
+    return {option: found.group(1) for option, entry in entries.items()
+            if (found := re.search(r"\[default: (.*)\]", entry))}
+
+
+def _per_preset(config_of, field: str) -> dict[str, str]:
+    return {preset: str(getattr(config_of(preset), field)) for preset in PRESETS}
+
+
+def _preset_defaults(shown: str) -> dict[str, str]:
+    """"the preset's: c (paper, released-code); image (recommended)" -> {preset: value}."""
+    assert shown.startswith("the preset's: "), shown
+    pairs = re.findall(r"(\S+) \(([^)]*)\)", shown[len("the preset's: "):])
+    return {preset: value for value, presets in pairs for preset in presets.split(", ")}
+
+
+def test_train_help_shows_the_library_s_defaults():
+    train, extract, model = TrainConfig(), ExtractConfig(), MAFConfig()
+    shown = _shown_defaults("train")
+    by_preset = {"--swap": "swap", "--matching-head": "matching_head", "--ner-pairs": "ner_pairs"}
+    by_train_preset = {"--optimizer": "optimizer", "--batching": "batching"}
+    for option, field in by_preset.items():
+        assert _preset_defaults(shown.pop(option)) == _per_preset(MAFConfig.from_preset, field)
+    for option, field in by_train_preset.items():
+        assert _preset_defaults(shown.pop(option)) == _per_preset(TrainConfig.for_preset, field)
+    assert shown == {
+        "--backbone": extract.backbone, "--weights": extract.weights, "--transform": extract.transform,
+        "--bert-config": model.bert_size, "--model": model.architecture, "--preset": preset_of(model),
+        "--epochs": str(train.epochs), "--lr": str(train.lr), "--head-lr": "--lr", "--seed": str(train.seed),
+        "--batch-size": f"{train.batch_size}, the paper's; --model umt and mt: "
+                        f"{TrainConfig.for_preset('paper', 'umt').batch_size}, their released code's",
+        "--pooling": model.pooling, "--device": train.device, "--log-every": str(train.log_every),
+        "--tensorboard": "tensorboard" if train.tensorboard else "no-tensorboard",
+        "--heads": "the encoder's head count",
+        "--amp": "on with CUDA, but fp32 under the released-code preset and for --model umt and mt; off on CPU",
+    }
+    assert uses_amp(None, model, "cuda") and not uses_amp(None, model, "cpu")  # what --amp's default says
+    assert not uses_amp(None, MAFConfig.from_preset("released-code"), "cuda")
+    assert not uses_amp(None, MAFConfig.for_architecture("umt"), "cuda")
+
+
+def test_report_and_evaluate_help_show_the_library_s_defaults():
+    from maf_core.inference import evaluate_run
+    from maf_core.report import write_figures
+
+    assert _shown_defaults("report") == {"--count": str(inspect.signature(write_figures).parameters["count"].default),
+                                         "--case-run": "the first run with images", "--ids": "chosen",
+                                         "--images": "<corpus>/images, from the tokenized text",
+                                         "--annotations": "<corpus>/annotations.jsonl, as the sample corpus has",
+                                         "--features": "the path the run recorded",
+                                         "--text": "the path the run recorded"}
+    evaluate = _shown_defaults("evaluate")
+    assert evaluate["--split"] == inspect.signature(evaluate_run).parameters["split"].default
+    assert evaluate["--batch-size"] == \
+        f"the run's own evaluation batch, {TrainConfig().eval_batch_size} unless it was set"
+
+
+def test_train_help_groups_every_option():
+    sub = maf.main.get_command(click.Context(maf.main), "train")
+    with click.Context(sub, info_name="train") as ctx:
+        text = sub.get_help(ctx)
+    sections = re.findall(r"^(\w[\w ]*):$", text, flags=re.MULTILINE)
+    assert sections == ["Data", "Model", "Optimisation", "Run"]
+    assert "Train MAF" not in text

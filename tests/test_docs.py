@@ -86,3 +86,41 @@ def test_the_demo_trains_bert_and_the_heads_at_one_rate_in_batches_of_32():
     assert "--head-lr" not in flags
     assert [flags[flags.index(name) + 1] for name in ("--lr", "--epochs", "--batch-size", "--preset")] == \
         ["3e-4", "12", "32", "recommended"]
+
+
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+FIGURE = re.compile(r"(\d+\.\d+)(?: ± (\d+\.\d+))?")
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text[text.index(start):text.index(end, text.index(start))]
+
+
+def test_each_figure_the_readme_quotes_is_a_current_figure():
+    """The README's expected demo result quotes docs/benchmarks.md's current figures (rounded):
+    each "A ± B" is a "mean ± std" of the page at the README's precision, each other number one
+    of the page's numbers; the demo's time range holds every wall time of the current demo runs."""
+    readme, page = README.read_text(encoding="utf-8"), BENCHMARKS.read_text(encoding="utf-8")
+    quoted = _section(readme, "Expected result", "Then look through")
+    current = _section(page, "## The demo", "## The presets on the sample corpus")
+
+    def rounded(figure: str, like: str) -> str:
+        return f"{float(figure):.{len(like.split('.')[1])}f}"
+
+    pairs = {(a, b) for a, b in FIGURE.findall(current) if b}
+    numbers = {a for a, _ in FIGURE.findall(current)} | {b for _, b in pairs}
+    missing = []
+    for mean, std in FIGURE.findall(quoted):
+        if std:
+            found = any(rounded(a, mean) == mean and rounded(b, std) == std for a, b in pairs)
+        else:
+            found = any(rounded(a, mean) == mean for a in numbers)
+        if not found:
+            missing.append(f"{mean} ± {std}" if std else mean)
+    assert FIGURE.findall(quoted), "the README's expected result quotes no figure"
+    assert not missing, f"README.md quotes figures that docs/benchmarks.md's current figures do not have: {missing}"
+
+    low, high = map(int, re.search(r"in (\d+) to (\d+) minutes on 2 cores", readme).groups())
+    demo = _section(page, "## The demo", "## Robustness of the demo's result")
+    seconds = [int(s) for s in re.findall(r"\| (\d+) s \|", demo)]
+    assert seconds and all(low * 60 <= s <= high * 60 for s in seconds), (low, high, seconds)

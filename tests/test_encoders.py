@@ -23,6 +23,7 @@ from maf_core.predict import MAFPredictor
 from maf_core.train import train
 from pipeline.conll import find_splits, iter_conll
 from pipeline.errors import DataError
+from pipeline.store import FeatureStore
 from pipeline.tokenization import load_tokenizer, read_meta, tokenize_corpus, tokenizer_family
 from pipeline.vocab import build_vocab
 
@@ -179,7 +180,7 @@ def test_mean_pooling_averages_the_real_pieces():
 
 def test_a_random_encoder_is_never_silent(sample_text, sample_store, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="maf_core.train"):
-        report = train(sample_store, sample_text, tmp_path / "run", MAFConfig.tiny(scheme="bioes"),
+        report = train(FeatureStore(sample_store), sample_text, tmp_path / "run", MAFConfig.tiny(scheme="bioes"),
                        TrainConfig(epochs=1, batch_size=32, device="cpu", tensorboard=False))
     assert "the text encoder is a RANDOM-init BERT-tiny (no --bert)" in caplog.text
     assert report["encoder"] == "a RANDOM-init BERT-tiny"

@@ -18,6 +18,7 @@ from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus
 from pipeline.fingerprint import extract_config_of, fingerprint, store_differences
 from pipeline.sample import make_sample
+from pipeline.store import FeatureStore
 from pipeline.tokenization import tokenize_corpus
 
 TINY = dict(backbone="resnet18", weights="none", workers=0, batch_size=4, shard_size=4)
@@ -58,7 +59,7 @@ def test_a_run_on_a_device_decoded_store_predicts_new_images(tokenizer_dir, tmp_
     tokenize_corpus(corpus, str(tokenizer_dir), text, max_length=64)
     extract_images(corpus / "images", store, ExtractConfig(**dict(TINY, shard_size=64), decode="device"),
                    ids=ids_from_corpus(corpus))
-    train(store, text, run, MAFConfig.tiny(scheme="bioes"),
+    train(FeatureStore(store), text, run, MAFConfig.tiny(scheme="bioes"),
           TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3, device="cpu"))
     expected = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
     items = [{"id": r["id"], "words": r["words"]} for r in expected]
@@ -76,8 +77,8 @@ def _images(folder: Path, n: int) -> Path:
     return folder
 
 
-def _other_versions(print_: dict) -> dict:
-    return {**print_, "versions": {"torch": "2.0.0", "torchvision": "0.15.0", "pillow": "9.0.0"}}
+def _other_versions(made: dict) -> dict:
+    return {**made, "versions": {"torch": "2.0.0", "torchvision": "0.15.0", "pillow": "9.0.0"}}
 
 
 def test_a_complete_store_of_other_library_versions_is_reused_with_a_warning(tmp_path, caplog):

@@ -178,6 +178,30 @@ def test_crf_likelihood_equals_brute_force_enumeration():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in crf.parameters())
 
 
+def test_crf_decodes_float64_emissions_in_float64():
+    """Viterbi in the emissions' dtype: two paths 1e-12 apart are told apart in float64 (a cast
+    to float32 made them equal and took the first), and a float64 CRF decodes random float64
+    emissions as enumeration over all paths does."""
+    crf = CRF(3)
+    with torch.no_grad():
+        for parameter in crf.parameters():
+            parameter.zero_()
+    close = torch.tensor([[[0.5, 0.5 + 1e-12, 0.0], [0.0, 0.0, 0.0]]], dtype=torch.float64)
+    assert crf.decode(close) == [[1, 0]]
+
+    torch.manual_seed(1)
+    crf = CRF(3).double()
+    emissions = torch.randn(2, 3, 3, dtype=torch.float64)
+
+    def score(row, path):
+        s = crf.start_transitions[path[0]] + crf.end_transitions[path[-1]]
+        s = s + sum(emissions[row, i, t] for i, t in enumerate(path))
+        return s + sum(crf.transitions[a, b] for a, b in zip(path, path[1:]))
+
+    paths = list(itertools.product(range(3), repeat=3))
+    assert crf.decode(emissions) == [list(max(paths, key=lambda p: float(score(row, p).detach()))) for row in (0, 1)]
+
+
 @pytest.mark.parametrize("variant", [{}, {"swap": "image", "matching_head": "bilinear"}])
 def test_padding_does_not_change_anything(variant):
     model = tiny_model(**variant)

@@ -36,7 +36,7 @@ def trained(sample_dir, tokenizer_dir, sample_store, tmp_path_factory) -> Path:
     os.chdir(project)
     try:
         tokenize_corpus(sample_dir, "tok", Path("text"), max_length=64)
-        train("store.h5", "text", "run", MAFConfig.tiny(scheme="bioes"), CONFIG)
+        train(FeatureStore("store.h5"), "text", "run", MAFConfig.tiny(scheme="bioes"), CONFIG)
     finally:
         os.chdir(before)
     return project

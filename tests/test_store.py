@@ -13,7 +13,7 @@ import pytest
 from pipeline.errors import DataError
 from pipeline.fingerprint import store_differences
 from pipeline.images import STATUS
-from pipeline.store import FeatureStore, RowsFile, Shard
+from pipeline.store import FeatureSource, FeatureStore, RowsFile, Shard
 
 
 def build_store(path: Path, ids: list[str], channels: int = 6, seed: int = 0, shard_size: int = 4) -> Path:
@@ -178,3 +178,24 @@ def test_writing_rows_changes_no_byte_outside_the_rows(tmp_path):
     rows.write(2, Shard(["002", "003"], np.ones((2, 49, 8), np.float16), np.ones((2, 8), np.float32),
                         np.ones(2, np.uint8)))
     assert outside_the_rows() == before and rows.status().tolist() == [0, 0, 1, 1] + [0] * 6
+
+
+def test_a_store_images_in_memory_and_the_online_backbone_are_one_feature_source(store_path, sample_dir):
+    """`features_source` opens --features as a FeatureStore or --images as OnlineFeatures; those and
+    MemoryStore (images given as bytes) all answer what training and prediction ask of a FeatureSource."""
+    from maf_core.online import OnlineFeatures, features_source
+    from pipeline.extract_config import ExtractConfig
+    from pipeline.featurize import MemoryStore
+
+    store = features_source(store_path, None, ExtractConfig(), "cpu")
+    online = features_source(None, sample_dir / "images", ExtractConfig(backbone="resnet18", weights="none"), "cpu")
+    assert type(store) is FeatureStore and type(online) is OnlineFeatures
+    shard = Shard(["a", "b"], np.ones((2, 49, 6), np.float16), np.ones((2, 6), np.float32), np.zeros(2, np.uint8))
+    memory = MemoryStore(shard, {"backbone": "test"})
+    image_id = sorted(sample_dir.glob("images/*.jpg"))[0].stem
+    for source, ids in ((store, ["id03", "id01"]), (memory, ["b"]), (online, [image_id])):
+        assert isinstance(source, FeatureSource)
+        features = source.gather(ids)
+        assert features.regions.shape == (len(ids), source.num_regions, source.channels)
+        assert all(i in source for i in ids) and source.bn_stats() is None
+    assert not isinstance(store_path, FeatureSource)

@@ -42,7 +42,7 @@ def whole(corpus) -> dict:
     """A tiny MAF trained for CONFIG's two epochs without a break: its directory and report. Tests
     read it; one that writes into a run (`maf evaluate` without --out, a resume) works on a copy."""
     run = corpus["root"] / "whole"
-    return {"run": run, "report": train(corpus["store"], corpus["text"], run, tiny_config(), CONFIG)}
+    return {"run": run, "report": train(FeatureStore(corpus["store"]), corpus["text"], run, tiny_config(), CONFIG)}
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,20 @@ def _rows(path: Path) -> list[dict]:
 # a run and its outputs
 
 
+@pytest.fixture()
+def fingerprint_checks(monkeypatch) -> list[str]:
+    """What RunDirectory.check_fingerprint, the one check that features belong to a run, was asked
+    about (it still checks): the refusals below must come from it."""
+    asked, check = [], RunDirectory.check_fingerprint
+
+    def spy(self, fingerprint, what, fix=""):
+        asked.append(what)
+        return check(self, fingerprint, what, fix)
+
+    monkeypatch.setattr(RunDirectory, "check_fingerprint", spy)
+    return asked
+
+
 def test_the_report_names_the_best_epoch_the_encoder_and_both_scores(whole):
     assert set(whole["report"]) == {"best_epoch", "encoder", "images", "valid", "test"}  # no "notes": it saw images
 
@@ -98,9 +112,9 @@ def test_resume_equals_an_uninterrupted_run(whole, corpus, tmp_path):
 
     cut = tmp_path / "cut"
     with pytest.raises(Stop):
-        train(corpus["store"], corpus["text"], cut, tiny_config(), CONFIG, on_epoch_end=stop_after_first)
+        train(FeatureStore(corpus["store"]), corpus["text"], cut, tiny_config(), CONFIG, on_epoch_end=stop_after_first)
     assert len(_metrics(cut)) == 1
-    resumed = train(corpus["store"], corpus["text"], cut, tiny_config(), CONFIG, resume=True)
+    resumed = train(FeatureStore(corpus["store"]), corpus["text"], cut, tiny_config(), CONFIG, resume=True)
     assert _metrics(cut) == _metrics(whole["run"])
     assert resumed == whole["report"]
     a = torch.load(whole["run"] / "last.pt", weights_only=True)["model"]
@@ -148,7 +162,7 @@ def test_score_of_a_missing_file_is_refused(tmp_path):
 
 def test_a_model_of_another_tag_scheme_is_refused(corpus, tmp_path):
     with pytest.raises(DataError, match=r"tokenized with tag scheme 'bioes', but the model expects 'bio'"):
-        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(scheme="bio"), CONFIG)
+        train(FeatureStore(corpus["store"]), corpus["text"], tmp_path / "run", tiny_config(scheme="bio"), CONFIG)
 
 
 def test_a_store_without_some_of_the_text_s_images_is_refused(corpus, tmp_path, sample_dir):
@@ -156,47 +170,52 @@ def test_a_store_without_some_of_the_text_s_images_is_refused(corpus, tmp_path, 
     extract_images(sample_dir / "images", partial, ExtractConfig(backbone="resnet18", weights="none", workers=0),
                    ids=ids_from_corpus(sample_dir)[:20])
     with pytest.raises(DataError, match=r"partial.h5: \d+ image ids of .*train.arrow are not in the store, e\.g\. "):
-        train(partial, corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
+        train(FeatureStore(partial), corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
 
 
 def test_a_non_empty_output_without_resume_is_refused(corpus, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("x")
     with pytest.raises(DataError, match="exists and is not empty; pass --resume"):
-        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
+        train(FeatureStore(corpus["store"]), corpus["text"], tmp_path / "run", tiny_config(), CONFIG)
 
 
 def test_resume_without_last_pt_is_refused(corpus, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("x")
     with pytest.raises(DataError, match="no last.pt to resume from"):
-        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(), CONFIG, resume=True)
+        train(FeatureStore(corpus["store"]), corpus["text"], tmp_path / "run", tiny_config(), CONFIG, resume=True)
 
 
 def test_a_bert_with_another_vocabulary_than_the_text_s_is_refused(corpus, tmp_path, other_tokenizer_dir):
     with pytest.raises(DataError, match=r"tokenized with .*tok \(vocab sha256 \w+\), but --bert "
                        r".*othertok has vocab sha256 \w+; tokenize again with --tokenizer"):
-        train(corpus["store"], corpus["text"], tmp_path / "run", tiny_config(bert=str(other_tokenizer_dir)), CONFIG)
+        train(FeatureStore(corpus["store"]), corpus["text"], tmp_path / "run",
+              tiny_config(bert=str(other_tokenizer_dir)), CONFIG)
 
 
 # what a resume refuses
 
 
-def test_resume_refuses_a_store_with_another_fingerprint(whole, corpus, other_store, tmp_path):
-    with pytest.raises(DataError, match="its fingerprint differs from the store .* was trained with"):
-        train(other_store, corpus["text"], _copy(whole["run"], tmp_path), tiny_config(), CONFIG, resume=True)
+def test_resume_refuses_a_store_with_another_fingerprint(whole, corpus, other_store, tmp_path, fingerprint_checks):
+    with pytest.raises(DataError, match=r"other.h5: does not belong to the run .*: extracted with other settings "
+                                        r"than the store it was trained on .*weights\..*; resume with the run's store"):
+        train(FeatureStore(other_store), corpus["text"], _copy(whole["run"], tmp_path), tiny_config(), CONFIG,
+              resume=True)
+    assert fingerprint_checks == [str(other_store.resolve())]
 
 
 def test_resume_refuses_other_training_settings(whole, corpus, tmp_path):
     with pytest.raises(DataError, match=r"was started with other training settings .*resume with the same ones"):
-        train(corpus["store"], corpus["text"], _copy(whole["run"], tmp_path), tiny_config(), replace(CONFIG, lr=5e-4),
-              resume=True)
+        train(FeatureStore(corpus["store"]), corpus["text"], _copy(whole["run"], tmp_path), tiny_config(),
+              replace(CONFIG, lr=5e-4), resume=True)
 
 
 def test_resume_refuses_text_of_another_tokenizer(whole, corpus, other_text, tmp_path):
     with pytest.raises(DataError, match=r"othertext: tokenized with .*othertok \(vocab sha256 \w+\), but the run "
                        r".*run \(tokenizer .*\) has vocab sha256 \w+"):
-        train(corpus["store"], other_text, _copy(whole["run"], tmp_path), tiny_config(), CONFIG, resume=True)
+        train(FeatureStore(corpus["store"]), other_text, _copy(whole["run"], tmp_path), tiny_config(), CONFIG,
+              resume=True)
 
 
 def test_resume_refuses_another_number_of_processes(whole, corpus, tmp_path):
@@ -205,7 +224,7 @@ def test_resume_refuses_another_number_of_processes(whole, corpus, tmp_path):
     state["rng"] = state["rng"] * 2  # as if saved by a 2-process run
     torch.save(state, run / "last.pt")
     with pytest.raises(DataError, match="was trained on 2 processes; resume it on the same number, not 1"):
-        train(corpus["store"], corpus["text"], run, tiny_config(), CONFIG, resume=True)
+        train(FeatureStore(corpus["store"]), corpus["text"], run, tiny_config(), CONFIG, resume=True)
 
 
 # maf evaluate on other data: the run's tokenizer and extraction settings, or a clear refusal
@@ -216,11 +235,11 @@ def test_evaluate_refuses_text_of_another_tokenizer(whole, other_text, tmp_path)
     assert done.exit_code == 1 and "but the run" in done.output and "tokenize it again" in done.output, done.output
 
 
-def test_evaluate_refuses_a_store_extracted_with_other_settings(whole, other_store, tmp_path):
+def test_evaluate_refuses_a_store_extracted_with_other_settings(whole, other_store, tmp_path, fingerprint_checks):
     done = CliRunner().invoke(maf, ["evaluate", str(_copy(whole["run"], tmp_path)), "--features", str(other_store)])
-    assert done.exit_code == 1 and "extracted with other settings" in done.output and "weights." in done.output, (
-        done.output
-    )
+    assert done.exit_code == 1 and f"Error: {other_store}: does not belong to the run" in done.output, done.output
+    assert "weights." in done.output and "maf predict --images" in done.output
+    assert fingerprint_checks == [str(other_store)]
 
 
 def test_evaluate_on_text_tokenized_again_gives_the_run_s_predictions(whole, sample_dir, tokenizer_dir, tmp_path):
@@ -321,7 +340,7 @@ def bn_run(corpus, sample_dir, tmp_path_factory) -> dict:
     extract_images(sample_dir / "images", store, ExtractConfig(backbone="resnet18", weights="none", workers=0,
                    shard_size=64, bn_stats="dataset", bn_samples=16), ids=ids_from_corpus(sample_dir))
     run = root / "run"
-    train(store, corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
+    train(FeatureStore(store), corpus["text"], run, tiny_config(), replace(CONFIG, epochs=1))
     expected = _rows(run / "predictions" / "test.jsonl")[:6]
     return {"store": store, "run": run, "expected": expected,
             "items": [{"id": r["id"], "words": r["words"]} for r in expected]}
@@ -358,9 +377,22 @@ def test_predict_from_image_bytes_gives_the_run_s_predictions(bn_run, predictor,
         assert abs(got["match_prob"] - want["match_prob"]) < 1e-4
 
 
-def test_predict_refuses_a_store_extracted_with_other_settings(bn_run, predictor, corpus):
-    with pytest.raises(DataError, match="extracted with other settings than the store"):
+def test_predict_refuses_a_store_extracted_with_other_settings(bn_run, predictor, corpus, fingerprint_checks):
+    with pytest.raises(DataError, match=r"store.h5: does not belong to the run .*bn_stats\.mode: 'imagenet' there"):
         predictor.predict(bn_run["items"], features=corpus["store"])
+    assert fingerprint_checks == [str(corpus["store"])]
+
+
+def test_predict_refuses_new_images_extracted_with_other_settings(bn_run, predictor, sample_dir, monkeypatch,
+                                                                  fingerprint_checks):
+    """As `maf serve` extracts uploads: images given as bytes, through MAFPredictor's own backbone."""
+    run_settings = predictor._extract_config
+    monkeypatch.setattr(predictor, "_extract_config",
+                        lambda weights: replace(run_settings(weights), transform="maf-crop"))
+    images = {r["id"]: (sample_dir / "images" / f"{r['id']}.jpg").read_bytes() for r in bn_run["expected"]}
+    with pytest.raises(DataError, match=r"new images: does not belong to the run .*name: 'maf-crop' there"):
+        predictor.predict(bn_run["items"], images=images)
+    assert fingerprint_checks == ["new images"]
 
 
 def test_predict_with_maf_refuses_tweets_without_image_features(bn_run, predictor):
@@ -484,7 +516,7 @@ def report_of_two_runs(whole, corpus, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("report")
     maf_run, text_run = root / "maf", root / "text-only"
     shutil.copytree(whole["run"], maf_run)  # named as the table shows it
-    train(corpus["store"], corpus["text"], text_run, tiny_config(text_only=True), CONFIG)
+    train(FeatureStore(corpus["store"]), corpus["text"], text_run, tiny_config(text_only=True), CONFIG)
     out = root / "report"
     done = CliRunner().invoke(maf, ["report", str(maf_run), str(text_run), "--out", str(out), "--count", "2"])
     return {"out": out, "done": done}

@@ -13,6 +13,7 @@ from cli.maf import main as maf
 from maf_core.config import MAFConfig, TrainConfig
 from maf_core.train import epoch_batches, train
 from pipeline.progress import Progress
+from pipeline.store import FeatureStore
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=3, device="cpu", log_every=0.0)
 GROUPS = ("bert", "bert_no_decay", "heads", "heads_no_decay")
@@ -30,7 +31,7 @@ def logged_run(sample_text, sample_store, tmp_path_factory) -> dict:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG)
+        train(FeatureStore(sample_store), sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG)
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
@@ -46,7 +47,7 @@ def _interrupted_run(store, text, run, config: TrainConfig = CONFIG) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(store, text, run, MAFConfig.tiny(scheme="bioes"), config, on_epoch_end=stop)
+        train(FeatureStore(store), text, run, MAFConfig.tiny(scheme="bioes"), config, on_epoch_end=stop)
 
 
 def _events(run):
@@ -110,7 +111,8 @@ def test_histograms_of_p_per_relation_per_epoch(logged_run):
 
 def test_text_only_runs_log_no_image_losses_or_p(sample_text, sample_store, tmp_path):
     run = tmp_path / "text-only"
-    train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes", text_only=True), replace(CONFIG, epochs=1))
+    train(FeatureStore(sample_store), sample_text, run, MAFConfig.tiny(scheme="bioes", text_only=True),
+          replace(CONFIG, epochs=1))
     events = _events(run)
     assert {t for t in events.Tags()["scalars"] if t.startswith("loss/")} == {"loss/total", "loss/ner"}
     assert events.Tags()["histograms"] == []
@@ -130,8 +132,8 @@ def test_a_resumed_run_may_switch_tensorboard_and_progress_settings(sample_text,
     run = tmp_path / "run"
     config = replace(CONFIG, epochs=2, tensorboard=False)
     _interrupted_run(sample_store, sample_text, run, config)
-    train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), replace(config, tensorboard=True,
-                                                                                   log_every=5.0), resume=True)
+    train(FeatureStore(sample_store), sample_text, run, MAFConfig.tiny(scheme="bioes"),
+          replace(config, tensorboard=True, log_every=5.0), resume=True)
     assert [e.step for e in _events(run).Scalars("dev/f1")] == [2]
 
 
@@ -164,7 +166,7 @@ def test_short_work_stays_silent_unless_asked_for_a_final_line(caplog):
 def test_a_resumed_run_continues_its_curves_without_a_gap_or_a_repeat(sample_text, sample_store, tmp_path):
     run = tmp_path / "run"
     _interrupted_run(sample_store, sample_text, run)
-    train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, resume=True)
+    train(FeatureStore(sample_store), sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, resume=True)
     steps = [e.step for e in _events(run).Scalars("loss/total")]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) % 2 == 0
 
@@ -181,4 +183,4 @@ def test_last_pt_of_another_model_is_refused_in_one_line(sample_text, sample_sto
     state["model"] = MAF(MAFConfig.tiny(scheme="bioes", hidden_size=48, text_only=True)).state_dict()
     torch.save(state, run / "last.pt")
     with pytest.raises(DataError, match=r"last.pt: not weights of the model its config.json describes"):
-        train(sample_store, sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, resume=True)
+        train(FeatureStore(sample_store), sample_text, run, MAFConfig.tiny(scheme="bioes"), CONFIG, resume=True)

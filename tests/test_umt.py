@@ -20,6 +20,7 @@ from maf_core.models import load_model
 from maf_core.train import train
 from maf_core.umt import UMT, conversion_matrix, span_labels, span_states
 from pipeline.errors import DataError
+from pipeline.store import FeatureStore
 
 BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 BIOES = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
@@ -269,32 +270,60 @@ def runs(sample_text, sample_store, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def _predictions(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.slow
-def test_umt_and_mt_train_evaluate_predict_and_report_through_the_cli(runs, sample_dir, tmp_path):
-    for model in ("umt", "mt"):
-        run = runs[model]
-        saved = json.loads((run / "config.json").read_text())
-        assert saved["model"]["architecture"] == model and saved["train"]["optimizer"] == "bertadam"
-        assert saved["model"]["scheme"] == "bioes" and saved["model"]["crf_over"] == "pieces"  # the text's scheme
-        assert "best epoch 1" in runs[f"{model}-output"]
-        rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
-        assert rows and all(r["match_prob"] is None for r in rows)  # no CM: p is absent
-        evaluated = CliRunner().invoke(maf, ["evaluate", str(run), "--out", str(tmp_path / f"{model}-eval")])
-        assert evaluated.exit_code == 0, evaluated.output
-        report = json.loads((run / "report.json").read_text())
-        assert f"{report['test']['overall']['f1']:8.2f}" in evaluated.output
-        tweets = tmp_path / f"{model}.jsonl"
-        tweets.write_text(json.dumps({"id": "t1", "text": "Rob at the beach", "image": rows[0]["id"]}) + "\n")
-        predicted = CliRunner().invoke(maf, ["predict", str(run), "--input", str(tweets), "--features",
-                                             str(json.loads((run / "config.json").read_text())["features"]),
-                                             "--out", str(tmp_path / f"{model}-pred.jsonl")])
-        assert predicted.exit_code == 0, predicted.output
-        record = json.loads((tmp_path / f"{model}-pred.jsonl").read_text())
-        assert record["match_prob"] is None and len(record["tags"]) == 4
-        card = (run / "best" / "README.md").read_text()
-        assert f"| model | {'UMT' if model == 'umt' else 'MT'}-BERT-CRF |" in card
+@pytest.mark.parametrize("model", ["umt", "mt"])
+def test_a_umt_or_mt_run_records_its_model_the_released_optimizer_and_the_text_s_scheme(runs, model):
+    saved = json.loads((runs[model] / "config.json").read_text())
+    assert saved["model"]["architecture"] == model and saved["train"]["optimizer"] == "bertadam"
+    assert saved["model"]["scheme"] == "bioes" and saved["model"]["crf_over"] == "pieces"  # the text's scheme
+    assert "best epoch 1" in runs[f"{model}-output"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["umt", "mt"])
+def test_umt_and_mt_predictions_have_no_match_probability(runs, model):
+    rows = _predictions(runs[model])
+    assert rows and all(r["match_prob"] is None for r in rows)  # no CM: p is absent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["umt", "mt"])
+def test_evaluate_rebuilds_umt_and_mt_and_gives_the_reported_f1(runs, model, tmp_path):
+    evaluated = CliRunner().invoke(maf, ["evaluate", str(runs[model]), "--out", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((runs[model] / "report.json").read_text())
+    assert f"{report['test']['overall']['f1']:8.2f}" in evaluated.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["umt", "mt"])
+def test_predict_rebuilds_umt_and_mt_and_tags_a_new_tweet_without_p(runs, model, tmp_path):
+    run = runs[model]
+    tweets = tmp_path / "tweets.jsonl"
+    tweets.write_text(json.dumps({"id": "t1", "text": "Rob at the beach", "image": _predictions(run)[0]["id"]}) + "\n")
+    predicted = CliRunner().invoke(maf, ["predict", str(run), "--input", str(tweets), "--features",
+                                         json.loads((run / "config.json").read_text())["features"],
+                                         "--out", str(tmp_path / "pred.jsonl")])
+    assert predicted.exit_code == 0, predicted.output
+    record = json.loads((tmp_path / "pred.jsonl").read_text())
+    assert record["match_prob"] is None and len(record["tags"]) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["umt", "mt"])
+def test_the_model_card_of_a_umt_or_mt_run_names_its_model(runs, model):
+    card = (runs[model] / "best" / "README.md").read_text()
+    assert f"| model | {'UMT' if model == 'umt' else 'MT'}-BERT-CRF |" in card
+
+
+@pytest.mark.slow
+def test_report_beside_maf_shows_no_p_for_umt_and_draws_its_case_study(runs, tmp_path):
     figures = tmp_path / "figures"
-    first = json.loads((runs["umt"] / "predictions" / "test.jsonl").read_text().splitlines()[0])["id"]
+    first = _predictions(runs["umt"])[0]["id"]
     done = CliRunner().invoke(maf, ["report", str(runs["maf"]), str(runs["umt"]), str(runs["mt"]), "--out",
                                     str(figures), "--case-run", str(runs["umt"]), "--ids", first])
     assert done.exit_code == 0, done.output
@@ -337,12 +366,13 @@ def test_resume_of_umt_equals_an_uninterrupted_run(sample_text, sample_store, tm
         if epoch == 1:
             raise Stop
 
-    whole = train(sample_store, sample_text, tmp_path / "whole", model, config)
+    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
     with pytest.raises(Stop):
-        train(sample_store, sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
     with pytest.raises(DataError, match=r"was trained with --model umt; resume it with --model umt, not maf"):
-        train(sample_store, sample_text, tmp_path / "cut", MAFConfig.tiny(scheme="bioes"), config, resume=True)
-    assert train(sample_store, sample_text, tmp_path / "cut", model, config, resume=True) == whole
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", MAFConfig.tiny(scheme="bioes"), config,
+              resume=True)
+    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole
 
 
 # ---------------------------------------------------------------- torchrun / DDP
