@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from maf_core.config import MAFConfig
 from pipeline.images import STATUS
+from pipeline.store import FeatureSource
 
 FEW = 0.5  # under this share of readable train images, a model that reads images is warned about
 
@@ -21,21 +24,21 @@ def reads_images(config: MAFConfig) -> bool:
     return not config.text_only
 
 
-def readable_images(image_ids: Sequence[str], store) -> dict | None:
+def readable_images(image_ids: Sequence[str], store: FeatureSource) -> dict | None:
     """{"tweets", "readable", "share"} for the tweets whose images are `image_ids` (one per
     tweet); None for a source without statuses (images read in every step)."""
-    if not hasattr(store, "status"):
+    statuses = store.statuses(image_ids)
+    if statuses is None:
         return None
-    readable = sum(int(store.status[store.rows[i]]) == STATUS["ok"] for i in image_ids)
+    readable = int(np.count_nonzero(statuses == STATUS["ok"]))
     tweets = len(image_ids)
     return {"tweets": tweets, "readable": readable, "share": round(readable / tweets, 4) if tweets else None}
 
 
-def readable_by_split(splits: Mapping, store) -> dict[str, dict] | None:
+def readable_by_split(splits: Mapping, store: FeatureSource) -> dict[str, dict] | None:
     """`readable_images` of each split (objects with `image_ids`), by split name; None as above."""
-    if not hasattr(store, "status"):
-        return None
-    return {name: readable_images(split.image_ids, store) for name, split in splits.items()}
+    counts = {name: readable_images(split.image_ids, store) for name, split in splits.items()}
+    return None if any(c is None for c in counts.values()) else counts
 
 
 def _share(counts: dict) -> str:

@@ -46,6 +46,9 @@ class OnlineFeatures:
     def bn_stats(self) -> None:
         return None
 
+    def statuses(self, image_ids: Sequence[str]) -> None:
+        return None  # known only when gather reads each image
+
     @torch.no_grad()
     def gather(self, image_ids: Sequence[str]) -> Features:
         arrays, status = [], np.zeros(len(image_ids), np.uint8)

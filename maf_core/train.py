@@ -318,7 +318,7 @@ def _prefetched(batches: Iterator[dict], device: torch.device) -> Iterator[dict]
             yield pending.result()
 
 
-def images_record(model_config: MAFConfig, splits: dict[str, Split], store) -> dict:
+def images_record(model_config: MAFConfig, splits: dict[str, Split], store: FeatureSource) -> dict:
     """What report.json records of the images the model saw: the readable share of each split
     ("images"), and a note when a model that reads images saw none in training ("notes")."""
     seen = readable_by_split(splits, store)

@@ -85,5 +85,8 @@ class MemoryStore:
         rows = np.fromiter((self.rows[i] for i in image_ids), dtype=np.int64, count=len(image_ids))
         return Features(self._shard.regions[rows], self._shard.pooled[rows], self.status[rows])
 
+    def statuses(self, image_ids: Sequence[str]) -> np.ndarray:
+        return self.status[[self.rows[i] for i in image_ids]]
+
     def bn_stats(self) -> None:
         return None  # the featurizer's statistics are in its fingerprint; nothing to copy into a run

@@ -133,6 +133,11 @@ class FeatureSource(Protocol):
         """The re-estimated BatchNorm buffers the features were made with, if any."""
         ...
 
+    def statuses(self, image_ids: Sequence[str]) -> np.ndarray | None:
+        """The images' status codes (pipeline.images.STATUS) without reading their features; None
+        where a status is known only once the image is read (the backbone run in every step)."""
+        ...
+
 
 class FeatureStore:
     """Read access to a store.h5 by image id.
@@ -210,6 +215,9 @@ class FeatureStore:
             rows = self.index(image_ids)
         arrays = self._open()
         return Features(arrays["regions"][rows], arrays["pooled"][rows], self.status[rows])
+
+    def statuses(self, image_ids: Sequence[str]) -> np.ndarray:
+        return self.status[[self.rows[i] for i in image_ids]]
 
     def bn_stats(self) -> dict[str, np.ndarray] | None:
         """The re-estimated BatchNorm buffers the features were made with (--bn-stats dataset)."""
