@@ -9,9 +9,10 @@ import click
 
 from cli.common import load_config_file
 from maf_core import distributed
-from maf_core.config import ARCHITECTURES, BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS, MAFConfig, TrainConfig
+from maf_core.config import BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS, MAFConfig, TrainConfig
 from maf_core.inference import evaluate_run
 from maf_core.metrics import read_pair, score, table
+from maf_core.models import ARCHITECTURES, config_from_options, train_config
 from maf_core.online import features_source
 from maf_core.predict import MAFPredictor, read_items, write_records
 from maf_core.report import write_figures
@@ -20,23 +21,14 @@ from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig
 from pipeline.images import TRANSFORMS
 
-# train's options that set MAF's own parts: refused with --model umt or mt
-MAF_ONLY = ("preset", "swap", "matching_head", "ner_pairs", "pooling", "no_alignment", "no_matching", "text_only")
 
-
-def _model_config(architecture: str, preset: str, no_alignment: bool, no_matching: bool, text_only: bool,
-                  **settings) -> MAFConfig:
-    """MAF from --preset and its flags, or UMT / MT as their released code builds them (MAF's own
-    flags given with them are a DataError naming them)."""
-    if architecture == "maf":
-        return MAFConfig.from_options(preset, no_alignment, no_matching, text_only, **settings)
+def _model_config(architecture: str, **options) -> MAFConfig:
+    """The model of --model from its options (maf_core.models.config_from_options); an option given
+    that sets another model's own parts is a DataError naming it."""
     ctx = click.get_current_context()
-    given = [f"--{name.replace('_', '-')}" for name in MAF_ONLY
+    given = [name for name in options
              if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
-    if given:
-        raise DataError(f"--model {architecture}: {', '.join(given)} set MAF's own parts; leave them out")
-    return MAFConfig.for_architecture(architecture, bert=settings["bert"], bert_size=settings["bert_size"],
-                                      heads=settings["heads"])
+    return config_from_options(architecture, given, **options)
 
 
 def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] | None:
@@ -158,12 +150,12 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
     """
     source = features_source(features, images_dir, ExtractConfig(backbone=backbone, weights=weights,
                                                                  transform=transform, seed=seed), device)
-    model_config = _model_config(architecture, preset, no_alignment, no_matching, text_only, bert=bert,
-                                 bert_size=bert_config, pooling=pooling, swap=swap, matching_head=matching_head,
-                                 ner_pairs=ner_pairs, heads=heads)
-    config = TrainConfig.for_preset(preset, architecture, epochs=epochs, batch_size=batch_size, lr=lr,
-                                    head_lr=head_lr, seed=seed, device=device, amp=amp, optimizer=optimizer,
-                                    batching=batching, tensorboard=tensorboard, log_every=log_every)
+    model_config = _model_config(architecture, preset=preset, no_alignment=no_alignment, no_matching=no_matching,
+                                 text_only=text_only, bert=bert, bert_size=bert_config, pooling=pooling, swap=swap,
+                                 matching_head=matching_head, ner_pairs=ner_pairs, heads=heads)
+    config = train_config(architecture, preset, epochs=epochs, batch_size=batch_size, lr=lr,
+                          head_lr=head_lr, seed=seed, device=device, amp=amp, optimizer=optimizer,
+                          batching=batching, tensorboard=tensorboard, log_every=log_every)
     with distributed.session():
         result = train_runs(source, text_dir, out_dir, model_config, config, seeds, resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the first process prints

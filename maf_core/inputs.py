@@ -7,6 +7,7 @@ from pathlib import Path
 
 from maf_core.config import DISPLAY_ONLY, MAFConfig, TrainConfig
 from maf_core.data import Split, check_ids_in_store, load_split
+from maf_core.models import model_class
 from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.errors import DataError
 from pipeline.fingerprint import store_differences
@@ -31,7 +32,7 @@ def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config:
     meta = read_meta(text_dir)
     store = features if hasattr(features, "gather") else FeatureStore(features)  # a store, or OnlineFeatures
     features = getattr(features, "path", features)
-    if model_config.architecture == "maf" and model_config.scheme != meta["scheme"]:  # UMT takes the text's
+    if not model_class(model_config.architecture).takes_text_scheme and model_config.scheme != meta["scheme"]:
         raise DataError(f"{text_dir}: tokenized with tag scheme {meta['scheme']!r}, but the model expects "
                         f"{model_config.scheme!r}; run `maf-pipe tokenize --scheme {model_config.scheme}` "
                         "or pick the matching preset")
@@ -52,9 +53,9 @@ def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config:
 
 def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
     """A copy of the model config with the text's tags, vocabulary and length and the store's sizes
-    (and for UMT and MT the text's tag scheme: BIO as their released code, or BIOES)."""
+    (and the text's tag scheme for a model that takes it: UMT and MT, BIO as their released code, or BIOES)."""
     meta, store = inputs.meta, inputs.store
-    scheme = model_config.scheme if model_config.architecture == "maf" else meta["scheme"]
+    scheme = meta["scheme"] if model_class(model_config.architecture).takes_text_scheme else model_config.scheme
     return replace(model_config, scheme=scheme, tags=list(meta["tags"]),
                    vocab_size=int(meta["tokenizer"]["vocab_size"]),
                    pad_token_id=int(meta["tokenizer"].get("pad_id") or 0),
@@ -62,11 +63,12 @@ def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
                    max_length=max(model_config.max_length, int(meta["max_length"])))
 
 
-def check_resume(run: RunDirectory, record: dict, architecture: str = "maf") -> tuple[dict, MAFConfig]:
-    """last.pt and the run's model config, if this model, text, store and training settings are the run's own."""
+def check_resume(run: RunDirectory, record: dict, architecture: str) -> tuple[dict, MAFConfig]:
+    """last.pt and the run's model config, if this model (`architecture`, the --model given), text,
+    store and training settings are the run's own."""
     state = run.load_last()
     saved = run.record
-    trained_as = saved["model"].get("architecture", "maf")
+    trained_as = run.model_config.architecture  # MAFConfig's default where config.json names none
     if architecture != trained_as:
         raise DataError(f"{run.path}: was trained with --model {trained_as}; resume it with --model {trained_as}, "
                         f"not {architecture}")

@@ -280,7 +280,7 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
             mark = "" if predicted == gold else f"   (gold {gold})"
             lines.append(f"{word:<16} {predicted}{mark}")
         ax.text(0, 1, "\n".join(lines[:22]), va="top", family="monospace", fontsize=8, transform=ax.transAxes)
-    kind = "CI" if model.config.architecture == "maf" else "text-to-image"
+    kind = model.attention_name
     fig.suptitle(f"{run.name}: {kind} attention of each predicted entity's first word over the 7×7 regions",
                  fontsize=11)
     return _save(plt, fig, out / "cases.png", dpi=100)
