@@ -3,6 +3,7 @@ library call and prints the result; defaults and choices are read from the datac
 library's tuples, never copied."""
 from __future__ import annotations
 
+import json
 import os
 
 import click
@@ -17,6 +18,7 @@ from maf_core.online import features_source
 from maf_core.predict import MAFPredictor, read_items, write_records
 from maf_core.report import write_figures
 from maf_core.seeds import summary_table, train_runs
+from maf_core.table import PUBLISHED, build_table, markdown
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig
 from pipeline.images import TRANSFORMS
@@ -261,11 +263,37 @@ def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations, fea
     attention over the image for each predicted entity."""
     written = write_figures(list(run_dirs), out_dir, case_run, [i.strip() for i in ids.split(",")] if ids else None,
                            count, images_dir, annotations, features, text_dir)
+    click.echo(written["corpus"].read_text(encoding="utf-8"))
     if "comparison" in written:
         click.echo(written["comparison"].read_text(encoding="utf-8"))
     for name, path in written.items():
         click.echo(f"{name:<11} {path}")
 
+
+@click.command("table")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--paper", type=click.Choice(tuple(PUBLISHED)), default=None,
+              help="Put the paper's published row (its Table 2, this corpus) under each system's; a system "
+                   "with no row there is listed as such.")
+@click.option("--annotations", type=click.Path(dir_okay=False), default=None,
+              help="JSONL of the entities only the image decides, for the image-decided and other F1 columns "
+                   "[default: <corpus>/annotations.jsonl, as the sample corpus has; without it, no such columns].")
+@click.option("--mixed-corpora", is_flag=True,
+              help="Lay out runs trained on different versions of the corpus (another sha256 of a split's "
+                   "source file) instead of refusing; the table says so in bold.")
+@click.option("--json", "as_json", is_flag=True, help="The table as JSON (every seed's value too) instead of "
+                                                      "Markdown.")
+def table_cmd(run_dirs, paper, annotations, mixed_corpora, as_json) -> None:
+    """Finished runs as the paper's Table 2, in Markdown: test F1 for PER, LOC, ORG and MISC, then
+    P, R and F1, one row per run (a --seeds folder: mean ± std over its seeds), plus image-decided
+    and other F1 where the corpus has annotations.
+
+    Each row is named by its model (MAF, UMT-BERT-CRF ...); below the table, each run's model
+    and seeds, and the corpus it was trained on (each split's source sha256 and counts). Runs
+    trained on different versions of the corpus are refused, naming them and the splits that
+    differ."""
+    result = build_table(list(run_dirs), paper, annotations, mixed_corpora)
+    click.echo(json.dumps(result, indent=2) if as_json else markdown(result))
 
 
 @click.command("serve")

@@ -12,7 +12,7 @@ from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.errors import DataError
 from pipeline.fingerprint import store_differences
 from pipeline.store import FeatureStore
-from pipeline.tokenization import load_tokenizer, read_meta, vocab_sha256
+from pipeline.tokenization import corpus_differences, corpus_identity, load_tokenizer, read_meta, vocab_sha256
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Inputs:
     meta: dict
     store: FeatureStore
     splits: dict[str, Split]
-    record: dict  # text_dir, features, tokenizer, max_length, store_fingerprint, train
+    record: dict  # text_dir, features, tokenizer, corpus, max_length, store_fingerprint, train
 
 
 def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config: TrainConfig) -> Inputs:
@@ -41,7 +41,7 @@ def read_inputs(features, text_dir: str | Path, model_config: MAFConfig, config:
         check_vocabulary(meta["tokenizer"], found, str(text_dir), f"--bert {model_config.bert}",
                          f"tokenize again with --tokenizer {model_config.bert}")
     record = {"text_dir": str(text_dir.resolve()), "features": str(Path(features).resolve()),
-              "tokenizer": meta["tokenizer"],
+              "tokenizer": meta["tokenizer"], "corpus": corpus_identity(meta),
               "max_length": int(meta["max_length"]), "store_fingerprint": store.fingerprint, "train": asdict(config)}
     splits = {name: load_split(text_dir, name) for name in ("train", "valid", "test") if name in meta["splits"]}
     if "train" not in splits or "valid" not in splits:
@@ -79,6 +79,10 @@ def check_resume(run: RunDirectory, record: dict, architecture: str) -> tuple[di
     check_vocabulary(record["tokenizer"], saved["tokenizer"], record["text_dir"],
                      f"the run {run.path} (tokenizer {saved['tokenizer']['name_or_path']})",
                      "resume with the text the run was started on")
+    changed = corpus_differences(record["corpus"], saved.get("corpus"))  # runs before: not recorded
+    if changed:
+        raise DataError(f"{record['text_dir']}: cut from another version of the corpus than the run {run.path} "
+                        f"was started on ({', '.join(changed)} differ); resume with the text the run was started on")
     started = {**asdict(TrainConfig()), **saved["train"]}  # settings added later: their defaults
     if {k: v for k, v in started.items() if k not in DISPLAY_ONLY} != \
             {k: v for k, v in record["train"].items() if k not in DISPLAY_ONLY}:

@@ -1,7 +1,8 @@
 """A run directory: what `maf train` writes, and what evaluate, predict, report and --resume read.
 
     RUN/config.json        {"model": the MAFConfig, "text_dir", "features", "tokenizer", "max_length",
-                            "store_fingerprint", "train": the TrainConfig}
+                            "corpus": each split's source sha256 and counts, "store_fingerprint",
+                            "train": the TrainConfig}
     RUN/metrics.jsonl      one line per epoch (losses, dev P/R/F1, learning rate, seconds)
     RUN/best/              config.json + model.safetensors: the best epoch's model (maf_core.models.load_model:
                            the from_pretrained of the class its config names)

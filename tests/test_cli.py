@@ -101,7 +101,8 @@ def test_build_vocab_reports_a_cased_wordpiece_vocabulary(pipeline_run):
 
 def test_tokenize_table_has_a_column_per_count(pipeline_run):
     header = pipeline_run["tokenize"].output.splitlines()[0]
-    assert header.split() == ["split", "tweets", "words", "PER", "LOC", "ORG", "MISC", "truncated", "no-piece"]
+    assert header.split() == ["split", "tweets", "words", "PER", "LOC", "ORG", "MISC", "truncated", "no-piece",
+                              "sha256"]
 
 
 def test_tokenize_table_has_a_row_per_split(pipeline_run):
