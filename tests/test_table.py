@@ -252,3 +252,33 @@ def test_without_annotations_the_image_columns_are_left_out(runs):
     header = markdown_rows(invoke(runs["corrected"]).output)[0]  # its corpus has no annotations.jsonl
     assert header[3:] == list(SCORES)
 
+
+
+# -- benchmarks/table2.py ------------------------------------------------------------------------
+
+
+def test_the_benchmark_trains_every_model_of_the_registry_and_text_only_with_flags_train_accepts(tmp_path):
+    from benchmarks.robustness import demo_flags
+    from benchmarks.table2 import TEXT_ONLY, row_config, rows, train_flags
+    from cli.maf_commands import train as train_command
+
+    every = rows()
+    assert list(every) == [*ARCHITECTURES, TEXT_ONLY]
+    demo, _ = demo_flags()
+    for name, flags in every.items():
+        cls, config = row_config(flags)
+        assert config.architecture == (name if name != TEXT_ONLY else ARCHITECTURES[0])
+        assert config.text_only == (name == TEXT_ONLY)
+        args = ["--features", "s.h5", "--text", "t", "--out", str(tmp_path),
+                *train_flags(demo, "bert_size" in cls.options, 1, "tiny"), *flags]
+        context = train_command.make_context("train", args)  # click's parsing: a flag it does not know raises
+        assert context.params["epochs"] == 1 and context.params["bert_config"] == "tiny"
+
+
+def test_the_benchmark_leaves_out_bert_config_for_a_model_without_bert():
+    from benchmarks.table2 import train_flags
+
+    demo = ["--bert-config", "small", "--epochs", "12", "--lr", "3e-4"]
+    assert train_flags(demo, True, None, None) == demo
+    assert train_flags(demo, True, 1, "tiny") == ["--bert-config", "tiny", "--epochs", "1", "--lr", "3e-4"]
+    assert train_flags(demo, False, None, "tiny") == ["--epochs", "12", "--lr", "3e-4"]
