@@ -21,7 +21,7 @@ from maf_core.models import describe, model_name
 from maf_core.report import Run, corpus_differences_from_first, load_runs
 from pipeline.conll import ENTITY_TYPES
 from pipeline.errors import DataError
-from pipeline.tokenization import META_FILE, corpus_known, describe_corpus
+from pipeline.tokenization import META_FILE, corpus_known, describe_corpus, read_meta
 
 # the columns, in the paper's order: F1 per type, then overall P, R, F1; then those of annotated corpora
 SCORES = (*ENTITY_TYPES, "P", "R", "F1")
@@ -120,12 +120,12 @@ def _spread(values: list[float | None]) -> dict | None:
     return {"mean": mean(values), "std": pstdev(values), "values": values}
 
 
-def _run_scores(run: Run, notes: dict[str, dict], split: str) -> dict[str, float | None]:
+def _run_scores(run: Run, notes: dict[str, dict]) -> dict[str, float | None]:
     """One run's cells: test F1 per type (0 where the type has no gold and no predicted entity, as
     summary.json counts it), overall P, R, F1, and on annotated corpora the image-decided and other F1."""
-    if not run.report or split not in run.report:
-        raise DataError(f"{run.path}: no {split} scores in report.json; the run has not finished")
-    scores = run.report[split]
+    if not run.report or "test" not in run.report:
+        raise DataError(f"{run.path}: no test scores in report.json; the run has not finished")
+    scores = run.report["test"]
     cells: dict[str, float | None] = {t: scores["types"].get(t, {"f1": 0.0})["f1"] for t in ENTITY_TYPES}
     cells.update(P=scores["overall"]["precision"], R=scores["overall"]["recall"], F1=scores["overall"]["f1"])
     if notes:
@@ -143,10 +143,10 @@ def _annotations(runs: list[Run], given: str | Path | None) -> tuple[dict[str, d
         if not path.is_file():
             raise DataError(f"{path}: no such annotations file")
         return read_annotations(path), path
-    meta = Path(runs[0].config.get("text_dir", "")) / META_FILE
-    if not meta.is_file():
+    text_dir = Path(runs[0].config.get("text_dir", ""))
+    if not (text_dir / META_FILE).is_file():
         return {}, None
-    path = corpus_annotations(json.loads(meta.read_text(encoding="utf-8")))
+    path = corpus_annotations(read_meta(text_dir))
     notes = read_annotations(path)
     return notes, path if notes else None
 
@@ -162,9 +162,9 @@ def check_one_corpus(runs: list[Run]) -> None:
 
 
 def build_table(run_dirs: list[str | Path], paper: str | None = None, annotations: str | Path | None = None,
-                mixed_corpora: bool = False, split: str = "test") -> dict:
-    """The table of these runs (each a run directory or a --seeds folder) as a dict, what `--json`
-    prints: its columns, one row per run with mean ± std over its seeds, the published rows, each
+                mixed_corpora: bool = False) -> dict:
+    """The table of these runs (each a run directory or a --seeds folder) on the test split, as a
+    dict, what `--json` prints: its columns, one row per run with mean ± std over its seeds, the published rows, each
     run's corpus, and what is unknown or mixed."""
     if paper is not None and paper not in PUBLISHED:
         raise DataError(f"--paper {paper!r}: expected one of {', '.join(PUBLISHED)}")
@@ -177,14 +177,14 @@ def build_table(run_dirs: list[str | Path], paper: str | None = None, annotation
     systems = []
     for path, seeds in groups:
         config = MAFConfig.from_dict(seeds[0].config["model"])
-        cells = [_run_scores(run, notes, split) for run in seeds]
+        cells = [_run_scores(run, notes) for run in seeds]
         label = model_name(config)
         systems.append(System(path, label, describe(config), [run.config["train"]["seed"] for run in seeds],
                               {c: _spread([cell[c] for cell in cells]) for c in columns},
                               any(run.random_encoder for run in seeds),
                               published_row(paper, label) if paper else None))
     return {
-        "split": split,
+        "split": "test",
         "columns": columns,
         "rows": [{"system": s.label, "run": s.path, "model": s.model, "seeds": s.seeds, "scores": s.scores,
                   "random_encoder": s.random_encoder,
