@@ -55,6 +55,7 @@ def main() -> None:
     from maf_core.data import bucketed_batches, collate, load_split
     from maf_core.inference import to_device
     from maf_core.model import MAF
+    from maf_core.models import default_config, train_config
     from maf_core.online import OnlineFeatures
     from maf_core.optim import optimizer_for
     from maf_core.train import train, train_step
@@ -167,9 +168,9 @@ def main() -> None:
             import shutil
 
             shutil.rmtree(umt_run)
-        train(FeatureStore(store), text, umt_run, MAFConfig.for_architecture("umt", bert_size=args.bert),
-              TrainConfig.for_preset("paper", "umt", epochs=args.umt_epochs, batch_size=args.batch_size,
-                                     device=args.device, seed=1, amp=device.type == "cuda"))  # bf16 as MAF
+        train(FeatureStore(store), text, umt_run, default_config("umt", bert_size=args.bert),
+              train_config("umt", "paper", epochs=args.umt_epochs, batch_size=args.batch_size,
+                           device=args.device, seed=1, amp=device.type == "cuda"))  # bf16 as MAF
         lines = [json.loads(line) for line in (umt_run / "metrics.jsonl").read_text().splitlines()]
         umt_steady = lines[1:] or lines
         umt = {"umt_epoch_train_s": [e["train_seconds"] for e in lines],

@@ -68,14 +68,13 @@ def model_config(encoder: str, model: str):
     """The paper's MAF, its text-only config, or UMT / MT as their released code sets them, at this encoder's size."""
     from transformers import AutoConfig
 
-    from maf_core.config import MAFConfig
+    from maf_core.models import default_config
 
     model_type, sizes = ENCODERS[encoder]
     encoder_config = AutoConfig.for_model(model_type, **sizes).to_dict()
     common = dict(bert_config=encoder_config, vocab_size=sizes["vocab_size"], tags=TAGS, scheme="bioes", dropout=0.1)
-    if model in ("umt", "mt"):
-        return MAFConfig.for_architecture(model, **common)
-    return MAFConfig.from_preset("paper", **common).with_ablation(text_only=model == "text-only")
+    # maf: the paper preset (models.default_config); text-only: MAF's config with text_only
+    return default_config(model.replace("text-only", "maf"), **common).with_ablation(text_only=model == "text-only")
 
 
 def stepper(encoder: str, model_name: str, args):

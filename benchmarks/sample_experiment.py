@@ -139,8 +139,9 @@ def main() -> None:
     args = build_parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    from maf_core.config import MAFConfig, TrainConfig
+    from maf_core.config import MAFConfig
     from maf_core.metrics import read_annotations
+    from maf_core.models import default_config, train_config
     from maf_core.train import train
     from pipeline.store import FeatureStore
 
@@ -157,8 +158,7 @@ def main() -> None:
     def config_for(name):
         preset, ablation, values = CONFIGS[name]
         if preset in BASELINES:
-            return MAFConfig.for_architecture(preset, bert_size=args.bert_config,
-                                              bert=str(encoder) if encoder else None)
+            return default_config(preset, bert_size=args.bert_config, bert=str(encoder) if encoder else None)
         return replace(MAFConfig.from_preset(preset, bert_size=args.bert_config,
                                              bert=str(encoder) if encoder else None).with_ablation(**ablation),
                        **values)
@@ -177,9 +177,9 @@ def main() -> None:
                 batch = max(args.batch_size, RELEASED_BATCH) if config.negatives == "tail" else args.batch_size
                 preset = CONFIGS[name][0]
                 train(FeatureStore(paths["store"]), text, run, config,
-                      TrainConfig.for_preset("paper" if preset in BASELINES else preset, config.architecture,
-                                             epochs=args.epochs, batch_size=batch,
-                                             lr=args.lr, head_lr=args.head_lr, seed=seed, device="cpu"))
+                      train_config(config.architecture, "paper" if preset in BASELINES else preset,
+                                   epochs=args.epochs, batch_size=batch,
+                                   lr=args.lr, head_lr=args.head_lr, seed=seed, device="cpu"))
             results.setdefault(name, []).append(analyse(run, annotations))
     keys = ["f1", "image_decided_f1", "image_decided_recall", "other_f1", "p_matched", "p_unrelated", "p_auc"]
     summary = {name: {k: {"mean": mean(r[k] for r in runs), "std": pstdev(r[k] for r in runs)}

@@ -20,6 +20,9 @@ SUMMARIES = {  # each command's first paragraph (tests/test_cli.py checks them a
     "report": "PNG figures of finished runs (a --seeds folder counts as all its seeds): training curves, F1 per "
               "type side by side, histograms of the match probability p, and a case study of CI attention over "
               "the image for each predicted entity.",
+    "table": "Finished runs as the paper's Table 2, in Markdown: test F1 for PER, LOC, ORG and MISC, then P, R "
+             "and F1, one row per run (a --seeds folder: mean ± std over its seeds), plus image-decided and other "
+             "F1 where the corpus has annotations.",
     "serve": "A local web page to browse RUN_DIR's predictions with their images and try new tweets, and a JSON "
              "API (POST /api/predict, documented at /docs).",
 }
@@ -33,7 +36,7 @@ def main(verbose: bool) -> None:
 
     Inputs come from `maf-pipe`: tokenized text (maf-pipe tokenize) and cached image
     features (store.h5, maf-pipe extract-images). Commands: train, evaluate, predict,
-    score, report, serve.
+    score, report, table, serve.
     """
     setup_logging(verbose)
 

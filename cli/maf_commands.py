@@ -4,36 +4,26 @@ library call and prints the result. Choices are the library's tuples; defaults a
 compares --help with the library)."""
 from __future__ import annotations
 
+import json
 import os
 
 import click
 
 from cli.common import SectionedCommand, default_of, load_config_file
 from maf_core import distributed
-from maf_core.config import (
-    ARCHITECTURES,
-    BATCHINGS,
-    BERT_SIZES,
-    CHOICES,
-    OPTIMIZERS,
-    PRESETS,
-    MAFConfig,
-    TrainConfig,
-    preset_of,
-)
+from maf_core.config import BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS, MAFConfig, TrainConfig, preset_of
 from maf_core.images_seen import no_image_line
 from maf_core.inference import evaluate_run
 from maf_core.metrics import read_pair, score, table
+from maf_core.models import ARCHITECTURES, config_from_options, train_config
 from maf_core.online import features_source
 from maf_core.predict import MAFPredictor, read_items, write_records
 from maf_core.report import write_figures
 from maf_core.seeds import summary_table, train_runs
+from maf_core.table import PUBLISHED, build_table, markdown
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig
 from pipeline.images import TRANSFORMS
-
-# train's options that set MAF's own parts: refused with --model umt or mt
-MAF_ONLY = ("preset", "swap", "matching_head", "ner_pairs", "pooling", "no_alignment", "no_matching", "text_only")
 
 # train's --help, in sections (parameter names; the options keep their order on the command line)
 TRAIN_SECTIONS = {
@@ -59,22 +49,16 @@ def _model_setting(name: str) -> str:
 
 
 def _train_setting(name: str) -> str:
-    return _per_preset(lambda preset: getattr(TrainConfig.for_preset(preset), name))
+    return _per_preset(lambda preset: getattr(train_config(ARCHITECTURES[0], preset), name))
 
 
-def _model_config(architecture: str, preset: str, no_alignment: bool, no_matching: bool, text_only: bool,
-                  **settings) -> MAFConfig:
-    """MAF from --preset and its flags, or UMT / MT as their released code builds them (MAF's own
-    flags given with them are a DataError naming them)."""
-    if architecture == "maf":
-        return MAFConfig.from_options(preset, no_alignment, no_matching, text_only, **settings)
+def _model_config(architecture: str, **options) -> MAFConfig:
+    """The model of --model from its options (maf_core.models.config_from_options); an option given
+    that sets another model's own parts is a DataError naming it."""
     ctx = click.get_current_context()
-    given = [f"--{name.replace('_', '-')}" for name in MAF_ONLY
+    given = [name for name in options
              if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
-    if given:
-        raise DataError(f"--model {architecture}: {', '.join(given)} set MAF's own parts; leave them out")
-    return MAFConfig.for_architecture(architecture, bert=settings["bert"], bert_size=settings["bert_size"],
-                                      heads=settings["heads"])
+    return config_from_options(architecture, given, **options)
 
 
 def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] | None:
@@ -127,7 +111,7 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
 @click.option("--batch-size", type=int, default=None,
               help="Tweets per optimisation step, over all processes under torchrun [default: "
                    f"{default_of(TrainConfig, 'batch_size')}, the paper's; --model umt and mt: "
-                   f"{TrainConfig.for_preset(PRESETS[0], 'umt').batch_size}, their released code's].")
+                   f"{train_config('umt', PRESETS[0]).batch_size}, their released code's].")
 @click.option("--lr", default=default_of(TrainConfig, "lr"), show_default=True,
               help=f"AdamW learning rate ({WARMUP} warm-up, linear decay to 0).")
 @click.option("--head-lr", type=float, default=default_of(TrainConfig, "head_lr"),
@@ -201,12 +185,12 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
     """
     source = features_source(features, images_dir, ExtractConfig(backbone=backbone, weights=weights,
                                                                  transform=transform, seed=seed), device)
-    model_config = _model_config(architecture, preset, no_alignment, no_matching, text_only, bert=bert,
-                                 bert_size=bert_config, pooling=pooling, swap=swap, matching_head=matching_head,
-                                 ner_pairs=ner_pairs, heads=heads)
-    config = TrainConfig.for_preset(preset, architecture, epochs=epochs, batch_size=batch_size, lr=lr,
-                                    head_lr=head_lr, seed=seed, device=device, amp=amp, optimizer=optimizer,
-                                    batching=batching, tensorboard=tensorboard, log_every=log_every)
+    model_config = _model_config(architecture, preset=preset, no_alignment=no_alignment, no_matching=no_matching,
+                                 text_only=text_only, bert=bert, bert_size=bert_config, pooling=pooling, swap=swap,
+                                 matching_head=matching_head, ner_pairs=ner_pairs, heads=heads)
+    config = train_config(architecture, preset, epochs=epochs, batch_size=batch_size, lr=lr,
+                          head_lr=head_lr, seed=seed, device=device, amp=amp, optimizer=optimizer,
+                          batching=batching, tensorboard=tensorboard, log_every=log_every)
     with distributed.session():
         result = train_runs(source, text_dir, out_dir, model_config, config, seeds, resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the first process prints
@@ -321,11 +305,37 @@ def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations, fea
     attention over the image for each predicted entity."""
     written = write_figures(list(run_dirs), out_dir, case_run, [i.strip() for i in ids.split(",")] if ids else None,
                            count, images_dir, annotations, features, text_dir)
+    click.echo(written["corpus"].read_text(encoding="utf-8"))
     if "comparison" in written:
         click.echo(written["comparison"].read_text(encoding="utf-8"))
     for name, path in written.items():
         click.echo(f"{name:<11} {path}")
 
+
+@click.command("table")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--paper", type=click.Choice(tuple(PUBLISHED)), default=None,
+              help="Put the paper's published row (its Table 2, this corpus) under each system's; a system "
+                   "with no row there is listed as such.")
+@click.option("--annotations", type=click.Path(dir_okay=False), default=None,
+              help="JSONL of the entities only the image decides, for the image-decided and other F1 columns "
+                   "[default: <corpus>/annotations.jsonl, as the sample corpus has; without it, no such columns].")
+@click.option("--mixed-corpora", is_flag=True,
+              help="Lay out runs trained on different versions of the corpus (another sha256 of a split's "
+                   "source file) instead of refusing; the table says so in bold.")
+@click.option("--json", "as_json", is_flag=True, help="The table as JSON (every seed's value too) instead of "
+                                                      "Markdown.")
+def table_cmd(run_dirs, paper, annotations, mixed_corpora, as_json) -> None:
+    """Finished runs as the paper's Table 2, in Markdown: test F1 for PER, LOC, ORG and MISC, then
+    P, R and F1, one row per run (a --seeds folder: mean ± std over its seeds), plus image-decided
+    and other F1 where the corpus has annotations.
+
+    Each row is named by its model (MAF, UMT-BERT-CRF ...); below the table, each run's model
+    and seeds, and the corpus it was trained on (each split's source sha256 and counts). Runs
+    trained on different versions of the corpus are refused, naming them and the splits that
+    differ."""
+    result = build_table(list(run_dirs), paper, annotations, mixed_corpora)
+    click.echo(json.dumps(result, indent=2) if as_json else markdown(result))
 
 
 @click.command("serve")

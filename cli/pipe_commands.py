@@ -97,7 +97,8 @@ def tokenize(data_dir: str, tokenizer_name: str, out_dir: str, max_length: int, 
     Reads train.txt, valid.txt (or dev.txt) and test.txt, whichever exist, and writes
     OUT/<split>.arrow (one row per tweet: image_id, words, labels, input_ids,
     word_starts, tag_ids) and OUT/meta.json (tokenizer and its vocab sha256, scheme,
-    tags, counts, truncated tweets, words without a word piece). No word is dropped:
+    tags, per split its source file's sha256 and counts, truncated tweets, words without
+    a word piece). No word is dropped:
     a word with no piece gets [UNK]; tweets longer than --max-length are cut and listed.
     """
     meta = tokenization.tokenize_corpus(data_dir, tokenizer_name, out_dir, max_length=max_length, scheme=scheme)

@@ -22,20 +22,23 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
     inputs                    what a run reads, checked against itself and against --resume
     inference                 the device, tagging and scoring a split, evaluate_run
     run                       the run directory: its files and the checks of data against it
-    models                    the model a config describes (MAF, UMT or MT): build_model, load_model
-    umt                       UMT-BERT-CRF and MT-BERT-CRF, the baselines, on MAF's parts below
-    model                     MAF, MODEL_KEYS, SavedModel (save_pretrained / from_pretrained)
+    model  umt                MAF and UMT / MT under their earlier import paths (re-exports of models)
+    models                    the models, one module per family, and the one lookup from a model's name
+                              to its class (models.registry); nothing outside models/ branches on a name:
+      registry                  build_model, load_model, default_config, config_from_options, uses_amp ...
+      maf  umt                  MAF (and text-only BERT-CRF); UMT-BERT-CRF and MT-BERT-CRF
+      base                      SavedModel (save_pretrained / from_pretrained, what a model says of
+                                itself), MAFOutput, MODEL_KEYS
     alignment interaction matching fusion crf encoder checkpoint data metrics images_seen
-                              the model's parts; weights files; batches; conlleval scores and
-                              the annotation statistics (p per relation, AUC, image-decided);
-                              whether a model reads images and how many a split has readable
+                              the model's parts (interaction: the BERT layer CI and UMT share);
+                              weights files; batches; conlleval scores and the annotation
+                              statistics (p per relation, AUC, image-decided); whether a model
+                              reads images and how many a split has readable
     distributed  config       process groups; MAFConfig, TrainConfig and their choices
 
 Using a trained model (inference, predict, report, board, serve) never imports the trainer.
 """
 from maf_core.config import MAFConfig
-from maf_core.model import MAF, MAFOutput, count_parameters
-from maf_core.models import load_model
-from maf_core.umt import UMT
+from maf_core.models import MAF, MT, UMT, MAFOutput, build_model, count_parameters, load_model
 
-__all__ = ["MAF", "UMT", "MAFConfig", "MAFOutput", "count_parameters", "load_model"]
+__all__ = ["MAF", "MT", "UMT", "MAFConfig", "MAFOutput", "build_model", "count_parameters", "load_model"]

@@ -73,7 +73,10 @@ def load_pickled_state(path: str | Path, device: torch.device | str = "cpu") -> 
 
 
 def load_state_into(model: torch.nn.Module, state: dict, path: str | Path) -> None:
-    """`model.load_state_dict(state)`, with a one-line DataError for weights of another configuration."""
+    """`model.load_state_dict(state)`, with a one-line DataError for weights of another configuration.
+    A model that renamed parameters since `state` was saved maps the old names (its `upgrade_state`)."""
+    upgrade = getattr(model, "upgrade_state", None)
+    state = upgrade(state) if upgrade is not None else state
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -15,16 +15,13 @@ BERT_SIZES = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
 PRESETS = ("paper", "released-code", "recommended")
-# the model: MAF, or the baselines UMT-BERT-CRF and MT-BERT-CRF (UMT without its span detection) of
-# Yu et al. (ACL 2020), on the same text and store (maf_core/umt.py; their settings: umt_settings)
-ARCHITECTURES = ("maf", "umt", "mt")
 LOSS_WEIGHTINGS = ("paper", "released-code")
 NEGATIVES = ("pairs", "tail")
 CHOICES = {  # setting -> the values it accepts
     "negatives": NEGATIVES, "loss_weighting": LOSS_WEIGHTINGS, "ner_pairs": ("swapped", "true"),
     "matching_head": ("linear", "bilinear"), "swap": ("c", "image"), "matching_positions": ("real", "all"),
     "interaction_activation": ("relu", "gelu"), "init": ("default", "bert"), "dropout_on": ("emissions", "text"),
-    "crf_over": ("words", "pieces"), "pooling": ("auto", "pooler", "first", "mean"), "architecture": ARCHITECTURES,
+    "crf_over": ("words", "pieces"), "pooling": ("auto", "pooler", "first", "mean"),
 }
 # training settings of TrainConfig (below) that the presets set
 OPTIMIZERS = ("adamw", "bertadam")
@@ -36,8 +33,10 @@ PIECE_TAGS = ("X", "[CLS]", "[SEP]", "[PAD]")
 
 @dataclass
 class MAFConfig:
-    # which model the settings build: "maf", or the baselines "umt" and "mt" (maf_core/umt.py), which
-    # read the encoder's, the image's and the CRF's settings below and none of CA, CM or CF's
+    # which model the settings build (maf_core.models: each model's class checks that the config is
+    # one it builds): "maf", or the baselines "umt" and "mt" (maf_core/models/umt.py), which read the
+    # encoder's, the image's and the CRF's settings below and none of CA, CM or CF's. A config
+    # saved before this field existed is MAF's.
     architecture: str = "maf"
     # text encoder: any pretrained Hugging Face encoder (`bert`: Hub name or local directory;
     # BERT, RoBERTa, XLM-R, BERTweet, DeBERTa ...) or a random-init BERT of `bert_size` with the
@@ -151,9 +150,6 @@ class MAFConfig:
             problems.append(f"matching_pairs {self.matching_pairs} (expected >= 1)")
         if self.matching_batch is not None and self.matching_batch < 2 * self.matching_pairs:
             problems.append(f"matching_batch {self.matching_batch} (expected >= 2 * matching_pairs)")
-        if self.architecture != "maf" and (self.use_alignment or self.use_matching or self.text_only):
-            problems.append(f"architecture {self.architecture} with CA, CM or text_only (MAF's; expected "
-                            "use_alignment and use_matching false, text_only false)")
         if problems:
             raise ValueError("invalid MAFConfig: " + "; ".join(problems))
 
@@ -211,19 +207,6 @@ class MAFConfig:
             raise DataError(f"--preset {preset} {flags}: {error}") from None
         return config.with_ablation(no_alignment, no_matching, text_only)
 
-    @classmethod
-    def for_architecture(cls, name: str, **overrides) -> "MAFConfig":
-        """`maf` (the `paper` preset) or the baselines `umt` and `mt` as their released code builds
-        them (umt_settings; every value and its source: docs/model.md), at BERT-base's sizes
-        until the encoder is built; `overrides` win."""
-        if name == "maf":
-            return cls.from_preset("paper", **overrides)
-        size = BERT_SIZES.get(overrides.get("bert_size", "base"), BERT_SIZES["base"])
-        values = dict(umt_settings(name), bert_size="base", hidden_size=size["hidden_size"], max_length=128,
-                      image_dim=2048, num_regions=49)
-        values.update(overrides)
-        return cls(**values)
-
     def with_ablation(
         self, no_alignment: bool = False, no_matching: bool = False, text_only: bool = False
     ) -> "MAFConfig":
@@ -277,42 +260,15 @@ def preset_settings(name: str) -> dict:
     raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
 
 
-def umt_settings(name: str) -> dict:
-    """The settings of UMT-BERT-CRF (`umt`) or MT-BERT-CRF (`mt`, without the span detection) as
-    the released code (jefferyYu/UMT at f478ee6) builds them: BIO tags with X, [CLS], [SEP] on a
-    CRF over every piece (run_mtmner_crf.py 239-243, 359-395), BERT's GELU layers with LayerNorm
-    eps 1e-12 (mner_modeling.py 475-501) initialised by init_bert_weights (681-691, applied at
-    1263). CA, CM and CF are
-    MAF's and off. UMT reads no sentence vector, so the encoder is built without BERT's pooler
-    (pooling "first"; the released code's pooler is never read). A text tokenized BIOES is
-    accepted too (the span of S- is B, of E- is I)."""
-    if name not in ("umt", "mt"):
-        raise ValueError(f"unknown baseline {name!r}; expected umt or mt")
-    return dict(architecture=name, use_alignment=False, use_matching=False, text_only=False, scheme="bio",
-                crf_over="pieces", interaction_activation="gelu", layer_norm_eps=1e-12, init="bert",
-                dropout_on="text", pooling="first")
-
-
 def preset_of(config: MAFConfig) -> str | None:
-    """The preset whose settings `config` has (sizes, encoder and ablations aside), or None."""
-    if config.architecture != "maf":
-        return None
-    keys = sorted(set().union(*(preset_settings(name) for name in PRESETS)))
+    """The preset whose settings `config` has (sizes, encoder and ablations aside), or None (also
+    for another model than MAF: its architecture differs from the presets')."""
+    keys = ["architecture", *sorted(set().union(*(preset_settings(name) for name in PRESETS)))]
     for name in PRESETS:
         reference = MAFConfig.from_preset(name)
         if all(getattr(config, key) == getattr(reference, key) for key in keys):
             return name
     return None
-
-
-
-def uses_amp(amp: bool | None, model: MAFConfig, device_type: str) -> bool:
-    """bf16 autocast or fp32: `amp` (--amp / --no-amp) where given; otherwise on with CUDA, except
-    under the released-code preset and for UMT and MT, which train and predict in fp32 as their
-    released code does (fp32 unless its --fp16: run_mtmner_crf.py 530, 675)."""
-    if amp is not None:
-        return amp
-    return device_type == "cuda" and model.architecture == "maf" and preset_of(model) != "released-code"
 
 
 DISPLAY_ONLY = ("log_every", "tensorboard")  # TrainConfig fields a resumed run may change
@@ -330,7 +286,7 @@ class TrainConfig:
     clip: float = 1.0            # gradient norm: global (adamw), or of each tensor (bertadam)
     seed: int = 1
     device: str = "auto"
-    amp: bool | None = None      # bf16 autocast; None = on for CUDA (but released-code), off for CPU: uses_amp
+    amp: bool | None = None      # bf16 autocast; None = the model's default on CUDA, off for CPU: models.uses_amp
     # adamw: AdamW with linear_schedule; bertadam: the released code's optimizer and schedule
     # (maf_core/optim.py)
     optimizer: str = "adamw"
@@ -345,13 +301,3 @@ class TrainConfig:
             raise DataError(f"optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.batching not in BATCHINGS:
             raise DataError(f"batching {self.batching!r}: expected one of {', '.join(BATCHINGS)}")
-
-    @classmethod
-    def for_preset(cls, name: str, architecture: str = "maf", **values) -> "TrainConfig":
-        """The preset's optimizer and batching (released-code: BertAdam, random batches); UMT and MT
-        as their released code trains them (BertAdam, random batches of 32: run_mtmner_crf.sh 11,
-        run_mtmner_crf.py 715, 741); `values` (None: unset) win."""
-        preset = {"optimizer": "bertadam", "batching": "random"} if name == "released-code" else {}
-        if architecture != "maf":
-            preset = {"optimizer": "bertadam", "batching": "random", "batch_size": 32}
-        return cls(**{**preset, **{k: v for k, v in values.items() if v is not None}})

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from maf_core import distributed
-from maf_core.config import TrainConfig, uses_amp
+from maf_core.config import TrainConfig
 from maf_core.data import Split, bucketed_batches, check_ids_in_store, collate, load_split
 from maf_core.images_seen import no_image_line, readable_images
 from maf_core.metrics import score
-from maf_core.model import MAF, MODEL_KEYS
+from maf_core.models import MODEL_KEYS, SavedModel, uses_amp
 from maf_core.run import RunDirectory
 from pipeline.conll import Tweet, write_conll
 from pipeline.errors import DataError
@@ -51,7 +51,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 @torch.no_grad()
 def predict_split(
-    model: MAF,
+    model: SavedModel,
     split: Split,
     store: FeatureSource | None,
     tags: list[str],
@@ -138,7 +138,7 @@ def write_predictions(out_dir: Path, split: Split, predicted: list[list[str]], p
 
 
 @torch.no_grad()
-def tag_rows(model: MAF, split: Split, rows: list[int], store: FeatureSource | None) -> tuple[dict, object]:
+def tag_rows(model: SavedModel, split: Split, rows: list[int], store: FeatureSource | None) -> tuple[dict, object]:
     """One decoding forward over some rows of a split, on the CPU: the collated batch and the
     model's output (tags, p and CI's attention), for the case study."""
     batch = collate(split, rows, store)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from maf_core.config import DISPLAY_ONLY, MAFConfig, TrainConfig
 from maf_core.data import Split, check_ids_in_store, load_split
+from maf_core.models import model_class
 from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.errors import DataError
 from pipeline.store import FeatureSource
-from pipeline.tokenization import load_tokenizer, read_meta, vocab_sha256
+from pipeline.tokenization import corpus_differences, corpus_identity, load_tokenizer, read_meta, vocab_sha256
 
 
 @dataclass
@@ -20,7 +21,7 @@ class Inputs:
     meta: dict
     store: FeatureSource
     splits: dict[str, Split]
-    record: dict  # text_dir, features, tokenizer, max_length, store_fingerprint, train
+    record: dict  # text_dir, features, tokenizer, corpus, max_length, store_fingerprint, train
 
 
 def read_inputs(features: FeatureSource, text_dir: str | Path, model_config: MAFConfig,
@@ -29,7 +30,7 @@ def read_inputs(features: FeatureSource, text_dir: str | Path, model_config: MAF
     scheme and vocabulary (DataError naming what differs)."""
     text_dir = Path(text_dir)
     meta = read_meta(text_dir)
-    if model_config.architecture == "maf" and model_config.scheme != meta["scheme"]:  # UMT takes the text's
+    if not model_class(model_config.architecture).takes_text_scheme and model_config.scheme != meta["scheme"]:
         raise DataError(f"{text_dir}: tokenized with tag scheme {meta['scheme']!r}, but the model expects "
                         f"{model_config.scheme!r}; run `maf-pipe tokenize --scheme {model_config.scheme}` "
                         "or pick the matching preset")
@@ -38,7 +39,7 @@ def read_inputs(features: FeatureSource, text_dir: str | Path, model_config: MAF
         check_vocabulary(meta["tokenizer"], found, str(text_dir), f"--bert {model_config.bert}",
                          f"tokenize again with --tokenizer {model_config.bert}")
     record = {"text_dir": str(text_dir.resolve()), "features": str(Path(features.path).resolve()),
-              "tokenizer": meta["tokenizer"], "max_length": int(meta["max_length"]),
+              "tokenizer": meta["tokenizer"], "corpus": corpus_identity(meta), "max_length": int(meta["max_length"]),
               "store_fingerprint": features.fingerprint, "train": asdict(config)}
     splits = {name: load_split(text_dir, name) for name in ("train", "valid", "test") if name in meta["splits"]}
     if "train" not in splits or "valid" not in splits:
@@ -50,9 +51,9 @@ def read_inputs(features: FeatureSource, text_dir: str | Path, model_config: MAF
 
 def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
     """A copy of the model config with the text's tags, vocabulary and length and the store's sizes
-    (and for UMT and MT the text's tag scheme: BIO as their released code, or BIOES)."""
+    (and the text's tag scheme for a model that takes it: UMT and MT, BIO as their released code, or BIOES)."""
     meta, store = inputs.meta, inputs.store
-    scheme = model_config.scheme if model_config.architecture == "maf" else meta["scheme"]
+    scheme = meta["scheme"] if model_class(model_config.architecture).takes_text_scheme else model_config.scheme
     return replace(model_config, scheme=scheme, tags=list(meta["tags"]),
                    vocab_size=int(meta["tokenizer"]["vocab_size"]),
                    pad_token_id=int(meta["tokenizer"].get("pad_id") or 0),
@@ -60,11 +61,12 @@ def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
                    max_length=max(model_config.max_length, int(meta["max_length"])))
 
 
-def check_resume(run: RunDirectory, record: dict, architecture: str = "maf") -> tuple[dict, MAFConfig]:
-    """last.pt and the run's model config, if this model, text, store and training settings are the run's own."""
+def check_resume(run: RunDirectory, record: dict, architecture: str) -> tuple[dict, MAFConfig]:
+    """last.pt and the run's model config, if this model (`architecture`, the --model given), text,
+    store and training settings are the run's own."""
     state = run.load_last()
     saved = run.record
-    trained_as = saved["model"].get("architecture", "maf")
+    trained_as = run.model_config.architecture  # MAFConfig's default where config.json names none
     if architecture != trained_as:
         raise DataError(f"{run.path}: was trained with --model {trained_as}; resume it with --model {trained_as}, "
                         f"not {architecture}")
@@ -72,6 +74,10 @@ def check_resume(run: RunDirectory, record: dict, architecture: str = "maf") -> 
     check_vocabulary(record["tokenizer"], saved["tokenizer"], record["text_dir"],
                      f"the run {run.path} (tokenizer {saved['tokenizer']['name_or_path']})",
                      "resume with the text the run was started on")
+    changed = corpus_differences(record["corpus"], saved.get("corpus"))  # runs before: not recorded
+    if changed:
+        raise DataError(f"{record['text_dir']}: cut from another version of the corpus than the run {run.path} "
+                        f"was started on ({', '.join(changed)} differ); resume with the text the run was started on")
     started = {**asdict(TrainConfig()), **saved["train"]}  # settings added later: their defaults
     if {k: v for k, v in started.items() if k not in DISPLAY_ONLY} != \
             {k: v for k, v in record["train"].items() if k not in DISPLAY_ONLY}:

@@ -5,6 +5,8 @@
 - match.png: histograms of p, the match probability, per run: matched vs unrelated images
   where the corpus says which is which (the sample corpus' annotations.jsonl), else all
   tweets with an image;
+- corpus.txt: which version of the corpus each run was trained on (each split's source sha256
+  and counts, as config.json records them), and the splits on which runs differ;
 - comparison.txt (annotated corpora): test F1, F1 on image-decided entities and on the
   others, mean p for matched and unrelated images, per run;
 - cases.png: the paper's Table 5 in pictures: for chosen test tweets, the image the backbone
@@ -29,7 +31,7 @@ from pipeline.errors import DataError
 from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, read_image_bytes
 from pipeline.schemes import bioes_to_bio, get_entities
 from pipeline.store import FeatureStore
-from pipeline.tokenization import read_meta
+from pipeline.tokenization import corpus_differences, describe_corpus, read_meta
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +176,27 @@ def comparison_table(runs: list[Run], annotations: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def corpus_differences_from_first(runs: list[Run]) -> list[tuple[Run, Run, list[str]]]:
+    """(first run, other run, the splits that differ) for each run trained on another version of the
+    corpus than the first run that recorded one (config.json's "corpus"; runs and text from before
+    it was recorded are not known to differ)."""
+    known = [run for run in runs if run.config.get("corpus")]
+    return [(known[0], run, changed) for run in known[1:]
+            if (changed := corpus_differences(known[0].config["corpus"], run.config["corpus"]))]
+
+
+def corpus_summary(runs: list[Run]) -> str:
+    """Which version of the corpus the runs were trained on: each split's source sha256 and counts,
+    once when every run shares them, else per run, with the splits that differ."""
+    identities = {json.dumps(run.config.get("corpus"), sort_keys=True) for run in runs}
+    if len(identities) == 1:
+        return f"corpus of every run: {describe_corpus(runs[0].config.get('corpus'))}"
+    lines = ["corpus of each run:"] + [f"  {run.name}: {describe_corpus(run.config.get('corpus'))}" for run in runs]
+    lines += [f"DIFFERENT VERSIONS OF THE CORPUS: {first.name} and {other.name} ({', '.join(changed)} differ)"
+              for first, other, changed in corpus_differences_from_first(runs)]
+    return "\n".join(lines)
+
+
 def match_histogram(runs: list[Run], out: Path, annotations: dict[str, dict]) -> Path | None:
     chosen = [r for r in runs if r.has_matching and r.predictions]
     if not chosen:
@@ -280,7 +303,7 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
             mark = "" if predicted == gold else f"   (gold {gold})"
             lines.append(f"{word:<16} {predicted}{mark}")
         ax.text(0, 1, "\n".join(lines[:22]), va="top", family="monospace", fontsize=8, transform=ax.transAxes)
-    kind = "CI" if model.config.architecture == "maf" else "text-to-image"
+    kind = model.attention_name
     fig.suptitle(f"{run.name}: {kind} attention of each predicted entity's first word over the 7×7 regions",
                  fontsize=11)
     return _save(plt, fig, out / "cases.png", dpi=100)
@@ -299,6 +322,8 @@ def write_figures(run_dirs: list[str | Path], out: str | Path, case_run: str | P
         annotations = corpus_annotations(read_meta(RunDirectory(runs[0].path).data("text_dir", text)))
     notes = read_annotations(Path(annotations) if annotations else None)
     written = {"curves": curves(runs, out), "types": type_bars(runs, out), "match": match_histogram(runs, out, notes)}
+    written["corpus"] = out / "corpus.txt"
+    written["corpus"].write_text(corpus_summary(runs) + "\n", encoding="utf-8")
     if notes and all(r.report and "test" in r.report for r in runs):
         written["comparison"] = out / "comparison.txt"
         written["comparison"].write_text(comparison_table(runs, notes) + "\n", encoding="utf-8")

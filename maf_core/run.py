@@ -1,10 +1,11 @@
 """A run directory: what `maf train` writes, and what evaluate, predict, report and --resume read.
 
     RUN/config.json        {"model": the MAFConfig, "text_dir", "features", "tokenizer", "max_length",
-                            "store_fingerprint", "train": the TrainConfig}
+                            "corpus": each split's source sha256 and counts, "store_fingerprint",
+                            "train": the TrainConfig}
     RUN/metrics.jsonl      one line per epoch (losses, dev P/R/F1, learning rate, seconds)
     RUN/best/              config.json + model.safetensors: the best epoch's model (maf_core.models.load_model:
-                           MAF.from_pretrained, or UMT.from_pretrained for --model umt and mt)
+                           the from_pretrained of the class its config names)
     RUN/last.pt            model, optimizer, schedule, RNG and progress: what --resume continues from
     RUN/backbone_bn.npz    the store's re-estimated BatchNorm statistics, when it has them
     RUN/tokenizer/         a copy of the tokenizer the text was cut with
@@ -28,9 +29,9 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from maf_core.checkpoint import load_pickled_state, weights_file
-from maf_core.config import MAFConfig, preset_of
+from maf_core.config import MAFConfig
 from maf_core.encoder import describe as describe_encoder
-from maf_core.models import load_model, model_card, model_name
+from maf_core.models import describe, load_model, model_card
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.fingerprint import store_differences
@@ -238,7 +239,7 @@ class RunDirectory:
         model.save_pretrained(self.best)
 
     def load_best(self, device="cpu"):
-        """best/ as the model the run was trained as (MAF, UMT or MT)."""
+        """best/ as the model the run was trained as (the class its config names)."""
         return load_model(self.best, device)
 
     def write_report(self, report: dict) -> None:
@@ -246,24 +247,17 @@ class RunDirectory:
             json.dump(report, handle, indent=2, sort_keys=True)
 
     def write_model_card(self, report: dict) -> None:
-        """best/README.md, the model card: MAF's (or UMT's), then what this run is (preset, encoder, tag scheme,
-        the store's fingerprint) and best/'s scores, so that the folder says what it holds when
+        """best/README.md, the model card: its model's (MAF's, UMT's ...), then what this run is (model,
+        encoder, tag scheme, the store's fingerprint) and best/'s scores, so that the folder says what it holds when
         pushed to the Hub (`MAF.from_pretrained(RUN).push_to_hub(...)`)."""
         config, store = self.model_config, self.record["store_fingerprint"]
-        preset = preset_of(config)
-        model = model_name(config)
-        if config.architecture == "maf" and not config.text_only:
-            model += ", " + (f"preset `{preset}`" if preset else "settings of no preset (config.json)")
-        if config.architecture == "maf" and config.visual and not (config.use_alignment and config.use_matching):
-            model += " without " + " and ".join(n for n, on in (("CA", config.use_alignment),
-                                                               ("CM", config.use_matching)) if not on)
         bn = store["bn_stats"]
         features = (f"{store['backbone']}, weights {store['weights']['identity']}, transform "
                     f"{store['transform']['name']}, BatchNorm {bn['mode']}"
                     + (f" (sha256 {bn['sha256'][:12]})" if bn.get("sha256") else "")
                     + f", {store['precision']}, decode {store.get('decode', 'full')}")
         images, notes = _card_images(report)
-        rows = [("model", model), ("text encoder", describe_encoder(config)), ("tag scheme", config.scheme),
+        rows = [("model", describe(config)), ("text encoder", describe_encoder(config)), ("tag scheme", config.scheme),
                 ("image features", features), *images, ("best epoch", str(report["best_epoch"]))]
         lines = ["", "## This run", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "", *notes,
                  "## Scores (entity level, conlleval's rules)", "", "| split | P | R | F1 |", "|---|---|---|---|"]

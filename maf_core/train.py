@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from maf_core import distributed, models
 from maf_core.board import Board
 from maf_core.checkpoint import load_state_into
-from maf_core.config import MAFConfig, TrainConfig, uses_amp
+from maf_core.config import MAFConfig, TrainConfig
 from maf_core.data import Split, bucketed_batches, collate
 from maf_core.encoder import describe as describe_encoder
 from maf_core.images_seen import no_image_note, readable_by_split, start_warning
@@ -32,7 +32,7 @@ from maf_core.inference import autocast, evaluate_split, resolve_device, to_devi
 from maf_core.inputs import Inputs, check_resume, fit_to_inputs, read_inputs
 from maf_core.matching import choose_negatives
 from maf_core.metrics import corpus_annotations, read_annotations, table
-from maf_core.model import MODEL_KEYS, MAFOutput
+from maf_core.models import MODEL_KEYS, MAFOutput
 from maf_core.optim import optimizer_for, schedule_for
 from maf_core.run import RunDirectory
 from maf_core.run_summary import run_summary
@@ -105,7 +105,7 @@ def _train_locked(features: FeatureSource, text_dir: str | Path, out_dir: str | 
         raise DataError(f"{run.path}: exists and is not empty; pass --resume to continue that run, or another --out")
 
     device = distributed.setup(config.device) if distributed.launched() else resolve_device(config.device)
-    config = replace(config, amp=uses_amp(config.amp, model_config, device.type))  # None -> on or off
+    config = replace(config, amp=models.uses_amp(config.amp, model_config, device.type))  # None -> on or off
     rank, world = distributed.rank_and_world()
     # the encoder is built (and refused, for heads that do not fit, say) before anything is written
     model, wrapped = build_model(model_config, config.seed, device, rank, world)

@@ -12,7 +12,9 @@ One row per tweet (docs/design.md, "Tokenized text"):
 `words`, `labels` and `tag_ids` always have one entry per source word: nothing is dropped.
 A word that yields no word piece (zero-width space, soft hyphen, lone control characters)
 is given [UNK] and listed in `meta["no_piece_words"]`; tweets cut at `max_length` are
-listed in `meta["truncated"]` with the words that lost their first piece.
+listed in `meta["truncated"]` with the words that lost their first piece. Each split's entry in
+`meta["splits"]` holds its counts and the sha256 of the source file it was cut from (the corpus'
+identity, `corpus_identity`; absent in text tokenized before it was recorded).
 
 Each split is encoded with one batched tokenizer call; pieces are assigned to words by
 construction. Tokenizer families (`tokenizer_family`):
@@ -37,7 +39,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from pipeline.conll import ENTITY_TYPES, Tweet, find_splits, read_conll
+from pipeline.conll import ENTITY_TYPES, SPLITS, Tweet, find_splits, read_conll
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.schemes import SCHEMES, convert, get_entities, tag_list
@@ -306,7 +308,8 @@ def tokenize_corpus(
         "scheme": scheme,
         "tags": tag_list(scheme),
         "splits": {
-            split: {"file": f"{split}.arrow", "source": str(splits[split].resolve()), **result.stats}
+            split: {"file": f"{split}.arrow", "source": str(splits[split].resolve()),
+                    "sha256": file_sha256(splits[split]), **result.stats}
             for split, result in results.items()
         },
         "truncated": [item for result in results.values() for item in result.truncated],
@@ -327,16 +330,77 @@ def tokenize_corpus(
 
 
 def summary_table(meta: dict) -> str:
-    """The per-split summary `maf-pipe tokenize` prints."""
-    header = ["split", "tweets", "words", *ENTITY_TYPES, "truncated", "no-piece"]
+    """The per-split summary `maf-pipe tokenize` prints (sha256: the source file's, first 12 digits)."""
+    header = ["split", "tweets", "words", *ENTITY_TYPES, "truncated", "no-piece", "sha256"]
     rows = [header]
     for split, stats in meta["splits"].items():
         rows.append(
             [split, stats["tweets"], stats["words"], *(stats["entities"][t] for t in ENTITY_TYPES),
-             stats["truncated_tweets"], stats["no_piece_words"]]
+             stats["truncated_tweets"], stats["no_piece_words"], short_sha(stats.get("sha256"))]
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     lines = ["  ".join(str(cell).rjust(width) if i else str(cell).ljust(width)
                        for i, (cell, width) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+# -- corpus identity: which version of a corpus a text (and a run trained on it) was cut from ---------
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def short_sha(sha256: str | None) -> str:
+    """The first 12 hex digits, or "unknown" (text tokenized before meta.json recorded them)."""
+    return sha256[:12] if sha256 else "unknown"
+
+
+def corpus_identity(meta: dict) -> dict[str, dict]:
+    """Per split, the sha256 of the source file the text was cut from (None: tokenized before
+    meta.json recorded it) and its counts: tweets, words, entities by type. A run keeps this in
+    config.json ("corpus"), so that its scores say which version of the corpus they are on."""
+    return {split: {"sha256": stats.get("sha256"), "tweets": stats["tweets"], "words": stats["words"],
+                    "entities": dict(stats["entities"])}
+            for split, stats in meta["splits"].items()}
+
+
+def corpus_differences(first: dict[str, dict] | None, second: dict[str, dict] | None) -> list[str]:
+    """The splits on which two corpus identities are known to differ: another sha256, or a split only
+    one of them has. Unknown identities (None, or a split without sha256) are not known to differ."""
+    if first is None or second is None:
+        return []
+
+    def differ(split: str) -> bool:
+        if (split in first) != (split in second):
+            return True
+        shas = first[split]["sha256"], second[split]["sha256"]
+        return None not in shas and shas[0] != shas[1]
+
+    return [split for split in sorted(set(first) | set(second), key=_split_order) if differ(split)]
+
+
+def corpus_known(identity: dict[str, dict] | None) -> bool:
+    """Every split's sha256 is recorded (text tokenized since meta.json records them)."""
+    return bool(identity) and all(stats["sha256"] for stats in identity.values())
+
+
+def describe_corpus(identity: dict[str, dict] | None) -> str:
+    """'train sha256 1a2b3c4d5e6f (90 tweets, 1210 words; PER 40, LOC 21, ORG 17, MISC 9); valid ...'."""
+    if not identity:
+        return "unknown (a run saved before runs recorded their corpus)"
+    return "; ".join(
+        f"{split} sha256 {short_sha(stats['sha256'])} ({stats['tweets']} tweets, {stats['words']} words; "
+        + ", ".join(f"{t} {stats['entities'].get(t, 0)}" for t in ENTITY_TYPES) + ")"
+        for split, stats in sorted(identity.items(), key=lambda item: _split_order(item[0])))
+
+
+def _split_order(split: str) -> tuple[int, str]:
+    """train, valid, test, then any other split by name (config.json stores the splits sorted)."""
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)

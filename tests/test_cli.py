@@ -13,7 +13,8 @@ from click.testing import CliRunner, Result
 from helpers import write_text
 
 from cli import maf, pipe
-from maf_core.config import PRESETS, MAFConfig, TrainConfig, preset_of, uses_amp
+from maf_core.config import PRESETS, MAFConfig, TrainConfig, preset_of
+from maf_core.models import default_config, train_config, uses_amp
 from pipeline.extract_config import ExtractConfig
 
 BIN = Path(sys.executable).parent
@@ -105,7 +106,8 @@ def test_build_vocab_reports_a_cased_wordpiece_vocabulary(pipeline_run):
 
 def test_tokenize_table_has_a_column_per_count(pipeline_run):
     header = pipeline_run["tokenize"].output.splitlines()[0]
-    assert header.split() == ["split", "tweets", "words", "PER", "LOC", "ORG", "MISC", "truncated", "no-piece"]
+    assert header.split() == ["split", "tweets", "words", "PER", "LOC", "ORG", "MISC", "truncated", "no-piece",
+                              "sha256"]
 
 
 def test_tokenize_table_has_a_row_per_split(pipeline_run):
@@ -245,13 +247,13 @@ def test_train_help_shows_the_library_s_defaults():
     for option, field in by_preset.items():
         assert _preset_defaults(shown.pop(option)) == _per_preset(MAFConfig.from_preset, field)
     for option, field in by_train_preset.items():
-        assert _preset_defaults(shown.pop(option)) == _per_preset(TrainConfig.for_preset, field)
+        assert _preset_defaults(shown.pop(option)) == _per_preset(lambda preset: train_config("maf", preset), field)
     assert shown == {
         "--backbone": extract.backbone, "--weights": extract.weights, "--transform": extract.transform,
         "--bert-config": model.bert_size, "--model": model.architecture, "--preset": preset_of(model),
         "--epochs": str(train.epochs), "--lr": str(train.lr), "--head-lr": "--lr", "--seed": str(train.seed),
         "--batch-size": f"{train.batch_size}, the paper's; --model umt and mt: "
-                        f"{TrainConfig.for_preset('paper', 'umt').batch_size}, their released code's",
+                        f"{train_config('umt', 'paper').batch_size}, their released code's",
         "--pooling": model.pooling, "--device": train.device, "--log-every": str(train.log_every),
         "--tensorboard": "tensorboard" if train.tensorboard else "no-tensorboard",
         "--heads": "the encoder's head count",
@@ -259,7 +261,7 @@ def test_train_help_shows_the_library_s_defaults():
     }
     assert uses_amp(None, model, "cuda") and not uses_amp(None, model, "cpu")  # what --amp's default says
     assert not uses_amp(None, MAFConfig.from_preset("released-code"), "cuda")
-    assert not uses_amp(None, MAFConfig.for_architecture("umt"), "cuda")
+    assert not uses_amp(None, default_config("umt"), "cuda")
 
 
 def test_report_and_evaluate_help_show_the_library_s_defaults():

@@ -17,8 +17,9 @@ from PIL import Image
 
 from cli.maf import main as maf
 from cli.pipe import main as pipe
-from maf_core.config import MAFConfig, umt_settings
+from maf_core.config import MAFConfig
 from maf_core.images_seen import no_image_line, no_image_note, reads_images, start_warning
+from maf_core.models.umt import umt_settings
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig, extract_images, ids_from_corpus, summary_text
 from pipeline.torch_files import load_state

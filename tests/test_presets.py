@@ -9,9 +9,10 @@ from helpers import make_batch
 from torch import nn
 
 from maf_core.alignment import contrastive_loss
-from maf_core.config import PIECE_TAGS, MAFConfig, TrainConfig, uses_amp
+from maf_core.config import PIECE_TAGS, MAFConfig
 from maf_core.data import Split
 from maf_core.model import MAF
+from maf_core.models import train_config, uses_amp
 from maf_core.optim import BertAdam, optimizer_for, released_schedule, released_total_steps, schedule_for
 from maf_core.train import train_step
 
@@ -60,7 +61,7 @@ def test_bertadam_has_no_bias_correction_and_clips_each_tensor():
     assert torch.allclose(a.detach(), expected_a, atol=1e-6) and torch.allclose(b.detach(), expected_b, atol=1e-6)
 
 
-RELEASED_TRAINING = TrainConfig.for_preset("released-code", epochs=24, batch_size=64, lr=5e-5)
+RELEASED_TRAINING = train_config("maf", "released-code", epochs=24, batch_size=64, lr=5e-5)
 
 
 def test_released_training_is_bertadam_on_random_batches_with_clipping():
@@ -69,11 +70,11 @@ def test_released_training_is_bertadam_on_random_batches_with_clipping():
 
 
 def test_paper_training_is_adamw():
-    assert TrainConfig.for_preset("paper", lr=5e-5).optimizer == "adamw"
+    assert train_config("maf", "paper", lr=5e-5).optimizer == "adamw"
 
 
 def test_an_optimizer_flag_wins_over_the_preset():
-    assert TrainConfig.for_preset("released-code", optimizer="adamw").optimizer == "adamw"
+    assert train_config("maf", "released-code", optimizer="adamw").optimizer == "adamw"
 
 
 @pytest.mark.parametrize("amp, preset, device, expected", [

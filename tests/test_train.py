@@ -542,6 +542,14 @@ def test_report_prints_the_image_decided_scores(report_of_two_runs):
     assert "img-decided F1" in report_of_two_runs["done"].output
 
 
+def test_report_names_the_version_of_the_corpus_the_runs_were_trained_on(report_of_two_runs, corpus):
+    """corpus.txt, and the command's output: each split's source sha256 and counts, once for both runs."""
+    written = (report_of_two_runs["out"] / "corpus.txt").read_text(encoding="utf-8")
+    train_sha = json.loads((corpus["text"] / "meta.json").read_text(encoding="utf-8"))["splits"]["train"]["sha256"]
+    assert written.startswith(f"corpus of every run: train sha256 {train_sha[:12]} (")
+    assert written.strip() in report_of_two_runs["done"].output
+
+
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
     done = CliRunner().invoke(maf, ["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "report")])
     assert done.exit_code == 1 and "not a run directory" in done.output

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from helpers import make_batch
 
 from cli.maf import main as maf
-from maf_core.config import MAFConfig, TrainConfig, umt_settings, uses_amp
+from maf_core.config import MAFConfig, TrainConfig
 from maf_core.model import MAF, MODEL_KEYS, piece_targets
-from maf_core.models import load_model
+from maf_core.models import MT, build_model, default_config, load_model, train_config, uses_amp
+from maf_core.models.umt import UMT, conversion_matrix, span_labels, span_states, umt_settings
 from maf_core.train import train
-from maf_core.umt import UMT, conversion_matrix, span_labels, span_states
 from pipeline.errors import DataError
 from pipeline.store import FeatureStore
 
@@ -26,9 +26,9 @@ BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-M
 BIOES = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
 
 
-def tiny(architecture: str = "umt", seed: int = 0, **overrides) -> UMT:
+def tiny(architecture: str = "umt", seed: int = 0, **overrides) -> UMT:  # MT is a UMT
     torch.manual_seed(seed)
-    return UMT(MAFConfig.tiny(**{**umt_settings(architecture), "tags": BIO, **overrides}))
+    return build_model(MAFConfig.tiny(**{**umt_settings(architecture), "tags": BIO, **overrides}))
 
 
 def _inputs(batch: dict) -> dict:
@@ -184,9 +184,9 @@ PINNED = {"ner": 30.19032, "span": 22.19610, "emissions": [-0.025628, 0.040025, 
 def test_umt_and_mt_run_in_fp32_on_cuda_unless_amp_is_asked_for():
     """As their released code (fp32 unless --fp16); MAF's paper preset takes bf16 on CUDA."""
     for name in ("umt", "mt"):
-        config = MAFConfig.for_architecture(name)
+        config = default_config(name)
         assert not uses_amp(None, config, "cuda") and uses_amp(True, config, "cuda")
-    assert uses_amp(None, MAFConfig.for_architecture("maf"), "cuda")
+    assert uses_amp(None, default_config("maf"), "cuda")
 
 
 def test_bf16_autocast_keeps_the_crf_in_fp32():
@@ -204,14 +204,19 @@ def test_bf16_autocast_keeps_the_crf_in_fp32():
 def test_maf_and_umt_refuse_each_others_configs(tmp_path):
     with pytest.raises(ValueError, match="MAF builds architecture maf, not 'umt'"):
         MAF(MAFConfig.tiny(**umt_settings("umt"), tags=BIO))
-    with pytest.raises(ValueError, match="UMT builds architecture umt or mt, not 'maf'"):
+    with pytest.raises(ValueError, match="UMT builds architecture umt, not 'maf'"):
         UMT(MAFConfig.tiny())
+    with pytest.raises(ValueError, match="MT builds architecture mt, not 'umt'"):
+        MT(MAFConfig.tiny(**umt_settings("umt"), tags=BIO))
     with pytest.raises(ValueError, match="architecture umt with CA, CM or text_only"):
-        MAFConfig.tiny(architecture="umt")
+        UMT(MAFConfig.tiny(architecture="umt"))
     tiny("mt").save_pretrained(tmp_path / "mt")
     with pytest.raises(DataError, match=r"holds a mt model, not a MAF; load it with maf_core.models.load_model"):
         MAF.from_pretrained(tmp_path / "mt")
-    assert isinstance(load_model(tmp_path / "mt"), UMT)
+    assert type(load_model(tmp_path / "mt")) is MT and type(UMT.from_pretrained(tmp_path / "mt")) is MT
+    tiny("umt").save_pretrained(tmp_path / "umt")
+    with pytest.raises(DataError, match=r"holds a umt model, not a MT; load it with maf_core.models.load_model"):
+        MT.from_pretrained(tmp_path / "umt")
 
 
 def test_a_checkpoint_of_the_other_model_or_an_unknown_one_is_one_line(tmp_path):
@@ -355,9 +360,9 @@ def test_maf_only_options_are_refused_with_umt(sample_text, sample_store, tmp_pa
 
 
 def test_resume_of_umt_equals_an_uninterrupted_run(sample_text, sample_store, tmp_path):
-    config = TrainConfig.for_preset("paper", "umt", epochs=2, batch_size=16, lr=1e-3, seed=3, device="cpu",
-                                    tensorboard=False)
-    model = MAFConfig.for_architecture("umt", bert_size="tiny")
+    config = train_config("umt", "paper", epochs=2, batch_size=16, lr=1e-3, seed=3, device="cpu",
+                          tensorboard=False)
+    model = default_config("umt", bert_size="tiny")
 
     class Stop(Exception):
         pass
@@ -438,10 +443,10 @@ def test_parameter_count_of_the_paper_size():
     """BERT-base size UMT on the meta device. With BERT's pooler (0.59M: the released code builds it
     and never reads it) and ResNet-152 with its classifier layer (60.19M), it is the 208.29M the
     paper's Table 3 gives UMT-BERT-CRF."""
-    config = MAFConfig.for_architecture("umt", tags=["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC")
+    config = default_config("umt", tags=["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC")
                                                              for p in "BI"])
     with torch.device("meta"):
-        umt, mt = UMT(config), UMT(MAFConfig.for_architecture("mt", tags=config.tags))
+        umt, mt = UMT(config), MT(default_config("mt", tags=config.tags))
     total = sum(p.numel() for p in umt.parameters())
     assert total == 147_512_342
     assert total - sum(p.numel() for p in mt.parameters()) == 7_093_318  # the span detection

@@ -1,0 +1,33 @@
+"""The models: one module per family, each a SavedModel subclass that carries what differs (its
+config, inputs, p, attention, recipe, card and parameter count), and the registry, the one lookup
+from a model's name to its class.
+
+    registry    name -> class; build_model, load_model, default_config, config_from_options,
+                train_config, uses_amp, model_name, describe, model_card, count_parameters
+    maf         MAF (Xu et al., WSDM 2022), and with text_only the BERT-CRF baseline
+    umt         UMT-BERT-CRF and MT-BERT-CRF (Yu et al., ACL 2020)
+    base        SavedModel, MAFOutput, the batch keys, the CRF-over-pieces helpers
+"""
+from maf_core.models.base import FEATURE_KEYS, MODEL_KEYS, MODELS, MAFOutput, SavedModel
+from maf_core.models.maf import MAF
+from maf_core.models.registry import (
+    ARCHITECTURES,
+    FAMILIES,
+    build_model,
+    config_from_options,
+    count_parameters,
+    default_config,
+    describe,
+    load_model,
+    model_card,
+    model_class,
+    model_name,
+    saved_architecture,
+    train_config,
+    uses_amp,
+)
+from maf_core.models.umt import MT, UMT
+
+__all__ = ["ARCHITECTURES", "FAMILIES", "FEATURE_KEYS", "MAF", "MODELS", "MODEL_KEYS", "MT", "UMT", "MAFOutput",
+           "SavedModel", "build_model", "config_from_options", "count_parameters", "default_config", "describe",
+           "load_model", "model_card", "model_class", "model_name", "saved_architecture", "train_config", "uses_amp"]
