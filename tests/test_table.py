@@ -113,7 +113,8 @@ def test_text_tokenized_before_the_hashes_still_trains_and_reads_as_unknown(samp
 
 
 def test_resume_on_another_version_of_the_corpus_is_refused(runs, sample_store, corrected_text):
-    inputs = read_inputs(FeatureStore(sample_store), corrected_text, MAFConfig.tiny(scheme="bioes", text_only=True), CONFIG)
+    inputs = read_inputs(FeatureStore(sample_store), corrected_text, MAFConfig.tiny(scheme="bioes", text_only=True),
+                         CONFIG)
     with pytest.raises(DataError, match=r"cut from another version of the corpus than the run .*text-only was "
                                         r"started on \(train differ\)"):
         check_resume(RunDirectory(runs["text-only"]), inputs.record, "maf")
