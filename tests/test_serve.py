@@ -21,8 +21,8 @@ from PIL import Image
 
 from maf_core.predict import MAFPredictor
 from maf_core.serve import STATIC, Limits, build, serve
-from maf_core.serve_batching import MicroBatcher, QueueFull
-from maf_core.serve_browse import Browse, mark_errors
+from maf_core.serve.batching import MicroBatcher, QueueFull
+from maf_core.serve.browse import Browse, mark_errors
 from pipeline.errors import DataError
 from pipeline.extract import extract_images
 from pipeline.featurize import ImageFeaturizer, MemoryStore

@@ -20,7 +20,7 @@ import pytest
 
 from maf_core.predict import MAFPredictor
 from maf_core.serve import build
-from maf_core.serve_browse import Browse
+from maf_core.serve.browse import Browse
 from pipeline.schemes import get_entities
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,23 @@
+"""`maf serve RUN`: one local web server with a page to browse a run's predictions and try new
+tweets, and a JSON API (`POST /api/predict`, documented at /docs).
+
+FastAPI serves the API and a page of our own (static/: one HTML file, one script, one style
+sheet; no font, script or request that leaves the machine, and a Content-Security-Policy that
+says so to the browser). /docs is Swagger UI from the files fastapi-offline ships, not from a
+CDN. The model is `MAFPredictor`'s, loaded once; requests are grouped by `MicroBatcher`.
+docs/serve.md shows how to use it, docs/design.md says why.
+
+    app.py            the app: its routers, its errors, `build` (a run -> an app) and `serve`
+    routes_page.py    /, /static: the page
+    routes_browse.py  /api/browse, /api/image/{id}, /api/attention/{n}: what the page shows
+    routes_predict.py /api/predict, /api/health: the JSON API
+    engine.py         the run's model behind the batcher
+    requests.py       what a request may hold (`Limits`), how it is read, errors of one line
+    batching.py       concurrent requests grouped into one forward
+    browse.py         a run's predictions, errors, images and scores as the page shows them
+"""
+from maf_core.serve.app import build, create_app, serve
+from maf_core.serve.requests import Limits
+from maf_core.serve.routes_page import STATIC
+
+__all__ = ["STATIC", "Limits", "build", "create_app", "serve"]

@@ -1,0 +1,50 @@
+"""The JSON API: POST /api/predict (items in, micro-batched, entities, p and statuses out) and
+GET /api/health."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query, Request
+
+from maf_core.serve.batching import QueueFull
+from maf_core.serve.engine import model_view
+from maf_core.serve.requests import IMAGE_ERRORS, REQUEST_BODY, ApiError, PredictResponse, read_items
+
+router = APIRouter()
+
+
+@router.post("/api/predict", response_model=PredictResponse, response_model_exclude_none=True,
+             openapi_extra=REQUEST_BODY,
+             summary="Tag tweets and their images: entities, p and the image status per tweet",
+             responses={400: {"description": "Malformed JSON"}, 413: {"description": "Over the upload limit"},
+                        415: {"description": "Neither JSON nor multipart"},
+                        422: {"description": "A bad item: empty or too long text, an unusable image"},
+                        503: {"description": "The queue is full: retry after Retry-After seconds"}})
+async def predict(request: Request, attention: bool = Query(False, description="Add CI's attention and the "
+                                                                                "model's view of the image")):
+    engine, browse, limits = request.app.state.engine, request.app.state.browse, request.app.state.limits
+    items = await read_items(request, limits)
+    try:
+        future = engine.batcher.submit([(text, image, attention) for text, image in items])
+    except QueueFull as err:
+        raise ApiError(503, f"busy: {err}; retry in a second", headers={"Retry-After": "1"}) from None
+    records = await asyncio.wrap_future(future)
+    bad = [(n, r["image_status"]) for n, r in enumerate(records) if r["image_status"] in IMAGE_ERRORS]
+    if bad:
+        n, status = bad[0]
+        raise ApiError(422, f"items.{n}.image: {IMAGE_ERRORS[status]}", image_status=status)
+    out = []
+    for record, (_, image) in zip(records, items):
+        entities = [{**e, "text": " ".join(e["words"])} for e in record["entities"]]
+        view = None
+        if attention and image is not None and record["image_status"] == "ok":
+            view = await asyncio.to_thread(model_view, image, browse.transform)
+        out.append({"words": record["words"], "tags": record["tags"], "entities": entities,
+                    "p": record["match_prob"], "image_status": record["image_status"], "view": view})
+    return {"items": out}
+
+
+@router.get("/api/health", summary="Up, and how many requests wait")
+async def health(request: Request):
+    engine = request.app.state.engine
+    return {"status": "ok", "waiting": engine.batcher.queue.qsize(), "batches": engine.batcher.batches}
