@@ -286,8 +286,11 @@ def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations, fea
               help="A second run of the same text (e.g. the text-only baseline), side by side, with a filter for "
                    "the tweets where they disagree.")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback lets others use the model (a warning says so).")
+              help="Address to listen on; anything but loopback lets others use the model (a warning says so), "
+                   "with the token printed in the address.")
 @click.option("--port", default=7860, show_default=True, help="Port to listen on.")
+@click.option("--allow-host", "allow_hosts", multiple=True,
+              help="A Host name to answer besides loopback's (a name this machine is reached by); repeatable.")
 @click.option("--features", type=click.Path(dir_okay=False), default=None,
               help="The run's store.h5, if it has moved since training [default: the path the run recorded].")
 @click.option("--text", "text_dir", type=click.Path(file_okay=False), default=None,
@@ -296,8 +299,8 @@ def report(run_dirs, out_dir, case_run, ids, count, images_dir, annotations, fea
               help="Largest request body and image, in MiB; more gets 413.")
 @click.option("--max-text", default=2000, show_default=True, help="Longest tweet in characters; more gets 422.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def serve_cmd(run_dir, images_dir, split, compare, host, port, features, text_dir, max_upload_mb, max_text,
-              device) -> None:
+def serve_cmd(run_dir, images_dir, split, compare, host, port, allow_hosts, features, text_dir, max_upload_mb,
+              max_text, device) -> None:
     """A local web page to browse RUN_DIR's predictions with their images and try new tweets,
     and a JSON API (POST /api/predict, documented at /docs).
 
@@ -309,4 +312,4 @@ def serve_cmd(run_dir, images_dir, split, compare, host, port, features, text_di
 
     limits = Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_text_chars=max_text)
     app = build(run_dir, split, compare, images_dir, features, text_dir, limits, device)
-    serve(app, host, port, announce=click.echo)
+    serve(app, host, port, allow_hosts, announce=click.echo)

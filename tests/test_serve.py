@@ -65,7 +65,7 @@ def app(served_runs):
 
 @pytest.fixture(scope="module")
 def client(app):
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:7860") as client:
         yield client
 
 
@@ -173,12 +173,12 @@ def test_an_image_that_does_not_decode_is_not_served(served_runs, sample_dir, tm
 
 def test_attention_gives_each_predicted_entity_a_distribution_over_the_regions(client, browse):
     tweet = next(t for t in browse["tweets"] if t["runs"][0]["entities"] and t["image_status"] == "ok")
-    answer = client.get(f"/api/attention/{tweet['n']}").json()
+    answer = client.post(f"/api/attention/{tweet['n']}").json()
     assert [[e["type"], e["start"], e["end"]] for e in answer["entities"]] == tweet["runs"][0]["entities"]
     assert answer["grid"] == 7
     for entity in answer["entities"]:
         assert len(entity["attention"]) == 49 and abs(sum(entity["attention"]) - 1) < 1e-4
-    assert client.get("/api/attention/100000").status_code == 404
+    assert client.post("/api/attention/100000").status_code == 404
 
 
 # the JSON API
@@ -305,7 +305,7 @@ def test_a_full_queue_answers_503_with_retry_after(served_runs):
     engine = app.state.engine
     answers = []
     body = {"items": [{"text": "Rob", "image": _b64(_jpeg())}]}
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:7860") as client:
         with engine.lock:  # the model is busy: the first request waits in the worker, the second in the queue
             first = threading.Thread(target=lambda: answers.append(client.post("/api/predict", json=body)))
             first.start()
@@ -384,7 +384,17 @@ def test_api_docs_come_from_this_server(client):
         assert client.get(f"/{path}").status_code == 200
 
 
-def test_serving_off_loopback_warns(monkeypatch):
+def _bare_app():
+    from fastapi import FastAPI
+
+    from maf_core.serve import Access
+
+    app = FastAPI()
+    app.state.access = Access()
+    return app
+
+
+def test_serving_off_loopback_warns_and_prints_the_token(monkeypatch):
     import uvicorn
 
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: [s.close() for s in sockets])
@@ -392,11 +402,17 @@ def test_serving_off_loopback_warns(monkeypatch):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     said = []
-    serve(object(), "0.0.0.0", port, announce=said.append)
-    assert said[0].startswith(f"warning: serving on 0.0.0.0, not loopback: anyone who can reach 0.0.0.0:{port} can")
+    app = _bare_app()
+    serve(app, "0.0.0.0", port, announce=said.append)
+    assert said[0].startswith(f"warning: serving on 0.0.0.0, not loopback: anyone who can reach 0.0.0.0:{port} and")
+    token = app.state.access.token
+    assert len(token) >= 32 and said[1] == (f"maf serve: http://{socket.gethostname()}:{port}/?token={token}  "
+                                            "(API docs: /docs; Ctrl-C stops)")
     said.clear()
-    serve(object(), "127.0.0.1", port, announce=said.append)
+    app = _bare_app()
+    serve(app, "127.0.0.1", port, announce=said.append)
     assert said == [f"maf serve: http://127.0.0.1:{port}/  (API docs: /docs; Ctrl-C stops)", "maf serve: stopped"]
+    assert app.state.access.token is None
 
 
 @pytest.mark.slow
@@ -430,7 +446,7 @@ def test_a_port_in_use_is_an_error_of_one_line():
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(DataError, match=f"--host 127.0.0.1 --port {port}: cannot listen there"):
-            serve(object(), "127.0.0.1", port, announce=lambda line: None)
+            serve(_bare_app(), "127.0.0.1", port, announce=lambda line: None)
 
 
 # micro-batching

@@ -37,6 +37,7 @@ def server(served_runs):
     app = build(served_runs["maf"], compare=served_runs["text-only"], device="cpu")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    app.state.access.bind("127.0.0.1", sock.getsockname()[1])
     running = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -11,6 +11,7 @@ docs/serve.md shows how to use it, docs/design.md says why.
     routes_page.py    /, /static: the page
     routes_browse.py  /api/browse, /api/image/{id}, /api/attention/{n}: what the page shows
     routes_predict.py /api/predict, /api/health: the JSON API
+    security.py       who may reach it (Host, Origin, token) and the headers of every answer
     engine.py         the run's model behind the batcher
     requests.py       what a request may hold (`Limits`), how it is read, errors of one line
     batching.py       concurrent requests grouped into one forward
@@ -19,5 +20,6 @@ docs/serve.md shows how to use it, docs/design.md says why.
 from maf_core.serve.app import build, create_app, serve
 from maf_core.serve.requests import Limits
 from maf_core.serve.routes_page import STATIC
+from maf_core.serve.security import Access
 
-__all__ = ["STATIC", "Limits", "build", "create_app", "serve"]
+__all__ = ["STATIC", "Access", "Limits", "build", "create_app", "serve"]

@@ -22,20 +22,21 @@ from maf_core.serve.routes_browse import router as browse_router
 from maf_core.serve.routes_page import STATIC
 from maf_core.serve.routes_page import router as page_router
 from maf_core.serve.routes_predict import router as predict_router
+from maf_core.serve.security import Access, Guard, Headers
 from pipeline.errors import DataError
 
 logger = logging.getLogger(__name__)
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = None):
-    """The server's ASGI app: the page, the browse data, the images by id and the API."""
-    limits = limits or Limits()
+def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = None, access: Access | None = None):
+    """The server's ASGI app: the page, the browse data, the images by id and the API, behind
+    `access` (default: 127.0.0.1:7860, no token; `serve` sets the address it listens on)."""
+    limits, access = limits or Limits(), access or Access()
     engine = Engine(predictor, limits)
     app = FastAPIOffline(title="maf serve", version="1", redoc_url=None, swagger_ui_parameters={"validatorUrl": None},
                          description=f"Multimodal NER with the run {browse.run.path.name}: tag tweets and their "
                                      "images.")
-    app.state.engine, app.state.browse, app.state.limits = engine, browse, limits
+    app.state.engine, app.state.browse, app.state.limits, app.state.access = engine, browse, limits, access
     app.state.browse_payload = json.dumps(browse.payload(), ensure_ascii=False).encode()
     _answer_errors(app)
     app.include_router(page_router)
@@ -43,6 +44,8 @@ def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = 
     app.include_router(browse_router)
     app.include_router(predict_router)
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
+    app.add_middleware(Guard, access=access)
+    app.add_middleware(Headers)  # the outermost: every answer gets its headers
     return app
 
 
@@ -73,13 +76,11 @@ def build(run_dir: str | Path, split: str = "test", compare: str | Path | None =
     return create_app(MAFPredictor.from_pretrained(run_dir, device), browse, limits)
 
 
-def serve(app, host: str = "127.0.0.1", port: int = 7860, announce=print) -> None:
-    """Serve `app` until Ctrl-C; `announce` gets the address (and a warning off loopback)."""
+def serve(app, host: str = "127.0.0.1", port: int = 7860, allow_hosts: tuple[str, ...] = (), announce=print) -> None:
+    """Serve `app` until Ctrl-C; `announce` gets the address (with its token, and a warning, off
+    loopback). `allow_hosts`: Host names accepted besides loopback's."""
     import uvicorn
 
-    if host not in LOOPBACK:
-        announce(f"warning: serving on {host}, not loopback: anyone who can reach {host}:{port} can use the model "
-                 "and read the run's predictions and images")
     listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:  # bound here, so that a port in use is an error of one line before the address is announced
@@ -87,9 +88,13 @@ def serve(app, host: str = "127.0.0.1", port: int = 7860, announce=print) -> Non
     except OSError as err:
         listening.close()
         raise DataError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from None
+    access: Access = app.state.access
+    access.bind(host, listening.getsockname()[1], allow_hosts)
+    if not access.loopback:
+        announce(f"warning: serving on {host}, not loopback: anyone who can reach {host}:{access.port} and has the "
+                 "token in the address below can use the model and read the run's predictions and images")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    shown = f"[{host}]" if ":" in host else host
-    announce(f"maf serve: http://{shown}:{listening.getsockname()[1]}/  (API docs: /docs; Ctrl-C stops)")
+    announce(f"maf serve: {access.url()}  (API docs: /docs; Ctrl-C stops)")
     try:
         server.run(sockets=[listening])
     except KeyboardInterrupt:  # uvicorn stops on Ctrl-C, then raises it again

@@ -27,7 +27,8 @@ async def image(request: Request, image_id: str, view: str = Query("photo", patt
     return Response(data, media_type=kind, headers={"Cache-Control": "max-age=3600"})
 
 
-@router.get("/api/attention/{n}", summary="Tweet n tagged again, with CI's attention per predicted entity")
+@router.post("/api/attention/{n}", summary="Tweet n tagged again, with CI's attention per predicted entity "
+             "(a POST: it runs the model)")
 async def attention(request: Request, n: int):
     engine, browse = request.app.state.engine, request.app.state.browse
     predictor = engine.predictor

@@ -194,7 +194,7 @@ async function openAttention(tweet) {
   const body = $("overlay-body");
   body.replaceChildren(el("p", {}, "tagging again …"));
   $("overlay").hidden = false;
-  const answer = await fetch(`/api/attention/${tweet.n}`);
+  const answer = await fetch(`/api/attention/${tweet.n}`, {method: "POST"});
   const result = await answer.json();
   if (!answer.ok) {
     body.replaceChildren(el("p", {class: "error"}, result.detail));
@@ -277,8 +277,19 @@ async function start() {
   $("prev").onclick = () => { state.page -= 1; render(); };
   $("next").onclick = () => { state.page += 1; render(); };
 
+  // the printed address carries the token off loopback: the server set a cookie, the address forgets it
+  const address = new URL(location.href);
+  if (address.searchParams.has("token")) {
+    address.searchParams.delete("token");
+    history.replaceState(null, "", address);
+  }
   const answer = await fetch("/api/browse");
   const data = await answer.json();
+  if (!answer.ok) {
+    $("browse").replaceChildren(el("p", {class: "error"}, data.detail || `error ${answer.status}`));
+    document.body.dataset.ready = "true";
+    return;
+  }
   state.data = data;
   $("run-names").textContent = "· " + data.runs.map((r) => r.name).join(" vs ") + ` · ${data.split}`;
   $("scores").replaceChildren(scoresTable(data.runs, data.split));
