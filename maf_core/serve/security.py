@@ -188,7 +188,8 @@ class Headers:
         try:
             await self.app(scope, receive, secured)
         except Exception as err:  # noqa: BLE001 - the one place where an unforeseen error becomes an answer
-            logger.error("%s %s: %s: %s", scope["method"], scope["path"], type(err).__name__, " ".join(str(err).split()))
+            said = " ".join(str(err).split())
+            logger.error("%s %s: %s: %s", scope["method"], scope["path"], type(err).__name__, said)
             if not started:
                 await send_json(secured, 500, f"internal error: {type(err).__name__}")
 
