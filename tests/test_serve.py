@@ -200,9 +200,9 @@ def test_predict_gives_maf_predictor_s_entities_for_a_text_and_a_jpeg(client, pr
     for want, item in zip(expected, got):
         assert [(e["type"], e["start"], e["end"]) for e in item["entities"]] == \
                [(e["type"], e["start"], e["end"]) for e in want["entities"]]
-        assert item["tags"] == want["tags"] and abs(item["p"] - want["match_prob"]) < 1e-4
+        assert item["tags"] == want["tags"] and abs(item["match_prob"] - want["match_prob"]) < 1e-4
         assert item["image_status"] == "ok"
-    assert got[2]["image_status"] == "missing" and got[2]["p"] == 0.0
+    assert got[2]["image_status"] == "missing" and got[2]["match_prob"] == 0.0 and got[2]["p"] == 0.0
     assert all("attention" not in e for item in got for e in item["entities"]) and "view" not in got[0]
 
 
@@ -347,8 +347,8 @@ def test_concurrent_requests_run_as_one_batch(app, client):
     # the same answer for each, whether computed alone or in the batch of five; p only up to
     # float rounding, as a batch of 5 may take another matrix kernel than a batch of 1
     items = [a.json()["items"][0] for a in answers]
-    assert len({json.dumps({k: v for k, v in item.items() if k != "p"}) for item in items}) == 1
-    assert max(item["p"] for item in items) - min(item["p"] for item in items) < 1e-5
+    assert len({json.dumps({k: v for k, v in item.items() if k not in ("p", "match_prob")}) for item in items}) == 1
+    assert max(item["match_prob"] for item in items) - min(item["match_prob"] for item in items) < 1e-5
 
 
 def _wait(condition, seconds: float = 20) -> None:
@@ -516,3 +516,12 @@ def test_images_in_memory_get_the_features_and_statuses_of_extraction(sample_dir
     again = tmp_path / "again.h5"
     extract_images(folder, again, config, ids=ids)
     assert FeatureStore(again).fingerprint == featurizer.fingerprint
+
+
+def test_words_past_the_run_s_length_are_reported_untagged(client, served_runs):
+    max_length = json.loads((served_runs["maf"] / "config.json").read_text())["max_length"]
+    words = ["a"] * (max_length + 40)  # one piece each: [CLS], max_length - 2 words, [SEP]
+    answer = client.post("/api/predict", json={"items": [{"text": " ".join(words)}, {"text": "Rob in Paris"}]})
+    long, short = answer.json()["items"]
+    assert long["untagged"] == len(words) - (max_length - 2) and short["untagged"] == 0
+    assert set(long["tags"][-long["untagged"]:]) == {"O"}

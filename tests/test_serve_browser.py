@@ -188,7 +188,7 @@ def test_the_filters_keep_the_tweets_they_name(browser, server, rows, served_run
     low = browser.find_element("id", "f-pmax")
     low.clear()
     low.send_keys("0.5")
-    assert _shown(browser, "li.tweet") == [t["id"] for t in browse if t["runs"][0]["p"] <= 0.5]
+    assert _shown(browser, "li.tweet") == [t["id"] for t in browse if t["runs"][0]["match_prob"] <= 0.5]
     low.clear()
     low.send_keys("1")
     word = rows[3]["words"][0]

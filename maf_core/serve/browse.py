@@ -136,7 +136,7 @@ class Browse:
                 theirs = run.rows[n]
                 predicted = get_entities(theirs["predicted"])
                 tweet["runs"].append({"entities": [list(p) for p in predicted], "marks": mark_errors(gold, predicted),
-                                      "p": theirs["match_prob"], "error": set(predicted) != set(gold)})
+                                      "match_prob": theirs["match_prob"], "error": set(predicted) != set(gold)})
             tweet["disagree"] = len({tuple(map(tuple, r["entities"])) for r in tweet["runs"]}) > 1
             tweets.append(tweet)
         types = sorted({e[0] for t in tweets for e in t["gold"] + [x for r in t["runs"] for x in r["entities"]]})
@@ -198,7 +198,7 @@ def tweet_attention(browse: Browse, n: int, model, device) -> dict:
         if ok and words is not None and start < len(words):
             entity["attention"] = [round(float(w), 6) for w in words[start]]
         entities.append(entity)
-    return {"n": n, "id": one.image_ids[0], "entities": entities, "p": probs[0], "grid": browse.grid,
+    return {"n": n, "id": one.image_ids[0], "entities": entities, "match_prob": probs[0], "grid": browse.grid,
             "image_status": browse.image_status(one.image_ids[0])}
 
 

@@ -65,10 +65,15 @@ class Prediction(BaseModel):
     words: list[str]
     tags: list[str] = Field(description="A BIO tag per word.")
     entities: list[Entity]
-    p: float | None = Field(description="The match probability of text and image (0 without an image; null for "
-                                        "a model without CM: UMT, MT).")
+    match_prob: float | None = Field(description="p, the match probability of text and image (CM): 0 without an "
+                                                 "image; null for a model without CM (UMT, MT, text-only); never "
+                                                 "missing. The name maf predict and MAFPredictor give it.")
+    p: float | None = Field(description="The same value as match_prob, under its earlier name (kept for existing "
+                                        "clients; use match_prob).", deprecated=True)
     image_status: str = Field(description="ok, missing (none sent), unused (a text-only run), or the status that "
                                           "made the request fail.")
+    untagged: int = Field(description="How many words, at the end, lie past the run's length in pieces "
+                                      "(max_length): the model did not see them, and they are tagged O.")
     view: str | None = Field(None, description="With ?attention=true: the image as the backbone saw it (a PNG "
                                                 "data URL), for drawing the attention on.")
 

@@ -1,4 +1,4 @@
-"""The JSON API: POST /api/predict (items in, micro-batched, entities, p and statuses out) and
+"""The JSON API: POST /api/predict (items in, micro-batched, entities, match_prob and statuses out) and
 GET /api/health."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from maf_core.serve.requests import IMAGE_ERRORS, REQUEST_BODY, ApiError, Predic
 router = APIRouter()
 
 
-@router.post("/api/predict", response_model=PredictResponse, response_model_exclude_none=True,
+@router.post("/api/predict", response_model=PredictResponse, response_model_exclude_unset=True,
              openapi_extra=REQUEST_BODY,
-             summary="Tag tweets and their images: entities, p and the image status per tweet",
+             summary="Tag tweets and their images: entities, match_prob and the image status per tweet",
              responses={400: {"description": "Malformed JSON"}, 413: {"description": "Over the upload limit"},
                         415: {"description": "Neither JSON nor multipart"},
                         422: {"description": "A bad item: empty or too long text, an unusable image"},
@@ -40,7 +40,9 @@ async def predict(request: Request, attention: bool = Query(False, description="
         if attention and image is not None and record["image_status"] == "ok":
             view = await asyncio.to_thread(model_view, image, browse.transform)
         out.append({"words": record["words"], "tags": record["tags"], "entities": entities,
-                    "p": record["match_prob"], "image_status": record["image_status"], "view": view})
+                    "match_prob": record["match_prob"], "p": record["match_prob"],
+                    "image_status": record["image_status"], "untagged": record["untagged"],
+                    **({"view": view} if attention else {})})
     return {"items": out}
 
 

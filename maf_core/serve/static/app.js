@@ -70,7 +70,7 @@ function tweetCard(tweet) {
     const marks = {};
     for (const mark of run.marks) if (mark.kind !== "missed") marks[`${mark.start}-${mark.end}`] = mark;
     const label = el("div", {class: "row-label"}, `${data.runs[r].name}`,
-      data.runs[r].has_matching ? ` · p ${run.p.toFixed(2)}` : "");
+      data.runs[r].has_matching ? ` · p ${run.match_prob.toFixed(2)}` : "");
     const line = entitySpans(tweet.words, run.entities, marks, `run-${r}`);
     line.classList.add("pred-row");
     line.dataset.run = String(r);
@@ -102,7 +102,7 @@ function matches(tweet, filters) {
   }
   if (filters.decided && !(tweet.image_decided && tweet.image_decided.length)) return false;
   if (filters.status && tweet.image_status !== filters.status) return false;
-  const p = tweet.runs[0].p;
+  const p = tweet.runs[0].match_prob;
   if (p != null && (p < filters.pmin || p > filters.pmax)) return false;  // null: a run without CM
   if (filters.text) {
     const text = (tweet.id + " " + tweet.words.join(" ")).toLowerCase();
@@ -203,7 +203,7 @@ async function openAttention(tweet) {
   const src = `/api/image/${encodeURIComponent(tweet.id)}?view=model`;
   const maps = result.entities.filter((e) => e.attention).map((e) =>
     heatmap(src, e.attention, result.grid, `${e.words.join(" ")} → ${e.type}`));
-  body.replaceChildren(el("p", {}, `p = ${showP(result.p)} · image ${result.image_status}`),
+  body.replaceChildren(el("p", {}, `p = ${showP(result.match_prob)} · image ${result.image_status}`),
     maps.length ? el("div", {class: "maps"}, ...maps) : el("p", {}, "no entity with an image to attend to"));
 }
 
@@ -248,7 +248,7 @@ async function tryTweet(event) {
   const maps = item.view ? item.entities.filter((e) => e.attention).map((e) =>
     heatmap(item.view, e.attention, Math.round(Math.sqrt(e.attention.length)), `${e.text} → ${e.type}`)) : [];
   $("try-result").replaceChildren(line,
-    el("p", {class: "try-info"}, `p = ${showP(item.p)} · image ${item.image_status} · ` +
+    el("p", {class: "try-info"}, `p = ${showP(item.match_prob)} · image ${item.image_status} · ` +
       `${item.entities.length} entities`),
     maps.length ? el("div", {class: "maps"}, ...maps) : null);
 }
