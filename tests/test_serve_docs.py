@@ -99,7 +99,6 @@ def test_maf_predict_mafpredictor_and_the_api_give_match_prob_the_same_shape(ser
     from click.testing import CliRunner
 
     from cli.maf import main as maf
-
     from pipeline.store import FeatureStore
 
     features = json.loads((served_runs["maf"] / "config.json").read_text())["features"]
