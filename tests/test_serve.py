@@ -115,11 +115,22 @@ def test_every_test_tweet_is_listed_with_its_image_status_and_annotations(browse
     assert any(t["image_decided"] for t in browse["tweets"])
 
 
-def test_disagree_means_the_runs_found_other_entities(browse):
+def test_image_helped_and_hurt_count_each_run_s_errors(browse):
     for tweet in browse["tweets"]:
-        a, b = (r["entities"] for r in tweet["runs"])
-        assert tweet["disagree"] == (a != b)
-    assert any(t["disagree"] for t in browse["tweets"])
+        gold = {tuple(g) for g in tweet["gold"]}
+        a, b = ({tuple(e) for e in r["entities"]} for r in tweet["runs"])
+        errors_a, errors_b = len(a - gold) + len(gold - a), len(b - gold) + len(gold - b)
+        want = None if a == b else "helped" if errors_a < errors_b else "hurt" if errors_a > errors_b else "tie"
+        assert tweet["versus"] == want, tweet["id"]
+    assert {t["versus"] for t in browse["tweets"]} >= {None, "helped"}
+
+
+def test_the_page_is_told_which_weights_are_random(browse):
+    maf, text_only = browse["runs"]
+    assert maf["random"] == ["its BERT (tiny) has random weights: no pretrained encoder",
+                             "its image backbone (resnet18) has random weights: the image features carry little "
+                             "meaning"]
+    assert text_only["random"] == ["its BERT (tiny) has random weights: no pretrained encoder"]
 
 
 def test_compare_refuses_a_run_of_other_tweets(served_runs, tmp_path):
@@ -177,7 +188,9 @@ def test_attention_gives_each_predicted_entity_a_distribution_over_the_regions(c
     assert [[e["type"], e["start"], e["end"]] for e in answer["entities"]] == tweet["runs"][0]["entities"]
     assert answer["grid"] == 7
     for entity in answer["entities"]:
-        assert len(entity["attention"]) == 49 and abs(sum(entity["attention"]) - 1) < 1e-4
+        assert len(entity["attention"]) == entity["end"] - entity["start"]  # one map per word
+        for word in entity["attention"]:
+            assert len(word) == 49 and abs(sum(word) - 1) < 1e-4
     assert client.post("/api/attention/100000").status_code == 404
 
 

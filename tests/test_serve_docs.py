@@ -105,7 +105,7 @@ def test_maf_predict_mafpredictor_and_the_api_give_match_prob_the_same_shape(ser
     item = {"id": "t1", "text": "Rob at the beach", "image": FeatureStore(features).image_ids[0]}
     tweets = tmp_path / "tweets.jsonl"
     tweets.write_text(json.dumps(item) + "\n")
-    for run, want_none in ((served_runs["maf"], False), (umt_run, True)):
+    for run, want_none in ((served_runs["maf"], False), (served_runs["text-only"], True), (umt_run, True)):
         record = MAFPredictor.from_pretrained(run, "cpu").predict([item], features=features)[0]
         assert "match_prob" in record and (record["match_prob"] is None) == want_none
         out = tmp_path / f"{run.name}.jsonl"

@@ -28,15 +28,19 @@ from pipeline.errors import DataError
 logger = logging.getLogger(__name__)
 
 
-def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = None, access: Access | None = None):
+def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = None, access: Access | None = None,
+               compare: MAFPredictor | None = None):
     """The server's ASGI app: the page, the browse data, the images by id and the API, behind
-    `access` (default: 127.0.0.1:7860, no token; `serve` sets the address it listens on)."""
+    `access` (default: 127.0.0.1:7860, no token; `serve` sets the address it listens on).
+    `compare`: the --compare run's model, which the Try tab and `?run=1` use."""
     limits, access = limits or Limits(), access or Access()
     engine = Engine(predictor, limits)
+    app_engines = [engine] + ([Engine(compare, limits)] if compare is not None else [])
     app = FastAPIOffline(title="maf serve", version="1", redoc_url=None, swagger_ui_parameters={"validatorUrl": None},
                          description=f"Multimodal NER with the run {browse.run.path.name}: tag tweets and their "
                                      "images.")
     app.state.engine, app.state.browse, app.state.limits, app.state.access = engine, browse, limits, access
+    app.state.engines = app_engines
     app.state.browse_payload = json.dumps(browse.payload(), ensure_ascii=False).encode()
     _answer_errors(app)
     app.include_router(page_router)
@@ -71,9 +75,10 @@ def _answer_errors(app) -> None:
 def build(run_dir: str | Path, split: str = "test", compare: str | Path | None = None,
           images_dir: str | Path | None = None, features: str | Path | None = None,
           text_dir: str | Path | None = None, limits: Limits | None = None, device: str = "auto"):
-    """The app for a run: its predictions to browse, its model to try (loaded once)."""
+    """The app for a run: its predictions to browse, its model (and --compare's) to try, loaded once."""
     browse = Browse(run_dir, split, compare, images_dir, features, text_dir)
-    return create_app(MAFPredictor.from_pretrained(run_dir, device), browse, limits)
+    second = MAFPredictor.from_pretrained(compare, device) if compare is not None else None
+    return create_app(MAFPredictor.from_pretrained(run_dir, device), browse, limits, compare=second)
 
 
 def serve(app, host: str = "127.0.0.1", port: int = 7860, allow_hosts: tuple[str, ...] = (), announce=print) -> None:

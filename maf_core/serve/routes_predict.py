@@ -21,8 +21,12 @@ router = APIRouter()
                         422: {"description": "A bad item: empty or too long text, an unusable image"},
                         503: {"description": "The queue is full: retry after Retry-After seconds"}})
 async def predict(request: Request, attention: bool = Query(False, description="Add CI's attention and the "
-                                                                                "model's view of the image")):
-    engine, browse, limits = request.app.state.engine, request.app.state.browse, request.app.state.limits
+                                                                                "model's view of the image"),
+                  run: int = Query(0, ge=0, le=1, description="0: the served run; 1: the --compare run")):
+    engines, browse, limits = request.app.state.engines, request.app.state.browse, request.app.state.limits
+    if run >= len(engines):
+        raise ApiError(422, "run=1: this server has no --compare run")
+    engine = engines[run]
     items = await read_items(request, limits)
     try:
         future = engine.batcher.submit([(text, image, attention) for text, image in items])
