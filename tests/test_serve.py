@@ -322,10 +322,10 @@ def test_a_full_queue_answers_503_with_retry_after(served_runs):
         with engine.lock:  # the model is busy: the first request waits in the worker, the second in the queue
             first = threading.Thread(target=lambda: answers.append(client.post("/api/predict", json=body)))
             first.start()
-            _wait(lambda: engine.batcher.queue.qsize() == 0 and engine.batcher.busy)
+            _wait(lambda: engine.batcher.waiting() == 0 and engine.batcher.busy)
             second = threading.Thread(target=lambda: answers.append(client.post("/api/predict", json=body)))
             second.start()
-            _wait(lambda: engine.batcher.queue.qsize() == 1)
+            _wait(lambda: engine.batcher.waiting() == 1)
             refused = client.post("/api/predict", json=body)
         first.join(30)
         second.join(30)
@@ -347,18 +347,18 @@ def test_concurrent_requests_run_as_one_batch(app, client):
 
     threads = []
     try:
-        with engine.lock:  # the model is busy: one request waits in the worker, five gather in the queue
+        with engine.lock:  # the model is busy: one request waits in the worker, four gather in the queue
             threads.append(send())
-            _wait(lambda: engine.batcher.busy and engine.batcher.queue.qsize() == 0)
-            threads += [send() for _ in range(5)]
-            _wait(lambda: engine.batcher.queue.qsize() == 5)
+            _wait(lambda: engine.batcher.busy and engine.batcher.waiting() == 0)
+            threads += [send() for _ in range(4)]
+            _wait(lambda: engine.batcher.waiting() == 4)
     finally:
         for thread in threads:
             thread.join(30)
-    assert [a.status_code for a in answers] == [200] * 6
-    assert engine.batcher.batches - before == 2  # the first alone, then the five together
-    # the same answer for each, whether computed alone or in the batch of five; p only up to
-    # float rounding, as a batch of 5 may take another matrix kernel than a batch of 1
+    assert [a.status_code for a in answers] == [200] * 5
+    assert engine.batcher.batches - before == 2  # the first alone, then the four (image_chunk) together
+    # the same answer for each, whether computed alone or in the batch of four; p only up to
+    # float rounding, as a batch of 4 may take another matrix kernel than a batch of 1
     items = [a.json()["items"][0] for a in answers]
     assert len({json.dumps({k: v for k, v in item.items() if k not in ("p", "match_prob")}) for item in items}) == 1
     assert max(item["match_prob"] for item in items) - min(item["match_prob"] for item in items) < 1e-5
@@ -500,7 +500,7 @@ def test_a_full_batcher_refuses_at_once():
     gate = threading.Event()
     batcher = MicroBatcher(lambda items: (gate.wait(10), items)[1], max_items=1, max_wait=0, max_queue=1)
     first = batcher.submit(["a"])
-    _wait(lambda: batcher.queue.qsize() == 0)
+    _wait(lambda: batcher.waiting() == 0)
     batcher.submit(["b"])
     with pytest.raises(QueueFull, match="1 requests are waiting already"):
         batcher.submit(["c"])

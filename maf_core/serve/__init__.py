@@ -13,13 +13,26 @@ docs/serve.md shows how to use it, docs/design.md says why.
     routes_predict.py /api/predict, /api/health: the JSON API
     security.py       who may reach it (Host, Origin, token) and the headers of every answer
     engine.py         the run's model behind the batcher
-    requests.py       what a request may hold (`Limits`), how it is read, errors of one line
+    uploads.py        what an image costs: the pixel limit, draft decoding, the pixel budget
+    requests.py       how a request is read, its schema, errors of one line, the body limits
+    limits.py         what a request may hold and cost (`Limits`, the command's defaults)
     batching.py       concurrent requests grouped into one forward
     browse.py         a run's predictions, errors, images and scores as the page shows them
 """
-from maf_core.serve.app import build, create_app, serve
-from maf_core.serve.requests import Limits
-from maf_core.serve.routes_page import STATIC
-from maf_core.serve.security import Access
+from maf_core.serve.limits import Limits
 
 __all__ = ["STATIC", "Access", "Limits", "build", "create_app", "serve"]
+
+
+def __getattr__(name: str):
+    """The app's names, imported on first use: `maf_core.serve.limits` alone loads no server."""
+    if name in ("build", "create_app", "serve"):
+        from maf_core.serve import app
+        return getattr(app, name)
+    if name == "STATIC":
+        from maf_core.serve.routes_page import STATIC
+        return STATIC
+    if name == "Access":
+        from maf_core.serve.security import Access
+        return Access
+    raise AttributeError(f"module 'maf_core.serve' has no attribute {name!r}")

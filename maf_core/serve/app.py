@@ -23,6 +23,7 @@ from maf_core.serve.routes_page import STATIC
 from maf_core.serve.routes_page import router as page_router
 from maf_core.serve.routes_predict import router as predict_router
 from maf_core.serve.security import Access, Guard, Headers
+from maf_core.serve.uploads import PixelBudget, map_large_buffers
 from pipeline.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -41,13 +42,15 @@ def create_app(predictor: MAFPredictor, browse: Browse, limits: Limits | None = 
                                      "images.")
     app.state.engine, app.state.browse, app.state.limits, app.state.access = engine, browse, limits, access
     app.state.engines = app_engines
+    app.state.pixels = PixelBudget(limits.server_pixels)
+    map_large_buffers()
     app.state.browse_payload = json.dumps(browse.payload(), ensure_ascii=False).encode()
     _answer_errors(app)
     app.include_router(page_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(browse_router)
     app.include_router(predict_router)
-    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes)
+    app.add_middleware(BodyLimit, limits=limits)
     app.add_middleware(Guard, access=access)
     app.add_middleware(Headers)  # the outermost: every answer gets its headers
     return app

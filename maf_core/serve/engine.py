@@ -10,6 +10,7 @@ import threading
 from maf_core.predict import MAFPredictor
 from maf_core.serve.batching import MicroBatcher
 from maf_core.serve.requests import Limits
+from maf_core.serve.uploads import release_memory
 from pipeline.conll import Tweet
 from pipeline.images import decode
 from pipeline.tokenization import tokenize_tweets
@@ -26,7 +27,8 @@ class Engine:
         self._ids = itertools.count()
         if self.visual:
             predictor.featurizer()  # the backbone is built now, not on the first request
-        self.batcher = MicroBatcher(self._run, limits.batch_items, limits.batch_wait, limits.queue, self.lock)
+        self.batcher = MicroBatcher(self._run, limits.batch_items, limits.batch_wait, limits.queue, self.lock,
+                                    has_image=lambda item: item[1] is not None, image_chunk=limits.image_chunk)
 
     def _run(self, items: list[tuple[str, bytes | None, bool]]) -> list[dict]:
         ids = [f"request-{next(self._ids)}" for _ in items]
@@ -41,6 +43,8 @@ class Engine:
                     entity.pop("attention", None)
         for record, count in zip(records, self.untagged([r["words"] for r in records])):
             record["untagged"] = count
+        if images:
+            release_memory()  # the decoded photos are freed: their pages go back to the system
         return records
 
     def untagged(self, words: list[list[str]]) -> list[int]:
@@ -52,10 +56,15 @@ class Engine:
         return [sum(start < 0 for start in starts) for starts in result.table.column("word_starts").to_pylist()]
 
 
+_ONE_VIEW = threading.Lock()  # one full decode at a time here, as in the batcher's worker
+
+
 def model_view(data: bytes, transform) -> str:
     """The image as the backbone saw it, as a PNG data URL."""
     from PIL import Image
 
     out = io.BytesIO()
-    Image.fromarray(transform(decode(data), "upload").transpose(1, 2, 0)).save(out, "PNG")
+    with _ONE_VIEW:
+        Image.fromarray(transform(decode(data), "upload").transpose(1, 2, 0)).save(out, "PNG")
+    release_memory()
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()

@@ -6,6 +6,7 @@ import asyncio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from maf_core.serve.batching import QueueFull
 from maf_core.serve.browse import tweet_attention
 from maf_core.serve.requests import ApiError
 
@@ -33,10 +34,11 @@ async def attention(request: Request, n: int):
     engine, browse = request.app.state.engine, request.app.state.browse
     predictor = engine.predictor
 
-    def run():
-        with engine.lock:
-            return tweet_attention(browse, n, predictor.model, predictor.device)
+    try:  # queued with the light requests: it never waits behind a whole request of images
+        future = engine.batcher.call(lambda: tweet_attention(browse, n, predictor.model, predictor.device))
+    except QueueFull as err:
+        raise ApiError(503, f"busy: {err}; retry in a second", headers={"Retry-After": "1"}) from None
     try:
-        return await asyncio.to_thread(run)
+        return await asyncio.wrap_future(future)
     except KeyError as err:
         raise ApiError(404, err.args[0]) from None

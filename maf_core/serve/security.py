@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
+from starlette.requests import ClientDisconnect
+
 logger = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -187,6 +189,9 @@ class Headers:
 
         try:
             await self.app(scope, receive, secured)
+        except ClientDisconnect:
+            logger.warning("%s %s: the client went away before its request was read", scope["method"],
+                           scope["path"])
         except Exception as err:  # noqa: BLE001 - the one place where an unforeseen error becomes an answer
             said = " ".join(str(err).split())
             logger.error("%s %s: %s: %s", scope["method"], scope["path"], type(err).__name__, said)
