@@ -287,7 +287,9 @@ def test_try_with_a_text_and_a_jpeg_shows_maf_predictor_s_entities(browser, serv
         "css selector", '.try-col[data-case="compare"] .try-info').text
     _wait(lambda: browser.execute_script(
         "return document.querySelectorAll('#try-result figure[data-drawn=true]').length") == len(want), "heatmaps")
+    browser.set_window_size(1280, 1450)  # the form, the three answers and the colour bar in one picture
     browser.save_screenshot(str(shots / "serve-try.png"))
+    browser.set_window_size(1280, 1100)
     _no_stray_values(browser, "Try")
     browser.find_element("id", "try-remove").click()
     assert browser.execute_script("return document.getElementById('preview').hidden")

@@ -388,7 +388,7 @@ function tryColumn(title, item, kind) {
   line.classList.add("pred-row");
   return el("div", {class: "try-col", "data-case": kind}, el("h3", {}, title), line,
     el("p", {class: "try-info"}, `p = ${showP(item.match_prob)} · image ${item.image_status} · ` +
-      `${item.entities.length} entities`),
+      `${item.entities.length} ${item.entities.length === 1 ? "entity" : "entities"}`),
     item.untagged ? el("p", {class: "try-info untagged-note"}, `${item.untagged} words past the run's length ` +
       "were not tagged (greyed)") : null);
 }
