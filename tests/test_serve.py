@@ -538,3 +538,15 @@ def test_words_past_the_run_s_length_are_reported_untagged(client, served_runs):
     long, short = answer.json()["items"]
     assert long["untagged"] == len(words) - (max_length - 2) and short["untagged"] == 0
     assert set(long["tags"][-long["untagged"]:]) == {"O"}
+
+
+def test_the_page_is_told_which_words_of_a_tweet_were_past_the_run_s_length(served_runs, sample_dir, tokenizer_dir,
+                                                                           tmp_path):
+    from pipeline.tokenization import read_split, tokenize_corpus
+
+    short = tmp_path / "text"  # the same corpus cut at 12 pieces, so that some words are past the length
+    tokenize_corpus(sample_dir, str(tokenizer_dir), short, max_length=12)
+    counts = [sum(s < 0 for s in starts) for starts in read_split(short, "test").to_pydict()["word_starts"]]
+    assert sum(counts) > 0
+    assert [t["untagged"] for t in Browse(served_runs["maf"], text_dir=short).payload()["tweets"]] == counts
+    assert all(t["untagged"] == 0 for t in Browse(served_runs["maf"]).payload()["tweets"])  # 64 pieces: none

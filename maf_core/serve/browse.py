@@ -149,14 +149,25 @@ class Browse:
         row = self.store.rows.get(image_id)
         return STATUS_NAMES.get(int(self.store.status[row]), "?") if row is not None else "missing"
 
+    def untagged(self) -> list[int]:
+        """Per tweet, the words past the run's length in pieces (their first piece was cut, so
+        the model tagged them O unseen), from the split's own tokenization; zeros when the
+        tokenized text is not the predictions' (the attention check says so)."""
+        split = _split(self.text_dir, self.split)
+        rows = self.runs[0].rows
+        if split.image_ids != [str(r["id"]) for r in rows]:
+            return [0] * len(rows)
+        return [sum(start < 0 for start in starts) for starts in split.word_starts]
+
     def payload(self) -> dict:
         tweets = []
+        untagged = self.untagged()
         for n, row in enumerate(self.runs[0].rows):
             image_id = str(row["id"])
             gold = get_entities(row["gold"])
             note = self.notes.get(image_id, {})
             tweet = {"n": n, "id": image_id, "words": row["words"], "gold": [list(g) for g in gold],
-                     "image_status": self.image_status(image_id), "runs": []}
+                     "image_status": self.image_status(image_id), "untagged": untagged[n], "runs": []}
             if note:
                 tweet.update(relation=note.get("relation"), image_class=note.get("image_class"),
                              image_decided=[[d["type"], d["start"], d["end"]] for d in note.get("image_decided", [])])

@@ -87,7 +87,7 @@ function tweetCard(tweet) {
     for (const mark of run.marks) if (mark.kind !== "missed") marks[`${mark.start}-${mark.end}`] = mark;
     const label = el("div", {class: "row-label"}, data.runs[r].name,
       data.runs[r].has_matching && run.match_prob != null ? ` · p ${run.match_prob.toFixed(2)}` : null);
-    const line = entitySpans(tweet.words, run.entities, marks, `run-${r}`);
+    const line = entitySpans(tweet.words, run.entities, marks, `run-${r}`, tweet.untagged);
     line.classList.add("pred-row");
     line.dataset.run = String(r);
     const errors = run.marks.filter((m) => m.kind !== "correct");
@@ -97,6 +97,10 @@ function tweetCard(tweet) {
     body.append(label, line);
     if (list) body.append(list);
   });
+  if (tweet.untagged) {
+    body.append(el("div", {class: "decided untagged-note"}, `${tweet.untagged} words past the run's length ` +
+      "were not tagged (greyed)"));
+  }
   if (tweet.image_decided && tweet.image_decided.length) {
     body.append(el("div", {class: "decided"}, "image-decided: " +
       tweet.image_decided.map(([t, s, e]) => `${tweet.words.slice(s, e).join(" ")} (${t})`).join(", ")));
