@@ -286,9 +286,10 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
             mark = "" if predicted == gold else f"   (gold {gold})"
             lines.append(f"{word:<16} {predicted}{mark}")
         ax.text(0, 1, "\n".join(lines[:22]), va="top", family="monospace", fontsize=8, transform=ax.transAxes)
-    if heat is not None:
-        bar = fig.colorbar(heat, ax=axes[:, :pictures].ravel().tolist(), fraction=0.03, pad=0.02)
+    if heat is not None:  # under the last tweet's text: an inset, which tight_layout leaves alone
+        bar = fig.colorbar(heat, cax=axes[-1][-1].inset_axes([0.0, 0.02, 0.9, 0.05]), orientation="horizontal")
         bar.set_ticks([0, 1 / regions, top], labels=["0", f"uniform 1/{regions}", f"{top:.3f}"])
+        bar.set_label("attention, one scale for every map", fontsize=8)
     kind = "CI" if model.config.architecture == "maf" else "text-to-image"
     fig.suptitle(f"{run.name}: {kind} attention of each predicted entity's first word over the 7×7 regions",
                  fontsize=11)
