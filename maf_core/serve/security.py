@@ -143,7 +143,7 @@ class Guard:
         given = access.token_given(headers, query)
         if path.startswith(GUARDED) and not given:
             return await send_json(send, 401, "this server needs its token: open the address it printed "
-                                              "(…/?token=…), or send 'Authorization: token …'")
+                                              "(with ?token=), or send the header 'Authorization: token TOKEN'")
         if path == "/" and given and "token=" in query:  # the printed address: the page's calls carry the cookie
             cookie = (f"{access.cookie()}={access.token}; Path=/; HttpOnly; SameSite=Strict").encode()
 
