@@ -17,6 +17,8 @@ from maf_core.online import features_source
 from maf_core.predict import MAFPredictor, read_items, write_records
 from maf_core.report import write_figures
 from maf_core.seeds import summary_table, train_runs
+from maf_core.serve.limits import HOST as SERVE_HOST
+from maf_core.serve.limits import PORT as SERVE_PORT
 from maf_core.serve.limits import Limits
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig
@@ -290,10 +292,10 @@ SERVE_LIMITS = Limits()  # `maf serve`'s defaults, read from the library
 @click.option("--compare", type=click.Path(file_okay=False), default=None,
               help="A second run of the same text (e.g. the text-only baseline), side by side, with filters for "
                    "the tweets where the image helped or hurt; Try tags with it too.")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default=SERVE_HOST, show_default=True,
               help="Address to listen on; anything but loopback lets others use the model (a warning says so), "
                    "with the token printed in the address.")
-@click.option("--port", default=7860, show_default=True, help="Port to listen on.")
+@click.option("--port", default=SERVE_PORT, show_default=True, help="Port to listen on.")
 @click.option("--allow-host", "allow_hosts", multiple=True,
               help="A Host name to answer besides loopback's (a name this machine is reached by); repeatable.")
 @click.option("--features", type=click.Path(dir_okay=False), default=None,

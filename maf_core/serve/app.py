@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from maf_core.predict import MAFPredictor
 from maf_core.serve.browse import Browse
 from maf_core.serve.engine import Engine
+from maf_core.serve.limits import HOST, PORT
 from maf_core.serve.requests import ApiError, BodyLimit, Limits, one_line
 from maf_core.serve.routes_browse import router as browse_router
 from maf_core.serve.routes_page import STATIC
@@ -84,7 +85,7 @@ def build(run_dir: str | Path, split: str = "test", compare: str | Path | None =
     return create_app(MAFPredictor.from_pretrained(run_dir, device), browse, limits, compare=second)
 
 
-def serve(app, host: str = "127.0.0.1", port: int = 7860, allow_hosts: tuple[str, ...] = (), announce=print) -> None:
+def serve(app, host: str = HOST, port: int = PORT, allow_hosts: tuple[str, ...] = (), announce=print) -> None:
     """Serve `app` until Ctrl-C; `announce` gets the address (with its token, and a warning, off
     loopback). `allow_hosts`: Host names accepted besides loopback's."""
     import uvicorn

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+HOST, PORT = "127.0.0.1", 7860  # where the server listens unless told otherwise: loopback only
+
 
 @dataclass
 class Limits:

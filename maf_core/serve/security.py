@@ -29,6 +29,8 @@ from urllib.parse import parse_qs
 
 from starlette.requests import ClientDisconnect
 
+from maf_core.serve.limits import HOST, PORT
+
 logger = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -47,8 +49,8 @@ class Access:
     """The address the server listens on, the Host names it answers to, and its token (None on
     loopback). `bind` sets them once the socket is bound (the port may have been 0)."""
 
-    host: str = "127.0.0.1"
-    port: int = 7860
+    host: str = HOST
+    port: int = PORT
     allow_hosts: tuple[str, ...] = ()
     token: str | None = None
     names: set[str] = field(default_factory=set)
