@@ -6,13 +6,22 @@
   p50/p95 latency. served_ratio = served / in process (goal >= 0.7);
 - soak: SOAK more requests; the server's resident memory after CHECK of them and after all
   (goal: within 10%);
+- burst: BURST requests at once, each with one PNG of BURST_SIDE x BURST_SIDE pixels (just
+  under the upload pixel limit) and ?attention=true, as the Try tab asks: the server's resident
+  memory before, at its peak (sampled every 20 ms) and 2 s after the last answer (goal: within
+  300 MiB of before);
+- mixed: HEAVY clients that each send requests of 64 images, while one client sends MIXED
+  text-only requests one after the other: the text requests' p50/p95 latency, beside their
+  latency on an idle server (goal: a text request waits for one chunk of images at most);
 - failures: requests not answered 200 (goal 0).
 
 The inputs are the run's test tweets with their images (those that are ok), cycled. The
-final line is JSON.
+final line is JSON. `--phases` picks the phases (a quick check: `--phases burst,mixed
+--burst 4 --burst-side 1500 --mixed 10 --heavy 1`).
 
     .venv/bin/python benchmarks/serve_load.py [--run demo/runs/maf] [--images demo/data/images]
-        [--clients 8] [--requests 400] [--soak 5000] [--check 500]
+        [--clients 8] [--requests 400] [--soak 5000] [--check 500] [--burst 50] [--burst-side 4900]
+        [--mixed 200] [--heavy 2] [--phases throughput,soak,burst,mixed]
 """
 from __future__ import annotations
 
@@ -141,6 +150,105 @@ def rss_mib(pid: int) -> float:
     return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
 
 
+def burst(url: str, pid: int, count: int, side: int) -> dict:
+    """COUNT requests at once, one side x side PNG each, with the model's view: memory before,
+    at the peak and after."""
+    import io
+
+    import httpx
+    from PIL import Image
+
+    picture = Image.new("RGB", (side, side), (90, 140, 200))
+    picture.paste((220, 60, 40), (side // 4, side // 4, side // 2, side // 2))
+    out = io.BytesIO()
+    picture.save(out, "PNG")
+    body = json.dumps({"items": [{"text": "Rob at the beach with Anna", "image": base64.b64encode(out.getvalue())
+                                  .decode()}]})
+    before, peak, stop = rss_mib(pid), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mib(pid))
+            time.sleep(0.02)
+
+    statuses: list[str] = []
+
+    def send() -> None:
+        try:
+            answer = httpx.post(url + "/api/predict?attention=true", content=body, timeout=600,
+                                headers={"content-type": "application/json"})
+            statuses.append(str(answer.status_code))
+        except httpx.HTTPError as err:
+            statuses.append(type(err).__name__)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.perf_counter()
+    senders = [threading.Thread(target=send) for _ in range(count)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    seconds = time.perf_counter() - started
+    time.sleep(2)
+    stop.set()
+    sampler.join()
+    after = rss_mib(pid)
+    return {"requests": count, "side": side, "png_bytes": len(out.getvalue()), "seconds": round(seconds, 2),
+            "rss_mib_before": before, "rss_mib_peak": max(peak[0], after), "rss_mib_after": after,
+            "kept_mib": round(after - before, 1), "answers": {s: statuses.count(s) for s in sorted(set(statuses))}}
+
+
+def mixed(url: str, data: list[tuple[str, bytes]], texts: int, heavy: int) -> dict:
+    """HEAVY clients sending 64-image requests without pause while one client sends TEXTS text-only
+    requests: the text requests' latency, idle and under that load."""
+    import httpx
+
+    images = [{"text": t, "image": base64.b64encode(i).decode()} for t, i in data]
+    big = json.dumps({"items": [images[n % len(images)] for n in range(64)]})
+    words = [t for t, _ in data]
+
+    def texts_once(count: int) -> list[float]:
+        latencies = []
+        with httpx.Client(timeout=600) as http:
+            for n in range(count):
+                started = time.perf_counter()
+                answer = http.post(url + "/api/predict", json={"items": [{"text": words[n % len(words)]}]})
+                if answer.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+        return latencies
+
+    def summary(latencies: list[float]) -> dict:
+        ordered = sorted(latencies) or [float("nan")]
+        return {"answered": len(latencies), "p50_ms": round(1000 * statistics.median(ordered), 1),
+                "p95_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1)}
+
+    idle = summary(texts_once(max(5, texts // 4)))
+    stop, heavy_times, heavy_failed = threading.Event(), [], []
+
+    def sender() -> None:
+        with httpx.Client(timeout=600) as http:
+            while not stop.is_set():
+                started = time.perf_counter()
+                answer = http.post(url + "/api/predict", content=big, headers={"content-type": "application/json"})
+                (heavy_times if answer.status_code == 200 else heavy_failed).append(time.perf_counter() - started)
+
+    senders = [threading.Thread(target=sender) for _ in range(heavy)]
+    for thread in senders:
+        thread.start()
+    time.sleep(1)  # the 64-image requests are under way
+    loaded = summary(texts_once(texts))
+    stop.set()
+    for thread in senders:
+        thread.join()
+    return {"texts": texts, "heavy_clients": heavy, "text_idle": idle, "text_under_load": loaded,
+            "heavy_requests": len(heavy_times), "heavy_failed": len(heavy_failed),
+            "heavy_p50_s": round(statistics.median(heavy_times), 2) if heavy_times else None}
+
+
+PHASES = ("throughput", "soak", "burst", "mixed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, default=ROOT / "demo" / "runs" / "maf")
@@ -149,32 +257,61 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests of the throughput phase")
     parser.add_argument("--soak", type=int, default=5000, help="requests of the memory phase (at most 20,000)")
     parser.add_argument("--check", type=int, default=500, help="the soak's requests before the first reading")
+    parser.add_argument("--burst", type=int, default=50, help="large PNGs sent at once (at most 200)")
+    parser.add_argument("--burst-side", type=int, default=4900, help="their side in pixels (4900: 24 MP)")
+    parser.add_argument("--mixed", type=int, default=200, help="text requests sent during the 64-image load")
+    parser.add_argument("--heavy", type=int, default=2, help="clients sending 64-image requests meanwhile")
+    parser.add_argument("--phases", default=",".join(PHASES), help="which phases to run, comma-separated")
     args = parser.parse_args()
+    phases = [p for p in args.phases.split(",") if p]
+    if set(phases) - set(PHASES):
+        raise SystemExit(f"--phases: expected some of {', '.join(PHASES)}, got {args.phases!r}")
     if not 0 < args.check < args.soak <= 20_000 or not 0 < args.requests <= 20_000 or not 0 < args.clients <= 64:
         raise SystemExit("expected 0 < --check < --soak <= 20000, 0 < --requests <= 20000, 0 < --clients <= 64")
+    if not 0 < args.burst <= 200 or not 0 < args.mixed <= 5000 or not 0 < args.heavy <= 8:
+        raise SystemExit("expected 0 < --burst <= 200, 0 < --mixed <= 5000, 0 < --heavy <= 8")
 
     data = inputs(args.run, args.images)
-    baseline = in_process(args.run, data, min(args.requests, 256))
+    result: dict = {"run": str(args.run), "clients": args.clients, "phases": phases}
+    if "throughput" in phases:
+        result["in_process_per_s"] = round(in_process(args.run, data, min(args.requests, 256)), 2)
     process, url = start_server(args.run, args.images)
+    failures = 0
     try:
-        load(url, data, args.clients, min(32, args.requests))  # warm-up, not counted
-        served = load(url, data, args.clients, args.requests)
-        first = load(url, data, args.clients, args.check)
-        rss_check = rss_mib(process.pid)
-        rest = load(url, data, args.clients, args.soak - args.check)
-        rss_end = rss_mib(process.pid)
+        if "throughput" in phases:
+            load(url, data, args.clients, min(32, args.requests))  # warm-up, not counted
+            served = load(url, data, args.clients, args.requests)
+            failures += served["failures"]
+            result.update(served=served, served_ratio=round(served["per_s"] / result["in_process_per_s"], 3))
+            print(f"in process: {result['in_process_per_s']:.2f} tweets/s; served ({args.clients} clients): "
+                  f"{served['per_s']:.2f} requests/s, p50 {served['p50_ms']} ms, p95 {served['p95_ms']} ms; "
+                  f"ratio {result['served_ratio']:.2f}")
+        if "soak" in phases:
+            first = load(url, data, args.clients, args.check)
+            rss_check = rss_mib(process.pid)
+            rest = load(url, data, args.clients, args.soak - args.check)
+            rss_end = rss_mib(process.pid)
+            failures += first["failures"] + rest["failures"]
+            result.update(rss_mib_after_check=rss_check, rss_mib_after_soak=rss_end, check=args.check,
+                          soak=args.soak, rss_growth=round(rss_end / rss_check - 1, 4))
+            print(f"resident memory: {rss_check} MiB after {args.check} requests, {rss_end} MiB after {args.soak}")
+        if "burst" in phases:
+            result["burst"] = found = burst(url, process.pid, args.burst, args.burst_side)
+            print(f"burst of {found['requests']} PNGs of {args.burst_side}x{args.burst_side}: resident memory "
+                  f"{found['rss_mib_before']} MiB before, {found['rss_mib_peak']} at the peak, "
+                  f"{found['rss_mib_after']} after ({found['kept_mib']:+} MiB kept); answers {found['answers']}")
+        if "mixed" in phases:
+            result["mixed"] = found = mixed(url, data, args.mixed, args.heavy)
+            failures += found["heavy_failed"] + found["texts"] - found["text_under_load"]["answered"]
+            print(f"text requests beside {args.heavy} clients of 64 images: p50 {found['text_under_load']['p50_ms']} "
+                  f"ms, p95 {found['text_under_load']['p95_ms']} ms (idle: p95 {found['text_idle']['p95_ms']} ms); "
+                  f"{found['heavy_requests']} requests of 64 images, p50 {found['heavy_p50_s']} s")
     finally:
         process.terminate()
         process.wait(30)
-    failures = served["failures"] + first["failures"] + rest["failures"]
-    print(f"in process: {baseline:.2f} tweets/s; served ({args.clients} clients): {served['per_s']:.2f} requests/s, "
-          f"p50 {served['p50_ms']} ms, p95 {served['p95_ms']} ms; ratio {served['per_s'] / baseline:.2f}")
-    print(f"resident memory: {rss_check} MiB after {args.check} requests, {rss_end} MiB after {args.soak}; "
-          f"{failures} failed requests")
-    print(json.dumps({"run": str(args.run), "clients": args.clients, "in_process_per_s": round(baseline, 2),
-                      "served": served, "served_ratio": round(served["per_s"] / baseline, 3),
-                      "rss_mib_after_check": rss_check, "rss_mib_after_soak": rss_end, "check": args.check,
-                      "soak": args.soak, "rss_growth": round(rss_end / rss_check - 1, 4), "failures": failures}))
+    result["failures"] = failures
+    print(f"{failures} failed requests")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import click
 
@@ -20,6 +21,9 @@ from maf_core.online import features_source
 from maf_core.predict import MAFPredictor, read_items, write_records
 from maf_core.report import write_figures
 from maf_core.seeds import summary_table, train_runs
+from maf_core.serve.limits import HOST as SERVE_HOST
+from maf_core.serve.limits import PORT as SERVE_PORT
+from maf_core.serve.limits import Limits
 from maf_core.table import PUBLISHED, build_table, markdown
 from pipeline.errors import DataError
 from pipeline.extract import ExtractConfig
@@ -338,6 +342,9 @@ def table_cmd(run_dirs, paper, annotations, mixed_corpora, as_json) -> None:
     click.echo(json.dumps(result, indent=2) if as_json else markdown(result))
 
 
+SERVE_LIMITS = Limits()  # `maf serve`'s defaults, read from the library
+
+
 @click.command("serve")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
@@ -345,30 +352,38 @@ def table_cmd(run_dirs, paper, annotations, mixed_corpora, as_json) -> None:
 @click.option("--split", default="test", show_default=True,
               help="The split to browse; RUN_DIR/predictions/<split>.jsonl must exist (maf evaluate writes it).")
 @click.option("--compare", type=click.Path(file_okay=False), default=None,
-              help="A second run of the same text (e.g. the text-only baseline), side by side, with a filter for "
-                   "the tweets where they disagree.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback lets others use the model (a warning says so).")
-@click.option("--port", default=7860, show_default=True, help="Port to listen on.")
+              help="A second run of the same text (e.g. the text-only baseline), side by side, with filters for "
+                   "the tweets where the image helped or hurt; Try tags with it too.")
+@click.option("--host", default=SERVE_HOST, show_default=True,
+              help="Address to listen on; anything but loopback lets others use the model (a warning says so), "
+                   "with the token printed in the address.")
+@click.option("--port", default=SERVE_PORT, show_default=True, help="Port to listen on.")
+@click.option("--allow-host", "allow_hosts", multiple=True,
+              help="A Host name to answer besides loopback's (a name this machine is reached by); repeatable.")
 @click.option("--features", type=click.Path(dir_okay=False), default=None,
               help="The run's store.h5, if it has moved since training [default: the path the run recorded].")
 @click.option("--text", "text_dir", type=click.Path(file_okay=False), default=None,
               help="The run's tokenized text, if it has moved since training [default: the path the run recorded].")
-@click.option("--max-upload-mb", default=10.0, show_default=True,
+@click.option("--max-upload-mb", default=SERVE_LIMITS.max_upload_bytes / 2**20, show_default=True,
               help="Largest request body and image, in MiB; more gets 413.")
-@click.option("--max-text", default=2000, show_default=True, help="Longest tweet in characters; more gets 422.")
+@click.option("--max-text", default=SERVE_LIMITS.max_text_chars, show_default=True,
+              help="Longest tweet in characters; more gets 422.")
+@click.option("--max-image-pixels", default=SERVE_LIMITS.max_image_pixels, show_default=True,
+              help="Largest image, in pixels (read from its header, before decoding); more gets 422.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def serve_cmd(run_dir, images_dir, split, compare, host, port, features, text_dir, max_upload_mb, max_text,
-              device) -> None:
+def serve_cmd(run_dir, images_dir, split, compare, host, port, allow_hosts, features, text_dir, max_upload_mb,
+              max_text, max_image_pixels, device) -> None:
     """A local web page to browse RUN_DIR's predictions with their images and try new tweets,
     and a JSON API (POST /api/predict, documented at /docs).
 
     Browse: every tweet of the split with its image, gold and predicted entities coloured by
     type, each error marked, p, filters, P/R/F1 per type, and CI's attention per entity.
     Try: a tweet and an image of your own, extracted with the run's backbone settings.
-    Serves until Ctrl-C. Nothing on the page is fetched from outside this machine."""
-    from maf_core.serve import Limits, build, serve
+    Serves until Ctrl-C. Nothing on the page is fetched from outside this machine, and only
+    this machine's pages may call it (Host, Origin and, off loopback, a token)."""
+    from maf_core.serve import build, serve
 
-    limits = Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_text_chars=max_text)
+    limits = replace(SERVE_LIMITS, max_upload_bytes=int(max_upload_mb * 2**20), max_text_chars=max_text,
+                     max_image_pixels=max_image_pixels)
     app = build(run_dir, split, compare, images_dir, features, text_dir, limits, device)
-    serve(app, host, port, announce=click.echo)
+    serve(app, host, port, allow_hosts, announce=click.echo)

@@ -10,10 +10,9 @@ Layers: a module imports only from the rows below its own (`make lint` checks it
 import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_core` or `cli`.
 
     cli                       maf, maf-pipe: options -> config -> one library call -> printing
-    serve                     `maf serve`: the web page and the JSON API (FastAPI)
-    serve_browse  serve_batching
-                              what the page shows of a run; grouping requests into batches
-    serve_requests            what a request may hold and how it is read (Limits)
+    serve                     `maf serve`: the web page and the JSON API (FastAPI), a package
+                              with its own layers: app > routes_* > engine > requests,
+                              batching, browse (what the page shows of a run)
     report  predict  seeds    figures of finished runs; MAFPredictor; --seeds runs and summary.json
     train                     the training loop
     board  run_summary  optim  online

@@ -96,7 +96,8 @@ class MAFPredictor:
         (bytes by image id; an id not there gets status missing).
 
         Returns per item: id, words, BIO tags, entities (type, start, end exclusive, words),
-        match probability p (0 without an image; None for UMT and MT, which have no CM), and the image
+        match_prob, CM's match probability p (0 without an image; None, never missing, for a model
+        without CM: UMT, MT, text-only or --no-matching), and the image
         status. `attention`: each entity also gets CI's attention of its first word over the regions
         (a list of num_regions floats, row-major), where the image is ok.
         """
@@ -125,12 +126,13 @@ class MAFPredictor:
                 status = dict(zip(store.image_ids, store.status.tolist()))
             predicted, probs = predict_split(self.model, split, store, self.model.config.tags, meta_scheme,
                                              batch_size, self.device, attention=weights_by_word)
+        has_matching = getattr(self.model, "matching", None) is not None  # no CM (UMT, MT, text-only): p is None
         out = []
         for i, item in enumerate(items):
             entities = [{"type": t, "start": s, "end": e, "words": split.words[i][s:e]}
                         for t, s, e in get_entities(predicted[i])]
             record = {"id": item["id"], "words": split.words[i], "tags": predicted[i], "entities": entities,
-                      "match_prob": probs[i]}
+                      "match_prob": probs[i] if has_matching else None}
             if store is not None:
                 record["image_status"] = STATUS_NAMES.get(status[split.image_ids[i]], "?")
             if weights_by_word is not None and record.get("image_status") == "ok":

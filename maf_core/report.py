@@ -269,6 +269,12 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
     columns = pictures + 1
     fig, axes = plt.subplots(len(chosen), columns, figsize=(3.6 * pictures + 4.5, 3.6 * len(chosen)), squeeze=False,
                              gridspec_kw={"width_ratios": [1] * pictures + [1.3]})
+    # one colour scale for every map (as `maf serve` draws them): 0 to the largest weight drawn, at least 2/R
+    regions = grid * grid
+    drawn = [attention[row, start] for row in range(len(chosen))
+             for _, start, _ in get_entities(predicted_tags[row])[:pictures]]
+    top = max([2 / regions] + [float(w.max()) for w in drawn])
+    heat = None
     for row, i in enumerate(chosen):
         image_id = split.image_ids[i]
         status, data = read_image_bytes(index, image_id)
@@ -287,8 +293,8 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
             if col < len(entities):
                 kind, start, end = entities[col]
                 weights = attention[row, start].reshape(grid, grid).numpy()
-                ax.imshow(weights, cmap="jet", alpha=0.45, extent=(0, picture.shape[1], picture.shape[0], 0),
-                          interpolation="nearest")
+                heat = ax.imshow(weights, cmap="jet", alpha=0.45, extent=(0, picture.shape[1], picture.shape[0], 0),
+                                 interpolation="nearest", vmin=0, vmax=top)
                 ax.set_title(f"{' '.join(split.words[i][start:end])} → {kind}", fontsize=9)
         ax = axes[row][columns - 1]
         ax.axis("off")
@@ -303,6 +309,10 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
             mark = "" if predicted == gold else f"   (gold {gold})"
             lines.append(f"{word:<16} {predicted}{mark}")
         ax.text(0, 1, "\n".join(lines[:22]), va="top", family="monospace", fontsize=8, transform=ax.transAxes)
+    if heat is not None:  # under the last tweet's text: an inset, which tight_layout leaves alone
+        bar = fig.colorbar(heat, cax=axes[-1][-1].inset_axes([0.0, 0.02, 0.9, 0.05]), orientation="horizontal")
+        bar.set_ticks([0, 1 / regions, top], labels=["0", f"uniform 1/{regions}", f"{top:.3f}"])
+        bar.set_label("attention, one scale for every map", fontsize=8)
     kind = model.attention_name
     fig.suptitle(f"{run.name}: {kind} attention of each predicted entity's first word over the 7×7 regions",
                  fontsize=11)

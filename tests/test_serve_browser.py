@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -20,7 +21,7 @@ import pytest
 
 from maf_core.predict import MAFPredictor
 from maf_core.serve import build
-from maf_core.serve_browse import Browse
+from maf_core.serve.browse import Browse
 from pipeline.schemes import get_entities
 
 pytestmark = pytest.mark.slow
@@ -37,6 +38,7 @@ def server(served_runs):
     app = build(served_runs["maf"], compare=served_runs["text-only"], device="cpu")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    app.state.access.bind("127.0.0.1", sock.getsockname()[1])
     running = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -110,6 +112,16 @@ def _offline_and_quiet(browser) -> list[str]:
     return urls
 
 
+STRAY = re.compile(r"\b(null|undefined|NaN)\b|\[object Object\]")
+
+
+def _no_stray_values(browser, where: str) -> None:
+    """No visible text reads null, undefined, NaN or [object Object] (a value the page failed to show)."""
+    text = browser.execute_script("return document.body.innerText")
+    found = STRAY.findall(text)
+    assert not found, f"{where}: {found[:5]} in {text[:300]!r}"
+
+
 def _shown(browser, selector: str) -> list:
     return browser.execute_script(f"return [...document.querySelectorAll({selector!r})].map(e => e.dataset.id)")
 
@@ -123,8 +135,9 @@ def _entities(browser, selector: str) -> list[tuple]:
 def test_the_page_opens_with_no_console_error_and_no_request_off_the_machine(browser, server, shots, rows):
     _open(browser, server + "/")
     assert browser.execute_script("return document.querySelectorAll('li.tweet').length") == len(rows)
-    _wait(lambda: browser.execute_script("return [...document.images].filter(i => i.getBoundingClientRect().top < "
-                                         "innerHeight).every(i => i.complete && i.naturalWidth > 0)"), "the images")
+    _wait(lambda: browser.execute_script("return [...document.querySelectorAll('li.tweet img')].filter(i => "
+                                         "i.getBoundingClientRect().top < innerHeight).every(i => i.complete && "
+                                         "i.naturalWidth > 0)"), "the images")
     browser.save_screenshot(str(shots / "serve-browse.png"))
     urls = _offline_and_quiet(browser)
     assert any(u.endswith("/api/browse") for u in urls) and any("/api/image/" in u for u in urls)
@@ -161,12 +174,23 @@ def test_errors_only_shows_exactly_the_tweets_with_an_error(browser, server, row
     assert 0 < len(wrong) < len(rows)
     assert _shown(browser, "li.tweet") == wrong
     assert browser.find_element("id", "count").text == f"{len(wrong)} of {len(rows)} tweets"
+    assert _shown(browser, "li.tweet.has-error") == wrong  # the red border follows the same rule
     browser.find_element("id", "f-errors").click()
-    browser.find_element("id", "f-disagree").click()
+    assert _shown(browser, "li.tweet.has-error") == wrong[:50]
     text_only = [json.loads(x) for x in (served_runs["text-only"] / "predictions" / "test.jsonl").read_text().split(
         "\n") if x.strip()]
-    disagree = [str(a["id"]) for a, b in zip(rows, text_only) if a["entities"] != b["entities"]]
-    assert _shown(browser, "li.tweet") == disagree
+
+    def errors(row) -> int:
+        gold, predicted = set(get_entities(row["gold"])), set(get_entities(row["predicted"]))
+        return len(gold ^ predicted)
+    helped = [str(a["id"]) for a, b in zip(rows, text_only) if errors(a) < errors(b)]
+    hurt = [str(a["id"]) for a, b in zip(rows, text_only) if errors(a) > errors(b)]
+    assert browser.find_element("id", "f-helped-label").text == "image helped"
+    browser.find_element("id", "f-helped").click()
+    assert helped and _shown(browser, "li.tweet") == helped
+    browser.find_element("id", "f-helped").click()
+    browser.find_element("id", "f-hurt").click()
+    assert _shown(browser, "li.tweet") == hurt
     _offline_and_quiet(browser)
 
 
@@ -187,7 +211,7 @@ def test_the_filters_keep_the_tweets_they_name(browser, server, rows, served_run
     low = browser.find_element("id", "f-pmax")
     low.clear()
     low.send_keys("0.5")
-    assert _shown(browser, "li.tweet") == [t["id"] for t in browse if t["runs"][0]["p"] <= 0.5]
+    assert _shown(browser, "li.tweet") == [t["id"] for t in browse if t["runs"][0]["match_prob"] <= 0.5]
     low.clear()
     low.send_keys("1")
     word = rows[3]["words"][0]
@@ -202,9 +226,16 @@ def test_a_tweet_s_attention_overlay_opens(browser, server, shots, rows):
     button = browser.find_element("css selector", "li.tweet button.attention")
     n = int(browser.execute_script("return arguments[0].closest('li.tweet').dataset.n", button))
     button.click()
-    expected = len(rows[n]["entities"])
+    expected = sum(e["end"] - e["start"] for e in rows[n]["entities"])  # a picture per word of each entity
     _wait(lambda: browser.execute_script(
         "return document.querySelectorAll('#overlay figure[data-drawn=true]').length") == expected, "the heatmaps")
+    assert browser.execute_script("return document.activeElement.id") == "overlay-close"  # focus in the dialog
+    assert f"tweet={n + 1}" in browser.current_url
+    text = browser.find_element("css selector", "#overlay .tweet-text").text
+    assert all(word in text for word in rows[n]["words"])  # the tweet's text is in the dialog
+    assert browser.find_element("css selector", "#overlay figure.photo img").get_attribute("naturalWidth") != "0"
+    bar = browser.find_element("css selector", "#overlay .colour-bar")
+    assert "uniform 1/49 = 0.020" in bar.text and float(bar.get_attribute("data-top")) >= 2 / 49
     spread = browser.execute_script("""
         const canvas = document.querySelector('#overlay canvas');
         const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
@@ -212,9 +243,13 @@ def test_a_tweet_s_attention_overlay_opens(browser, server, shots, rows):
         for (let i = 0; i < data.length; i += 4) { low = Math.min(low, data[i]); high = Math.max(high, data[i]); }
         return high - low;""")
     assert spread > 20  # a picture under a heatmap, not a blank canvas
-    captions = [e.text for e in browser.find_elements("css selector", "#overlay figcaption")]
-    assert captions == [f"{' '.join(e['words'])} → {e['type']}" for e in rows[n]["entities"]]
+    captions = [e.text for e in browser.find_elements("css selector", "#overlay figure.attention-map figcaption")]
+    assert captions == [f"{word} → {e['type']}" for e in rows[n]["entities"] for word in e["words"]]
     browser.save_screenshot(str(shots / "serve-attention.png"))
+    _no_stray_values(browser, "the dialog")
+    browser.find_element("id", "overlay-close").click()
+    assert not browser.execute_script("return document.getElementById('overlay').open")
+    assert browser.execute_script("return document.activeElement") == button  # focus back where it was
     _offline_and_quiet(browser)
 
 
@@ -231,14 +266,34 @@ def test_try_with_a_text_and_a_jpeg_shows_maf_predictor_s_entities(browser, serv
     browser.find_element("id", "tab-try").click()
     browser.find_element("id", "try-text").send_keys(text)
     browser.find_element("id", "try-image").send_keys(str(image))
+    _wait(lambda: browser.execute_script("const i = document.getElementById('preview-img'); "
+                                         "return !document.getElementById('preview').hidden && i.naturalWidth > 0"),
+          "the photo's preview")
     browser.find_element("id", "try-submit").click()
-    _wait(lambda: browser.find_elements("css selector", "#try-result .pred-row"), "the tagged tweet")
+    _wait(lambda: len(browser.find_elements("css selector", "#try-result .try-col")) == 3, "the three answers")
     want = [(e["type"], e["start"], e["end"], " ".join(e["words"])) for e in expected["entities"]]
-    assert _entities(browser, "#try-result .pred-row .ent") == want
-    assert f"p = {expected['match_prob']:.2f} · image ok" in browser.find_element("css selector", ".try-info").text
+    assert _entities(browser, '#try-result .try-col[data-case="image"] .pred-row .ent') == want
+    info = browser.find_element("css selector", '.try-col[data-case="image"] .try-info').text
+    assert f"p = {expected['match_prob']:.2f} · image ok" in info
+    alone = MAFPredictor.from_pretrained(served_runs["maf"], "cpu").predict([{"id": "x", "text": text}],
+                                                                            images={})[0]
+    assert _entities(browser, '.try-col[data-case="text"] .pred-row .ent') == \
+        [(e["type"], e["start"], e["end"], " ".join(e["words"])) for e in alone["entities"]]
+    assert "image missing" in browser.find_element("css selector", '.try-col[data-case="text"] .try-info').text
+    other = MAFPredictor.from_pretrained(served_runs["text-only"], "cpu").predict([{"id": "x", "text": text}])[0]
+    assert _entities(browser, '.try-col[data-case="compare"] .pred-row .ent') == \
+        [(e["type"], e["start"], e["end"], " ".join(e["words"])) for e in other["entities"]]
+    assert "p = none (no CM) · image unused" in browser.find_element(
+        "css selector", '.try-col[data-case="compare"] .try-info').text
     _wait(lambda: browser.execute_script(
         "return document.querySelectorAll('#try-result figure[data-drawn=true]').length") == len(want), "heatmaps")
+    browser.set_window_size(1280, 1450)  # the form, the three answers and the colour bar in one picture
     browser.save_screenshot(str(shots / "serve-try.png"))
+    browser.set_window_size(1280, 1100)
+    _no_stray_values(browser, "Try")
+    browser.find_element("id", "try-remove").click()
+    assert browser.execute_script("return document.getElementById('preview').hidden")
+    assert browser.execute_script("return document.getElementById('try-image').value") == ""
     _offline_and_quiet(browser)
 
 
@@ -265,4 +320,133 @@ def test_the_api_docs_work_offline(browser, server):
     _wait(lambda: browser.find_elements("css selector", ".opblock.is-open .opblock-section-request-body"),
           "the request body's schema")
     assert "Resolver error" not in browser.page_source
+    _offline_and_quiet(browser)
+
+
+def test_no_visible_null_undefined_nan_or_object_under_every_filter(browser, server, served_runs):
+    from selenium.webdriver.support.ui import Select
+
+    _open(browser, server + "/")
+    _no_stray_values(browser, "no filter")
+    for box in ("f-errors", "f-helped", "f-hurt", "f-decided"):
+        browser.find_element("id", box).click()
+        _no_stray_values(browser, box)
+        browser.find_element("id", box).click()
+    for select in ("f-type", "f-status"):
+        chooser = Select(browser.find_element("id", select))
+        for option in [o.get_attribute("value") for o in chooser.options]:
+            chooser.select_by_value(option)
+            _no_stray_values(browser, f"{select}={option}")
+        chooser.select_by_value("")
+    for field, value in (("f-pmin", "0.4"), ("f-pmax", "0.6"), ("f-text", "zzzz-nothing")):
+        browser.find_element("id", field).send_keys(value)
+        _no_stray_values(browser, f"{field}={value}")
+    lines = browser.execute_script("return document.querySelectorAll('.pred-row').length")
+    assert lines == 0 or browser.find_element("id", "count").text.startswith("0 of")
+    _offline_and_quiet(browser)
+
+
+def test_the_page_says_which_weights_are_random(browser, server):
+    _open(browser, server + "/")
+    notes = browser.find_element("id", "notes")
+    assert notes.is_displayed()
+    assert "maf: its BERT (tiny) has random weights" in notes.text
+    assert "maf: its image backbone (resnet18) has random weights" in notes.text
+
+
+def test_the_first_click_after_typing_in_a_filter_is_not_lost(browser, server, rows):
+    _open(browser, server + "/")
+    field = browser.find_element("id", "f-text")
+    field.send_keys("a")
+    button = browser.find_element("css selector", "li.tweet button.attention")
+    button.click()  # the text box loses focus on this click: the list under the pointer must stay
+    _wait(lambda: browser.execute_script("return document.getElementById('overlay').open"), "the dialog")
+    browser.find_element("id", "overlay-close").click()
+    _offline_and_quiet(browser)
+
+
+def test_the_filters_and_the_open_tweet_live_in_the_address(browser, server, rows):
+    from selenium.webdriver.support.ui import Select
+
+    _open(browser, server + "/")
+    browser.find_element("id", "f-errors").click()
+    Select(browser.find_element("id", "f-type")).select_by_value("PER")
+    shown = _shown(browser, "li.tweet")
+    button = browser.find_element("css selector", "li.tweet button.attention")
+    n = int(browser.execute_script("return arguments[0].closest('li.tweet').dataset.n", button))
+    button.click()
+    _wait(lambda: f"tweet={n + 1}" in browser.current_url, "the tweet in the address")
+    address = browser.current_url
+    assert "errors=1" in address and "type=PER" in address
+    browser.get("about:blank")
+    _open(browser, address)
+    assert browser.find_element("id", "f-errors").is_selected()
+    assert browser.find_element("id", "f-type").get_attribute("value") == "PER"
+    assert _shown(browser, "li.tweet") == shown
+    _wait(lambda: browser.execute_script("const d = document.getElementById('overlay'); "
+                                         f"return d.open && d.dataset.n === '{n}'"), "the dialog, open again")
+    browser.find_element("id", "overlay-close").click()
+    assert "tweet=" not in browser.current_url
+    _offline_and_quiet(browser)
+
+
+def test_at_400_px_nothing_scrolls_sideways_and_focus_is_visible(browser, server, shots, sample_dir, rows):
+    browser.set_window_size(400, 900)
+    try:
+        _open(browser, server + "/")
+        width = "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        scroll, client = browser.execute_script(width)
+        assert scroll <= client, (scroll, client)
+        browser.save_screenshot(str(shots / "serve-narrow.png"))
+        browser.find_element("css selector", "li.tweet button.attention").click()
+        _wait(lambda: browser.execute_script("return document.getElementById('overlay').open"), "the dialog")
+        scroll, client = browser.execute_script(width)
+        assert scroll <= client, ("dialog", scroll, client)
+        browser.find_element("id", "overlay-close").click()
+        browser.find_element("id", "tab-try").click()
+        scroll, client = browser.execute_script(width)
+        assert scroll <= client, ("try", scroll, client)
+        browser.execute_script("document.getElementById('try-image').focus()")
+        outline = browser.execute_script("const s = getComputedStyle(document.getElementById('try-image-label')); "
+                                         "return [s.outlineStyle, s.outlineWidth]")
+        assert outline[0] != "none" and outline[1] != "0px", outline  # the hidden file input's focus shows
+        assert _tab_shows_focus(browser)
+    finally:
+        browser.set_window_size(1280, 1100)
+    _offline_and_quiet(browser)
+
+
+def _tab_shows_focus(browser) -> bool:
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_element("tag name", "body").send_keys(Keys.TAB)
+    return browser.execute_script("const s = getComputedStyle(document.activeElement); "
+                                  "return s.outlineStyle !== 'none' && s.outlineWidth !== '0px'")
+
+
+def test_no_serious_or_critical_accessibility_violation(browser, server, sample_dir, rows, tmp_path):
+    from axe_selenium_python import Axe
+
+    def check(where: str) -> None:
+        axe = Axe(browser)
+        axe.inject()
+        found = [v for v in axe.run()["violations"] if v["impact"] in ("serious", "critical")]
+        assert not found, f"{where}: " + "; ".join(f"{v['id']}: {v['help']} ({len(v['nodes'])}, e.g. "
+                                                   f"{v['nodes'][0]['html'][:120]})" for v in found)
+
+    _open(browser, server + "/")
+    check("the list")
+    browser.find_element("css selector", "li.tweet button.attention").click()
+    _wait(lambda: browser.find_elements("css selector", "#overlay figure[data-drawn=true]"), "the heatmaps")
+    check("the attention dialog")
+    browser.find_element("id", "overlay-close").click()
+    row = next(r for r in rows if (sample_dir / "images" / f"{r['id']}.jpg").is_file())
+    image = tmp_path / "mine.jpg"
+    shutil.copy(sample_dir / "images" / f"{row['id']}.jpg", image)
+    browser.find_element("id", "tab-try").click()
+    browser.find_element("id", "try-text").send_keys(" ".join(row["words"]))
+    browser.find_element("id", "try-image").send_keys(str(image))
+    browser.find_element("id", "try-submit").click()
+    _wait(lambda: len(browser.find_elements("css selector", "#try-result .try-col")) == 3, "the three answers")
+    check("Try")
     _offline_and_quiet(browser)

@@ -462,7 +462,7 @@ def test_maf_serve_shows_a_umt_run_beside_maf(runs):
 
     from maf_core.serve import build
 
-    with TestClient(build(runs["umt"], compare=runs["maf"], device="cpu")) as client:
+    with TestClient(build(runs["umt"], compare=runs["maf"], device="cpu"), base_url="http://127.0.0.1:7860") as client:
         browse = client.get("/api/browse")
         assert browse.status_code == 200, browse.text
         tweets = browse.json()["tweets"]

@@ -60,10 +60,38 @@ class BrowseRun:
     report: dict | None
 
     def summary(self) -> dict:
-        model = self.directory.record["model"]
-        return {"name": self.name, "text_only": bool(model.get("text_only")),
-                "has_matching": not model.get("text_only") and model.get("use_matching", True),
-                "scores": self.scores, "report": self.report}
+        record = self.directory.record
+        model = record["model"]
+        text_only = bool(model.get("text_only"))
+        return {"name": self.name, "text_only": text_only,
+                "has_matching": not text_only and model.get("architecture", "maf") == "maf"
+                and model.get("use_matching", True),
+                "random": random_weights(record, text_only), "scores": self.scores, "report": self.report}
+
+
+def random_weights(record: dict, text_only: bool) -> list[str]:
+    """What of a run was never trained on real data: its BERT (random-init, no --bert) and its
+    image backbone (random weights in the store's fingerprint). The page says so."""
+    notes = []
+    model = record["model"]
+    if model.get("bert") is None:
+        notes.append(f"its BERT ({model.get('bert_size', '?')}) has random weights: no pretrained encoder")
+    weights = record.get("store_fingerprint", {}).get("weights", {})
+    if not text_only and weights.get("kind") == "random":
+        backbone = record["store_fingerprint"].get("backbone", "image backbone")
+        notes.append(f"its image backbone ({backbone}) has random weights: the image features carry little "
+                     "meaning")
+    return notes
+
+
+def versus(gold: set, first: set, second: set) -> str | None:
+    """What the first run's predictions are beside the second's on one tweet: 'helped' (fewer
+    errors), 'hurt' (more), 'tie' (other entities, as many errors) or None (the same entities).
+    An error: a predicted entity not in gold, or a gold entity not predicted."""
+    if first == second:
+        return None
+    ours, theirs = len(first ^ gold), len(second ^ gold)
+    return "helped" if ours < theirs else "hurt" if ours > theirs else "tie"
 
 
 def _read_run(path: str | Path, split: str, name: str | None = None) -> BrowseRun:
@@ -121,14 +149,25 @@ class Browse:
         row = self.store.rows.get(image_id)
         return STATUS_NAMES.get(int(self.store.status[row]), "?") if row is not None else "missing"
 
+    def untagged(self) -> list[int]:
+        """Per tweet, the words past the run's length in pieces (their first piece was cut, so
+        the model tagged them O unseen), from the split's own tokenization; zeros when the
+        tokenized text is not the predictions' (the attention check says so)."""
+        split = _split(self.text_dir, self.split)
+        rows = self.runs[0].rows
+        if split.image_ids != [str(r["id"]) for r in rows]:
+            return [0] * len(rows)
+        return [sum(start < 0 for start in starts) for starts in split.word_starts]
+
     def payload(self) -> dict:
         tweets = []
+        untagged = self.untagged()
         for n, row in enumerate(self.runs[0].rows):
             image_id = str(row["id"])
             gold = get_entities(row["gold"])
             note = self.notes.get(image_id, {})
             tweet = {"n": n, "id": image_id, "words": row["words"], "gold": [list(g) for g in gold],
-                     "image_status": self.image_status(image_id), "runs": []}
+                     "image_status": self.image_status(image_id), "untagged": untagged[n], "runs": []}
             if note:
                 tweet.update(relation=note.get("relation"), image_class=note.get("image_class"),
                              image_decided=[[d["type"], d["start"], d["end"]] for d in note.get("image_decided", [])])
@@ -136,8 +175,10 @@ class Browse:
                 theirs = run.rows[n]
                 predicted = get_entities(theirs["predicted"])
                 tweet["runs"].append({"entities": [list(p) for p in predicted], "marks": mark_errors(gold, predicted),
-                                      "p": theirs["match_prob"], "error": set(predicted) != set(gold)})
-            tweet["disagree"] = len({tuple(map(tuple, r["entities"])) for r in tweet["runs"]}) > 1
+                                      "match_prob": theirs["match_prob"], "error": set(predicted) != set(gold)})
+            if len(self.runs) > 1:
+                first, second = ({tuple(e) for e in r["entities"]} for r in tweet["runs"])
+                tweet["versus"] = versus(set(gold), first, second)
             tweets.append(tweet)
         types = sorted({e[0] for t in tweets for e in t["gold"] + [x for r in t["runs"] for x in r["entities"]]})
         return {"split": self.split, "runs": [r.summary() for r in self.runs], "types": types,
@@ -175,9 +216,9 @@ def _encoded(index: ImageIndex, image_id: str, view: str, transform: Transform) 
 
 def tweet_attention(browse: Browse, n: int, model, device) -> dict:
     """Tweet `n` of the split tagged again by `model` (the run's best/, on the run's store) with
-    CI's attention of each predicted entity's first word over the regions, as the case study
-    draws it. KeyError when there is no such tweet; no attention for a text-only run or an
-    image that is not ok."""
+    CI's attention of each word of each predicted entity over the regions (a list per word).
+    KeyError when there is no such tweet; no attention for a text-only run or an image that is
+    not ok."""
     if not 0 <= n < len(browse.runs[0].rows):
         raise KeyError(f"no tweet {n} in the {browse.split} split")
     split = _split(browse.text_dir, browse.split)
@@ -196,9 +237,10 @@ def tweet_attention(browse: Browse, n: int, model, device) -> dict:
     for kind, start, end in get_entities(predicted[0]):
         entity = {"type": kind, "start": start, "end": end, "words": one.words[0][start:end]}
         if ok and words is not None and start < len(words):
-            entity["attention"] = [round(float(w), 6) for w in words[start]]
+            last = min(end, len(words))
+            entity["attention"] = [[round(float(w), 6) for w in words[word]] for word in range(start, last)]
         entities.append(entity)
-    return {"n": n, "id": one.image_ids[0], "entities": entities, "p": probs[0], "grid": browse.grid,
+    return {"n": n, "id": one.image_ids[0], "entities": entities, "match_prob": probs[0], "grid": browse.grid,
             "image_status": browse.image_status(one.image_ids[0])}
 
 

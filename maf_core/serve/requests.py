@@ -4,34 +4,26 @@ upload limit is refused before it is read whole (`BodyLimit`).
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+import logging
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
+from maf_core.serve.limits import Limits
 from pipeline.images import MAX_PIXELS
+
+logger = logging.getLogger(__name__)
 
 IMAGE_ERRORS = {
     "unreadable": "the image cannot be decoded (not an image, or a truncated or corrupt file)",
     "empty": "the image is empty (0 bytes)",
     "too_large": f"the image is over the pixel limit of {MAX_PIXELS:,} pixels (a decompression bomb?)",
 }
-
-
-@dataclass
-class Limits:
-    """What one request may hold, and how requests are grouped (`maf serve`'s options)."""
-
-    max_upload_bytes: int = 10 * 2**20   # a request body, and an image; over it: 413
-    max_text_chars: int = 2000           # per tweet; over it: 422 naming the limit
-    max_items: int = 64                  # tweets per request
-    batch_items: int = 32                # tweets per forward, over all requests grouped
-    batch_wait: float = 0.01             # seconds the first request waits for others
-    queue: int = 64                      # requests waiting; over it: 503 with Retry-After
 
 
 class ApiError(Exception):
@@ -65,10 +57,15 @@ class Prediction(BaseModel):
     words: list[str]
     tags: list[str] = Field(description="A BIO tag per word.")
     entities: list[Entity]
-    p: float | None = Field(description="The match probability of text and image (0 without an image; null for "
-                                        "a model without CM: UMT, MT).")
+    match_prob: float | None = Field(description="p, the match probability of text and image (CM): 0 without an "
+                                                 "image; null for a model without CM (UMT, MT, text-only); never "
+                                                 "missing. The name maf predict and MAFPredictor give it.")
+    p: float | None = Field(description="The same value as match_prob, under its earlier name (kept for existing "
+                                        "clients; use match_prob).", deprecated=True)
     image_status: str = Field(description="ok, missing (none sent), unused (a text-only run), or the status that "
                                           "made the request fail.")
+    untagged: int = Field(description="How many words, at the end, lie past the run's length in pieces "
+                                      "(max_length): the model did not see them, and they are tagged O.")
     view: str | None = Field(None, description="With ?attention=true: the image as the backbone saw it (a PNG "
                                                 "data URL), for drawing the attention on.")
 
@@ -115,6 +112,8 @@ async def read_items(request: Request, limits: Limits) -> list[tuple[str, bytes 
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ApiError(400, f"malformed JSON: {getattr(err, 'msg', err)}") from None
+        except RecursionError:
+            raise ApiError(400, "malformed JSON: nested too deep") from None
         try:
             parsed = PredictRequest.model_validate(data)
         except ValidationError as err:
@@ -163,25 +162,35 @@ async def read_items(request: Request, limits: Limits) -> list[tuple[str, bytes 
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413 before it is read whole."""
+    """ASGI middleware: a request body over `limits.max_upload_bytes` gets 413 before it is read
+    whole; a body whose next part does not come within `limits.body_timeout` seconds gets 408
+    (a client that declares 5 MB and sends 10 bytes is not waited on forever)."""
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, limits: Limits) -> None:
+        self.app, self.limits = app, limits
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
+        limit = self.limits.max_upload_bytes
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(send, int(declared))
-        seen, started = 0, False
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._refuse(send, 413, f"request body of {int(declared):,} bytes or more; the limit is "
+                                                 f"{limit:,} (maf serve --max-upload-mb)")
+        seen, started, whole = 0, False, False
 
         async def counted():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, whole
+            if whole:  # the body is in: what comes now is a disconnect, whenever it comes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.limits.body_timeout)
+            except asyncio.TimeoutError:
+                raise _TimedOut from None
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 raise _TooLarge
+            whole = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         async def tracked(message):
@@ -193,14 +202,25 @@ class BodyLimit:
             await self.app(scope, counted, tracked)
         except _TooLarge:
             if not started:
-                await self._refuse(send, seen)
+                await self._refuse(send, 413, f"request body of {seen:,} bytes or more; the limit is {limit:,} "
+                                              "(maf serve --max-upload-mb)")
+        except _TimedOut:
+            logger.warning("%s %s: no more of the body for %g s after %s bytes; answered 408", scope["method"],
+                           scope["path"], self.limits.body_timeout, f"{seen:,}")
+            if not started:
+                await self._refuse(send, 408, f"the request body stopped after {seen:,} bytes: nothing more came "
+                                              f"for {self.limits.body_timeout:g} s")
 
-    async def _refuse(self, send, size: int) -> None:
-        body = json.dumps({"detail": f"request body of {size:,} bytes or more; the limit is {self.limit:,} "
-                                     "(maf serve --max-upload-mb)"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    async def _refuse(self, send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+class _TimedOut(Exception):
+    pass
 
 
 class _TooLarge(Exception):
