@@ -24,7 +24,7 @@ from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.progress import Progress
 from pipeline.schemes import bioes_to_bio, get_entities
-from pipeline.store import FeatureSource, FeatureStore
+from pipeline.store import FeatureSource
 from pipeline.tokenization import read_meta
 
 logger = logging.getLogger(__name__)
@@ -152,9 +152,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", features: str | Path 
     and another store of the run's fingerprint, and write its predictions (CoNLL and JSONL).
     `batch_size`: default the run's own evaluation batch. Returns the scores and the folder written."""
     run = RunDirectory.open(run_dir)
-    store = FeatureStore(run.data("features", features))
-    run.check_fingerprint(store.fingerprint, str(store.path), "extract with the run's settings, or use "
-                          "`maf predict --images`, which extracts with the run's exact backbone")
+    store = run.open_store(features, "extract with the run's settings, or use `maf predict --images`, which "
+                                     "extracts with the run's exact backbone")
     text = run.data("text_dir", text_dir)
     meta = read_meta(text)
     run.check_text(meta, text)

@@ -73,9 +73,7 @@ class MAFPredictor:
                    weights: str | None, workdir: Path,
                    images: dict[str, bytes | None] | None = None) -> FeatureStore | MemoryStore | None:
         if features is not None:
-            store = FeatureStore(features)
-            self.run.check_fingerprint(store.fingerprint, str(store.path))
-            return store
+            return self.run.open_store(features)
         wanted_ids = sorted(set(image_ids))
         if images is not None:  # a tweet whose image id is not in `images` gets status missing
             featurizer = self.featurizer(weights)

@@ -30,7 +30,6 @@ from pipeline.conll import ENTITY_TYPES
 from pipeline.errors import DataError
 from pipeline.images import STATUS, ImageIndex, Transform, load_tensor, read_image_bytes
 from pipeline.schemes import bioes_to_bio, get_entities
-from pipeline.store import FeatureStore
 from pipeline.tokenization import corpus_differences, describe_corpus, read_meta
 
 logger = logging.getLogger(__name__)
@@ -230,7 +229,7 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
     images_dir = Path(images_dir) if images_dir else Path(meta.get("source", "")) / "images"
     if not images_dir.is_dir():
         raise DataError(f"{images_dir}: no images directory for the case study; pass --images DIR")
-    store = FeatureStore(directory.data("features", features))
+    store = directory.open_store(features)
     split = load_split(text_dir, "test")
     position = {image_id: n for n, image_id in enumerate(split.image_ids)}
     ok = {i for i in split.image_ids if i in store and store.status[store.rows[i]] == STATUS["ok"]}

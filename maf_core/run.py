@@ -14,7 +14,8 @@
 
 `RunDirectory` is the one place that knows these names and checks that data, stores and
 tokenizers belong to the run (docs/design.md, "Run directory"): `check_text` for tokenized text,
-`check_fingerprint` for image features (resume, evaluate, predict, new images).
+`check_fingerprint` for image features (resume, new images, and every store opened with
+`open_store`: evaluate, predict, report, serve).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from maf_core.models import describe, load_model, model_card
 from pipeline.errors import DataError
 from pipeline.files import atomic_output
 from pipeline.fingerprint import store_differences
+from pipeline.store import FeatureStore
 from pipeline.tokenization import load_tokenizer, vocab_sha256
 
 logger = logging.getLogger(__name__)
@@ -193,6 +195,13 @@ class RunDirectory:
             raise DataError(f"{path}: the {what} {self.path} was trained on is not there any more; "
                             f"pass {option} with where it is now")
         return path
+
+    def open_store(self, given: str | Path | None = None, fix: str = "") -> FeatureStore:
+        """The run's store, or `given` in its place (a store moved or extracted again), checked to
+        belong to the run (`check_fingerprint`): what evaluate, predict, report and serve read."""
+        store = FeatureStore(self.data("features", given))
+        self.check_fingerprint(store.fingerprint, str(store.path), fix)
+        return store
 
     # -- checks: does this data belong to the run? -------------------------------------------
 

@@ -242,6 +242,21 @@ def test_evaluate_refuses_a_store_extracted_with_other_settings(whole, other_sto
     assert fingerprint_checks == [str(other_store)]
 
 
+def test_report_refuses_a_store_extracted_with_other_settings(whole, other_store, tmp_path, fingerprint_checks):
+    done = CliRunner().invoke(maf, ["report", str(whole["run"]), "--features", str(other_store),
+                                    "--out", str(tmp_path / "figures")])
+    assert done.exit_code == 1 and f"Error: {other_store}: does not belong to the run" in done.output, done.output
+    assert fingerprint_checks == [str(other_store)]
+
+
+def test_serve_refuses_a_store_extracted_with_other_settings(whole, other_store, fingerprint_checks):
+    from maf_core.serve.browse import Browse
+
+    with pytest.raises(DataError, match=f"{other_store}: does not belong to the run"):
+        Browse(whole["run"], features=other_store)
+    assert fingerprint_checks == [str(other_store)]
+
+
 def test_evaluate_on_text_tokenized_again_gives_the_run_s_predictions(whole, sample_dir, tokenizer_dir, tmp_path):
     run = _copy(whole["run"], tmp_path)
     tokenize_corpus(sample_dir, str(tokenizer_dir), tmp_path / "again", max_length=64)

@@ -21,7 +21,6 @@ from maf_core.run import RunDirectory
 from pipeline.errors import DataError
 from pipeline.images import STATUS, STATUS_NAMES, ImageIndex, Transform, decode, read_image_bytes
 from pipeline.schemes import get_entities
-from pipeline.store import FeatureStore
 from pipeline.tokenization import read_meta
 
 THUMBNAIL = 480  # the longest side of a shown photo, pixels
@@ -130,7 +129,7 @@ class Browse:
         directory = main.directory
         self.text_dir = directory.data("text_dir", text_dir)
         self.meta = read_meta(self.text_dir)
-        self.store = FeatureStore(directory.data("features", features))
+        self.store = directory.open_store(features)
         source = Path(self.meta.get("source", ""))
         self.images_dir = Path(images_dir) if images_dir else source / "images"
         self.index = ImageIndex(self.images_dir) if self.images_dir.is_dir() else None
