@@ -152,3 +152,60 @@ def build_bertweet_style_tokenizer(words: list[str], out: Path, merges: int = 30
     BertweetTokenizer(str(out / "vocab.txt"), str(out / "bpe.codes")).save_pretrained(str(out))
     (out / "bpe.codes").write_text(codes_text, encoding="utf-8")  # saving drops the counts that loading expects
     return out
+
+
+AMBIGUOUS = 10  # the token id whose tag (B-PER or B-LOC) only the image decides, in image_decided_tweets
+
+
+def image_decided_tweets(config: MAFConfig, n: int, informative: bool, seed: int) -> dict:
+    """A model batch of `n` tweets of 3..7 one-piece words with [CLS]/[SEP], other words O, and one
+    word AMBIGUOUS whose tag is B-PER or B-LOC by its image's class (key "classes", 0 or 1). Regions:
+    that class's prototype plus noise (`informative`), or noise alone: then nothing tells the
+    classes apart, and a model that does on held-out tweets has found a shortcut."""
+    g = torch.Generator().manual_seed(seed)
+    length = 9
+    out = {"input_ids": torch.zeros(n, length, dtype=torch.long),
+           "attention_mask": torch.zeros(n, length, dtype=torch.long),
+           "word_starts": torch.zeros(n, length - 2, dtype=torch.long),
+           "word_mask": torch.zeros(n, length - 2, dtype=torch.bool),
+           "tags": torch.zeros(n, length - 2, dtype=torch.long),
+           "image_ok": torch.ones(n, dtype=torch.bool), "classes": torch.randint(0, 2, (n,), generator=g)}
+    for i in range(n):
+        words = int(torch.randint(3, length - 1, (1,), generator=g))
+        ids = torch.randint(AMBIGUOUS + 1, config.vocab_size, (words,), generator=g)
+        where = int(torch.randint(0, words, (1,), generator=g))
+        ids[where] = AMBIGUOUS
+        out["input_ids"][i, : words + 2] = torch.cat([torch.tensor([2]), ids, torch.tensor([3])])
+        out["attention_mask"][i, : words + 2] = 1
+        out["word_starts"][i, :words] = torch.arange(1, words + 1)
+        out["word_mask"][i, :words] = True
+        out["tags"][i, where] = config.tags.index("B-PER" if out["classes"][i] == 0 else "B-LOC")
+    noise = torch.randn(n, config.num_regions, config.image_dim, generator=g)
+    prototypes = torch.randn(2, 1, config.image_dim, generator=torch.Generator().manual_seed(99)) * 2
+    out["regions"] = prototypes[out["classes"]] + 0.5 * noise if informative else noise
+    out["pooled"] = out["regions"].mean(1)
+    return out
+
+
+def train_and_tag_the_ambiguous_word(model: torch.nn.Module, train: dict, held_out: dict, steps: int = 120,
+                                     lr: float = 3e-3, seed: int = 0) -> float:
+    """Train `model` on `train` (batches of 16, AdamW) and return the share of held-out tweets whose
+    AMBIGUOUS word gets its own tag (0.5: chance)."""
+    from maf_core.models.base import MODEL_KEYS
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(0, len(train["classes"]), (16,), generator=g)
+        loss = model(**{k: train[k][rows] for k in MODEL_KEYS}, tags=train["tags"][rows]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        paths = model(**{k: held_out[k] for k in MODEL_KEYS}, decode=True).tags
+    where = (held_out["input_ids"].gather(1, held_out["word_starts"]) == AMBIGUOUS) & held_out["word_mask"]
+    right = [paths[i][int(where[i].nonzero()[0])] == int(held_out["tags"][i][where[i]][0])
+             for i in range(len(paths))]
+    return sum(right) / len(right)

@@ -257,3 +257,26 @@ def count_by_part(parts: dict[str, list[nn.Module | None]]) -> dict[str, int]:
               for name, modules in parts.items()}
     counts["total"] = sum(counts.values())
     return counts
+
+
+def crf_outputs(crf: CRF, emissions: torch.Tensor, crf_mask: torch.Tensor, tags: torch.Tensor | None,
+                word_starts: torch.Tensor, word_mask: torch.Tensor, mask: torch.Tensor, config: MAFConfig,
+                scale: float, decode: bool) -> tuple[torch.Tensor | None, list[list[int]] | None, torch.Tensor]:
+    """A CRF head over words or pieces (`config.crf_over`): its negative log-likelihood summed over the
+    tweets times `scale` (1 / tweets: the mean; in distributed training world / global tweets), or
+    None without tags; the Viterbi word tags when `decode`; and the emissions per word (B, W, K),
+    each word's at its first piece."""
+    over_words = config.crf_over == "words"
+    loss = None
+    if tags is not None:
+        targets = tags if over_words else piece_targets(tags, word_starts, word_mask, mask, len(config.tags))
+        loss = -crf(emissions, targets.long(), mask=crf_mask, reduction="sum") * scale
+    paths = word_paths(crf, emissions, crf_mask, word_starts, word_mask, config) if decode else None
+    return loss, paths, emissions if over_words else gather_words(emissions, word_starts, word_mask)
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension where `mask` is True, 0 elsewhere; a row with nothing to
+    attend to (a tweet without an image) gets all zeros, not a uniform spread or NaN."""
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(filled, dim=-1) * mask.to(scores.dtype)
