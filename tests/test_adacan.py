@@ -225,3 +225,21 @@ def test_resume_equals_an_uninterrupted_run(sample_text, sample_store, tmp_path)
         train(sample_store, sample_text, tmp_path / "cut", default_config("umt", bert_size="tiny"), config,
               resume=True)
     assert train(sample_store, sample_text, tmp_path / "cut", model, config, resume=True) == whole
+
+
+@pytest.mark.slow
+def test_maf_serve_reads_its_run(run):
+    """`maf serve` browses the run (p absent), draws its attention and answers /api/predict."""
+    from fastapi.testclient import TestClient
+
+    from maf_core.serve import build
+
+    with TestClient(build(run, device="cpu")) as client:
+        browse = client.get("/api/browse")
+        assert browse.status_code == 200, browse.text
+        predicted = (run / "predictions" / "test.jsonl").read_text().splitlines()
+        assert len(browse.json()["tweets"]) == len(predicted)
+        answer = client.post("/api/predict", json={"items": [{"text": "Rob at the beach"}]})
+        assert answer.status_code == 200, answer.text
+        item = answer.json()["items"][0]
+        assert item["words"] == ["Rob", "at", "the", "beach"] and item.get("p") is None
