@@ -219,3 +219,4 @@ def test_maf_serve_reads_its_run(run):
         assert answer.status_code == 200, answer.text
         item = answer.json()["items"][0]
         assert item["words"] == ["Rob", "at", "the", "beach"] and item.get("p") is None
+
