@@ -68,7 +68,8 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
               help="maf, or the baselines umt (UMT-BERT-CRF, Yu et al. 2020) and mt (MT-BERT-CRF: UMT without its "
                    "span detection), built and trained as their released code (BertAdam, random batches of 32; "
                    "--optimizer, --batching, --batch-size change it) on the same --features and --text; a text "
-                   "tokenized BIO or BIOES. Every value: docs/model.md.")
+                   "tokenized BIO or BIOES; or bert-softmax (BERT + linear + softmax, no CRF, no image), trained "
+                   "as UMT. Every value: docs/model.md.")
 @click.option("--preset", type=click.Choice(PRESETS), default=PRESETS[0], show_default=True,
               help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
                    "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "

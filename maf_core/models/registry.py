@@ -17,13 +17,17 @@ from torch import nn
 from maf_core.checkpoint import CONFIG
 from maf_core.config import MAFConfig, TrainConfig
 from maf_core.models.base import MODELS, SavedModel
+from maf_core.models.bert import BertSoftmax
 from maf_core.models.maf import MAF
 from maf_core.models.umt import MT, UMT
 from pipeline.errors import DataError
 
 # every model, in the order --model lists them (defining a class registers it in MODELS)
-FAMILIES: tuple[type[SavedModel], ...] = (MAF, UMT, MT)
-ARCHITECTURES = tuple(MODELS)
+FAMILIES: tuple[type[SavedModel], ...] = (MAF, UMT, MT, BertSoftmax)
+ARCHITECTURES = tuple(cls.name for cls in FAMILIES)  # the first is --model's default
+if set(ARCHITECTURES) != set(MODELS):  # a model class defined and left out here, or the reverse
+    raise ImportError(f"maf_core.models.registry: FAMILIES names {ARCHITECTURES}, the classes defined are "
+                      f"{tuple(MODELS)}")
 # the name of a config that names none: runs from before the name was recorded
 DEFAULT_ARCHITECTURE = next(f.default for f in fields(MAFConfig) if f.name == "architecture")
 
@@ -33,7 +37,8 @@ def model_class(name: str) -> type[SavedModel]:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"architecture {name!r} is not a model this version knows ({', '.join(MODELS)})") from None
+        known = ", ".join(ARCHITECTURES)
+        raise ValueError(f"architecture {name!r} is not a model this version knows ({known})") from None
 
 
 def build_model(config: MAFConfig, bert: nn.Module | None = None) -> SavedModel:
