@@ -95,7 +95,8 @@ def test_maf_only_options_are_refused_with_bert_softmax(sample_text, sample_stor
                                       "--out", str(tmp_path / "r"), "--model", "bert-softmax", "--preset",
                                       "recommended", "--heads", "2"])
     assert result.exit_code == 1
-    assert "--model bert-softmax: --preset, --heads set MAF's own parts; leave them out" in result.output
+    assert ("--model bert-softmax: --preset, --heads are not for BERT-softmax (options of MAF, UMT-BERT-CRF, "
+            "MT-BERT-CRF); leave them out" in result.output)
     assert not (tmp_path / "r").exists()
 
 

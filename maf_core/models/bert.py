@@ -118,7 +118,7 @@ class BertSoftmax(SavedModel, library_name="maf", model_card_template=BERT_SOFTM
                 word_mask: torch.Tensor, regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
                 image_ok: torch.Tensor | None = None, tags: torch.Tensor | None = None, decode: bool = False,
                 generator: torch.Generator | None = None, negatives=None,
-                shard: BatchShard | None = None) -> MAFOutput:
+                shard: BatchShard | None = None, word_chars: torch.Tensor | None = None) -> MAFOutput:
         """MAF.forward's arguments (the image ones unused): input_ids, attention_mask (B, L); word_starts,
         word_mask (B, W); tags (B, W) when training. The loss is the cross-entropy summed over each
         tweet's positions, the mean over tweets (as the CRF's NLL; with `shard`, this process's
