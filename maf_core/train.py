@@ -123,7 +123,7 @@ def _train_locked(features, text_dir, out_dir, model_config: MAFConfig, config: 
         position = _restore(state, model, optimizer, scheduler, run.path, rank, world)
     if rank == 0:
         logger.info("%s", run_summary(model, inputs, config, device, world, steps_per_epoch, run.path))
-        if model.config.bert is None:
+        if model.config.bert is None and model.config.word_vocab is None:  # the word models warn of their own
             logger.warning("the text encoder is %s (no --bert): fine for tests and the offline demo, meaningless "
                            "for real data; pass --bert bert-base-cased or a local encoder directory",
                            describe_encoder(model.config))

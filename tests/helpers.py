@@ -123,6 +123,16 @@ def make_batch(config: MAFConfig, batch: int = 8, seed: int = 0, pad_to: int | N
     out["regions"] = torch.rand(batch, config.num_regions, config.image_dim, generator=g)
     out["pooled"] = out["regions"].mean(1)
     out["image_ok"] = torch.ones(batch, dtype=torch.bool)
+    # each word's characters (code points, 0 beyond), for the word-level models: words of 1-6
+    # letters from a 12-letter alphabet, so that words repeat; a generator of their own leaves
+    # the values above as they were
+    letters = torch.tensor([ord(c) for c in "abcdeABCDE01"])
+    chars = torch.Generator().manual_seed(seed + 7919)
+    out["word_chars"] = torch.zeros(batch, max_words, 6, dtype=torch.long)
+    for i, first in enumerate(starts):
+        for w in range(len(first)):
+            n = int(torch.randint(1, 7, (1,), generator=chars))
+            out["word_chars"][i, w, :n] = letters[torch.randint(0, len(letters), (n,), generator=chars)]
     return out
 
 
@@ -198,13 +208,13 @@ def train_and_tag_the_ambiguous_word(model: torch.nn.Module, train: dict, held_o
     model.train()
     for _ in range(steps):
         rows = torch.randint(0, len(train["classes"]), (16,), generator=g)
-        loss = model(**{k: train[k][rows] for k in MODEL_KEYS}, tags=train["tags"][rows]).loss
+        loss = model(**{k: train[k][rows] for k in MODEL_KEYS if k in train}, tags=train["tags"][rows]).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        paths = model(**{k: held_out[k] for k in MODEL_KEYS}, decode=True).tags
+        paths = model(**{k: held_out[k] for k in MODEL_KEYS if k in held_out}, decode=True).tags
     where = (held_out["input_ids"].gather(1, held_out["word_starts"]) == AMBIGUOUS) & held_out["word_mask"]
     right = [paths[i][int(where[i].nonzero()[0])] == int(held_out["tags"][i][where[i]][0])
              for i in range(len(paths))]

@@ -177,7 +177,8 @@ def test_maf_only_options_are_refused(sample_text, sample_store, tmp_path):
     result = CliRunner().invoke(maf, ["train", "--features", str(sample_store), "--text", str(sample_text), "--out",
                                       str(tmp_path / "r"), "--model", "gvatt-bert-crf", "--heads", "2"])
     assert result.exit_code == 1
-    assert "--model gvatt-bert-crf: --heads set MAF's own parts; leave them out" in result.output
+    assert ("--model gvatt-bert-crf: --heads is not for GVATT-BERT-CRF (options of MAF, UMT-BERT-CRF, MT-BERT-CRF); "
+            "leave it out") in result.output
     assert not (tmp_path / "r").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from maf_core.models import (
     build_model,
     count_parameters,
     default_config,
+    fit_to_text,
     load_model,
     model_class,
 )
@@ -81,7 +83,9 @@ def tiny_config(name: str, **overrides) -> MAFConfig:
             "pooling", "interaction_activation", "layer_norm_eps")
     default = default_config(name)
     tags = BIO if default.scheme == "bio" else MAFConfig.tiny().tags
-    return MAFConfig.tiny(**{**{k: getattr(default, k) for k in kept}, "tags": tags, **overrides})
+    config = MAFConfig.tiny(**{**{k: getattr(default, k) for k in kept}, "tags": tags, **overrides})
+    # the word-level models' vocabularies, of a few of make_batch's words
+    return fit_to_text(replace(config, char_encoder=default.char_encoder), [["abc", "ABC", "a0"], ["de", "E"]])
 
 
 def test_the_name_check_finds_each_kind_of_branch():
@@ -115,11 +119,12 @@ def test_one_lookup_from_each_name_to_its_class():
     for name in ARCHITECTURES:
         cls = model_class(name)
         assert cls.name == name and cls.title and cls.card and cls.card_tags and cls.recipe and cls.options
-        assert set(cls.inputs) <= set(INPUT_KEYS) and "pieces" in cls.inputs
+        assert set(cls.inputs) <= set(INPUT_KEYS) and ("pieces" in cls.inputs) != ("words" in cls.inputs)
         assert {key for kind in cls.inputs for key in INPUT_KEYS[kind]} <= set(MODEL_KEYS)
         assert default_config(name).architecture == name
     with pytest.raises(ValueError, match=r"architecture 'lstm' is not a model this version knows "
-                                         r"\(maf, umt, mt, gvatt-bert-crf, adacan-bert-crf\)"):
+                                         r"\(maf, umt, mt, bert-softmax, bilstm-crf, "
+                                         r"cnn-bilstm-crf, hbilstm-crf, gvatt-bert-crf, adacan-bert-crf\)"):
         model_class("lstm")
 
 

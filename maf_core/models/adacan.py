@@ -201,11 +201,12 @@ class AdacanBertCRF(SavedModel, library_name="maf", model_card_template=ADACAN_C
                 word_mask: torch.Tensor, regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
                 image_ok: torch.Tensor | None = None, tags: torch.Tensor | None = None, decode: bool = False,
                 generator: torch.Generator | None = None, negatives=None,
-                shard: BatchShard | None = None) -> MAFOutput:
+                shard: BatchShard | None = None, word_chars: torch.Tensor | None = None) -> MAFOutput:
         """MAF.forward's arguments: input_ids, attention_mask (B, L); word_starts, word_mask (B, W);
         regions (B, R, C) and image_ok (B,) from the store; tags (B, W) when training. `pooled`,
-        `generator` and `negatives` are MAF's and unused; with `shard` the loss is this process's
-        share of the global batch's mean, times the processes (maf_core.distributed)."""
+        `generator`, `negatives` and `word_chars` are other models' and unused; with `shard` the
+        loss is this process's share of the global batch's mean, times the processes
+        (maf_core.distributed)."""
         cfg = self.config
         world, total = (shard.world, shard.total) if shard is not None else (1, input_ids.shape[0])
         if cfg.pad_token_id:  # batches are padded with 0, which is <s> for RoBERTa-like vocabularies

@@ -26,9 +26,10 @@ from pipeline.files import atomic_output
 
 FEATURE_KEYS = ("regions", "pooled", "image_ok")
 # the batch keys a forward pass may read (besides tags): what every caller passes it
-MODEL_KEYS = ("input_ids", "attention_mask", "word_starts", "word_mask", *FEATURE_KEYS)
+MODEL_KEYS = ("input_ids", "attention_mask", "word_starts", "word_mask", *FEATURE_KEYS, "word_chars")
 # what a model reads, by kind of input: a class's `inputs` names some of these
 INPUT_KEYS = {"pieces": ("input_ids", "attention_mask", "word_starts", "word_mask"),
+              "words": ("word_chars", "word_mask"),  # each word's characters (code points), and which words are real
               "regions": ("regions", "image_ok"), "pooled": ("pooled", "image_ok")}
 TASK_TAGS = ["multimodal-ner", "named-entity-recognition", "twitter"]  # after each family's own tag
 
@@ -103,6 +104,16 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
     def check_config(cls, config: MAFConfig) -> list[str]:
         """What in a config this model cannot build (MAFConfig.validate checks the rest)."""
         return []
+
+    @classmethod
+    def fit_to_text(cls, config: MAFConfig, train_words: list[list[str]]) -> MAFConfig:
+        """The config fitted to the training text's words (the word-level models' vocabularies);
+        others read word pieces, fitted elsewhere (maf_core.inputs)."""
+        return config
+
+    def init_new(self) -> None:
+        """What a new model (not one loaded from its weights) reads besides its config: nothing,
+        or the word-level models' --word-vectors."""
 
     @classmethod
     def train_defaults(cls, preset: str) -> dict:
