@@ -330,6 +330,17 @@ class WordTagger(SavedModel):
             raise ValueError(f"{type(self).__name__} reads word_chars and word_mask (maf_core.data.collate)")
         world, total = (shard.world, shard.total) if shard is not None else (1, word_chars.shape[0])
         mask = word_mask.bool()
+        hidden = self.encode(word_chars, mask)
+        emissions = at_least_fp32(self.emission(self.dropout(hidden)))            # (B, W, K)
+        loss = None
+        if tags is not None:
+            loss = -self.crf(emissions, tags.long(), mask=mask, reduction="sum") * (world / total)
+        decoded = self.crf.decode(emissions, mask=mask) if decode else None
+        return MAFOutput(loss, loss, None, None, emissions, None, None, decoded)
+
+    def encode(self, word_chars: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The word BiLSTM's states of a batch, before the output dropout: word_chars (B, W, C) code
+        points and mask (B, W) -> (B, W, 2 * lstm_hidden)."""
         word_ids, char_ids = self.lookup(word_chars)
         x = self.embedding(word_ids)                                               # (B, W, word_dim)
         if self.chars is not None:
@@ -338,12 +349,7 @@ class WordTagger(SavedModel):
         packed = pack_padded_sequence(self.dropout(x), lengths.clamp(min=1).cpu(), batch_first=True,
                                       enforce_sorted=False)
         hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
-        emissions = at_least_fp32(self.emission(self.dropout(hidden)))            # (B, W, K)
-        loss = None
-        if tags is not None:
-            loss = -self.crf(emissions, tags.long(), mask=mask, reduction="sum") * (world / total)
-        decoded = self.crf.decode(emissions, mask=mask) if decode else None
-        return MAFOutput(loss, loss, None, None, emissions, None, None, decoded)
+        return hidden
 
     def parameter_counts(self) -> dict[str, int]:
         return count_by_part({"word embeddings": [self.embedding], "characters": [self.chars],
