@@ -124,7 +124,8 @@ def test_one_lookup_from_each_name_to_its_class():
         assert default_config(name).architecture == name
     with pytest.raises(ValueError, match=r"architecture 'lstm' is not a model this version knows "
                                          r"\(maf, umt, mt, bert-softmax, bilstm-crf, "
-                                         r"cnn-bilstm-crf, hbilstm-crf, gvatt-bert-crf, adacan-bert-crf\)"):
+                                         r"cnn-bilstm-crf, hbilstm-crf, gvatt-bert-crf, adacan-bert-crf, "
+                                         r"gvatt-hbilstm-crf, adacan-cnn-bilstm-crf\)"):
         model_class("lstm")
 
 

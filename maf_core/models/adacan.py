@@ -46,6 +46,7 @@ from maf_core.models.base import (
     gather_words,
     masked_softmax,
 )
+from maf_core.models.bilstm import CNNBiLSTMCRF
 
 ADACAN_CARD = """
 ---
@@ -231,3 +232,81 @@ class AdacanBertCRF(SavedModel, library_name="maf", model_card_template=ADACAN_C
         # α is the same for every word (see above): (B, 1 head, L, R) as the readers take it
         attention = weights[:, None, None, :].expand(-1, 1, input_ids.shape[1], -1)
         return MAFOutput(loss, loss, None, None, emissions, None, attention, decoded)
+
+
+class AdacanCNNBiLSTMCRF(CNNBiLSTMCRF, library_name="maf", model_card_template=ADACAN_CARD, tags=ADACAN_TAGS):
+    """AdaCAN-CNN-BiLSTM-CRF (`config.architecture` "adacan-cnn-bilstm-crf"): the co-attention,
+    fusion and filtration gate above on a CNN-BiLSTM text encoder (maf_core/models/bilstm.py: words
+    and a character CNN, a word BiLSTM) with AdaCAN's sizes; its filtration gate gives the tag scores."""
+
+    name = "adacan-cnn-bilstm-crf"
+    title = "AdaCAN-CNN-BiLSTM-CRF"
+    inputs = ("words", "regions")
+    attention_name = "word-guided visual"
+    card, card_tags = ADACAN_CARD, ADACAN_TAGS
+    recipe = ("docs/model.md, AdaCAN-CNN-BiLSTM-CRF: Zhang et al. 2018 as monologg/NER-Multimodal-pytorch reads it, "
+              "with the sizes and training of its code (jinlanfu/NERmultimodal) where this code base has them")
+    # word embeddings 200 and a BiLSTM of 200 (100 per direction), char embeddings 30 (the official
+    # code and MP); the char CNN is Ma & Hovy's (30 filters of width 3), not AdaCAN's three widths
+    settings = dict(word_dim=200, char_encoder="cnn", char_dim=30, char_hidden=30, char_window=3, lstm_hidden=100,
+                    word_dropout=0.25)
+    # Adam-like at 1e-3 (MP: Adam 1e-3; the official code: Keras's default RMSprop, 1e-3), batches of
+    # 10 and 25 epochs (the official code), no clipping in either (1e9 never binds)
+    training = dict(optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup=0.0, clip=1e9, batch_size=10, epochs=25,
+                    batching="random")
+
+    @classmethod
+    def default_config(cls, **overrides) -> MAFConfig:
+        """The settings above with the image: the store's 49 regions of 2048 channels."""
+        return super().default_config(**{"text_only": False, "image_dim": 2048, "num_regions": 49, **overrides})
+
+    @classmethod
+    def check_config(cls, config: MAFConfig) -> list[str]:
+        problems = [p for p in super().check_config(config) if "reads no image" not in p]
+        if config.use_alignment or config.use_matching or config.text_only:
+            problems.append(f"architecture {config.architecture} with CA, CM or text_only (MAF's; expected "
+                            "use_alignment and use_matching false, text_only false)")
+        return problems
+
+    def __init__(self, config: MAFConfig, bert: nn.Module | None = None) -> None:
+        super().__init__(config, bert)
+        d = 2 * config.lstm_hidden
+        self.emission = None  # the filtration gate gives the tag scores
+        self.region_projection = nn.Sequential(nn.Linear(config.image_dim, d), nn.Tanh())  # dim_match
+        self.visual_attention = KeyAttention(d, d)
+        self.textual_attention = KeyAttention(d, d)
+        self.fusion = GatedFusion(d)
+        self.filtration = FiltrationGate(d, len(config.crf_tags))
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                word_starts: torch.Tensor | None = None, word_mask: torch.Tensor | None = None,
+                regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
+                image_ok: torch.Tensor | None = None, tags: torch.Tensor | None = None, decode: bool = False,
+                generator: torch.Generator | None = None, negatives=None, shard: BatchShard | None = None,
+                word_chars: torch.Tensor | None = None) -> MAFOutput:
+        """word_chars (B, W, C), word_mask (B, W), regions (B, R, C) and image_ok (B,); tags (B, W) when
+        training; the pieces are not read (input_ids, when given, only sizes the attention output
+        as the readers take it: per piece)."""
+        if word_chars is None or word_mask is None or regions is None or image_ok is None:
+            raise ValueError("AdaCAN-CNN-BiLSTM-CRF reads word_chars, word_mask, regions and image_ok")
+        world, total = (shard.world, shard.total) if shard is not None else (1, word_chars.shape[0])
+        mask = word_mask.bool()
+        words = self.dropout(self.encode(word_chars, mask))                       # H (B, W, 2h)
+        image_ok = image_ok.bool()
+        regions = regions.to(words.dtype) * image_ok.to(words.dtype)[:, None, None]  # never a stray image
+        region_mask = image_ok[:, None].expand(-1, regions.shape[1])
+        visual, weights = self.visual_attention(self.region_projection(regions), region_mask)  # ṽ (B, 2h), α (B, R)
+        textual, _ = self.textual_attention(words, mask)                                       # h̃ (B, 2h)
+        emissions = at_least_fp32(self.filtration(words, self.fusion(visual, textual)))         # (B, W, K)
+        loss = None
+        if tags is not None:
+            loss = -self.crf(emissions, tags.long(), mask=mask, reduction="sum") * (world / total)
+        decoded = self.crf.decode(emissions, mask=mask) if decode else None
+        positions = input_ids.shape[1] if input_ids is not None else mask.shape[1]
+        attention = weights[:, None, None, :].expand(-1, 1, positions, -1)
+        return MAFOutput(loss, loss, None, None, emissions, None, attention, decoded)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return count_by_part({"word embeddings": [self.embedding], "characters": [self.chars], "bilstm": [self.lstm],
+                              "co-attention": [self.region_projection, self.visual_attention, self.textual_attention],
+                              "fusion": [self.fusion], "filtration+emission+crf": [self.filtration, self.crf]})

@@ -38,6 +38,7 @@ from maf_core.models.base import (
     gather_words,
     masked_softmax,
 )
+from maf_core.models.bilstm import HBiLSTMCRF
 
 GVATT_CARD = """
 ---
@@ -202,3 +203,79 @@ class GvattBertCRF(SavedModel, library_name="maf", model_card_template=GVATT_CAR
         # one sentence-level α per tweet, the same for each piece: (B, 1 head, L, R) as the readers take it
         attention = weights[:, None, None, :].expand(-1, 1, input_ids.shape[1], -1)
         return MAFOutput(loss, loss, None, None, emissions, None, attention, decoded)
+
+
+def sentence_states(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A BiLSTM's sentence vector: its forward half's state at the last word and its backward half's
+    at the first, shape: hidden (B, W, 2h), mask (B, W) -> (B, 2h)."""
+    half = hidden.shape[-1] // 2
+    last = (mask.sum(1) - 1).clamp(min=0)
+    forward = hidden[torch.arange(hidden.shape[0], device=hidden.device), last, :half]
+    return torch.cat([forward, hidden[:, 0, half:]], dim=-1)
+
+
+class GvattHBiLSTMCRF(HBiLSTMCRF, library_name="maf", model_card_template=GVATT_CARD, tags=GVATT_TAGS):
+    """GVATT-HBiLSTM-CRF (`config.architecture` "gvatt-hbilstm-crf"): Lu et al.'s model on its own
+    text encoder, HBiLSTM-CRF (maf_core/models/bilstm.py: words and characters, a word BiLSTM);
+    the query is the BiLSTM's sentence vector, the gate acts on its states, then its CRF."""
+
+    name = "gvatt-hbilstm-crf"
+    title = "GVATT-HBiLSTM-CRF"
+    inputs = ("words", "regions")
+    attention_name = "sentence-to-image"
+    card, card_tags = GVATT_CARD, GVATT_TAGS
+    recipe = ("docs/model.md, GVATT-HBiLSTM-CRF: Lu et al. 2018 (equations unverified) on HBiLSTM-CRF, with its "
+              "recipe (Lample et al. 2016; Lu et al.'s settings were not found)")
+
+    @classmethod
+    def default_config(cls, **overrides) -> MAFConfig:
+        """HBiLSTM-CRF's settings with the image: the store's 49 regions of 2048 channels."""
+        return super().default_config(**{"text_only": False, "image_dim": 2048, "num_regions": 49, **overrides})
+
+    @classmethod
+    def check_config(cls, config: MAFConfig) -> list[str]:
+        problems = [p for p in super().check_config(config) if "reads no image" not in p]
+        if config.use_alignment or config.use_matching or config.text_only:
+            problems.append(f"architecture {config.architecture} with CA, CM or text_only (MAF's; expected "
+                            "use_alignment and use_matching false, text_only false)")
+        return problems
+
+    def __init__(self, config: MAFConfig, bert: nn.Module | None = None) -> None:
+        super().__init__(config, bert)
+        d = 2 * config.lstm_hidden
+        self.region_projection = nn.Linear(config.image_dim, d)   # the store's regions into the BiLSTM's width
+        self.attention = VisualAttention(d, d, d)
+        self.gate = ModulationGate(d, d)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                word_starts: torch.Tensor | None = None, word_mask: torch.Tensor | None = None,
+                regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
+                image_ok: torch.Tensor | None = None, tags: torch.Tensor | None = None, decode: bool = False,
+                generator: torch.Generator | None = None, negatives=None, shard: BatchShard | None = None,
+                word_chars: torch.Tensor | None = None) -> MAFOutput:
+        """word_chars (B, W, C), word_mask (B, W), regions (B, R, C) and image_ok (B,); tags (B, W) when
+        training; the pieces are not read (input_ids, when given, only sizes the attention output
+        as the readers take it: per piece)."""
+        if word_chars is None or word_mask is None or regions is None or image_ok is None:
+            raise ValueError("GVATT-HBiLSTM-CRF reads word_chars, word_mask, regions and image_ok")
+        world, total = (shard.world, shard.total) if shard is not None else (1, word_chars.shape[0])
+        mask = word_mask.bool()
+        hidden = self.dropout(self.encode(word_chars, mask))                      # (B, W, 2h)
+        image_ok = image_ok.bool()
+        regions = regions.to(hidden.dtype) * image_ok.to(hidden.dtype)[:, None, None]  # never a stray image
+        region_mask = image_ok[:, None].expand(-1, regions.shape[1])
+        context, weights = self.attention(sentence_states(hidden, mask), self.region_projection(regions),
+                                          region_mask)                             # v_c (B, 2h), α (B, R)
+        emissions = at_least_fp32(self.emission(self.gate(hidden, context)))       # (B, W, K)
+        loss = None
+        if tags is not None:
+            loss = -self.crf(emissions, tags.long(), mask=mask, reduction="sum") * (world / total)
+        decoded = self.crf.decode(emissions, mask=mask) if decode else None
+        positions = input_ids.shape[1] if input_ids is not None else mask.shape[1]
+        attention = weights[:, None, None, :].expand(-1, 1, positions, -1)
+        return MAFOutput(loss, loss, None, None, emissions, None, attention, decoded)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return count_by_part({"word embeddings": [self.embedding], "characters": [self.chars], "bilstm": [self.lstm],
+                              "visual attention": [self.region_projection, self.attention],
+                              "modulation gate": [self.gate], "emission+crf": [self.emission, self.crf]})

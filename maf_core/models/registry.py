@@ -16,18 +16,18 @@ from torch import nn
 
 from maf_core.checkpoint import CONFIG
 from maf_core.config import MAFConfig, TrainConfig
-from maf_core.models.adacan import AdacanBertCRF
+from maf_core.models.adacan import AdacanBertCRF, AdacanCNNBiLSTMCRF
 from maf_core.models.base import MODELS, SavedModel
 from maf_core.models.bert import BertSoftmax
 from maf_core.models.bilstm import BiLSTMCRF, CNNBiLSTMCRF, HBiLSTMCRF
-from maf_core.models.gvatt import GvattBertCRF
+from maf_core.models.gvatt import GvattBertCRF, GvattHBiLSTMCRF
 from maf_core.models.maf import MAF
 from maf_core.models.umt import MT, UMT
 from pipeline.errors import DataError
 
 # every model, in the order --model lists them (defining a class registers it in MODELS)
 FAMILIES: tuple[type[SavedModel], ...] = (MAF, UMT, MT, BertSoftmax, BiLSTMCRF, CNNBiLSTMCRF, HBiLSTMCRF,
-                                         GvattBertCRF, AdacanBertCRF)
+                                         GvattBertCRF, AdacanBertCRF, GvattHBiLSTMCRF, AdacanCNNBiLSTMCRF)
 ARCHITECTURES = tuple(cls.name for cls in FAMILIES)  # the first is --model's default
 if set(ARCHITECTURES) != set(MODELS):  # a model class defined and left out here, or the reverse
     raise ImportError(f"maf_core.models.registry: FAMILIES names {ARCHITECTURES}, the classes defined are "
