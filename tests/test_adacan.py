@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import image_decided_tweets, make_batch, train_and_tag_the_ambiguous_word
+from helpers import chars_to_words, image_decided_tweets, make_batch, train_and_tag_the_ambiguous_word
 
 from cli.maf import main as maf
 from maf_core.config import MAFConfig
-from maf_core.models import MODEL_KEYS, build_model, default_config, load_model, train_config, uses_amp
-from maf_core.models.adacan import AdacanBertCRF, adacan_settings
+from maf_core.models import MODEL_KEYS, build_model, default_config, fit_to_text, load_model, train_config, uses_amp
+from maf_core.models.adacan import AdacanBertCRF, AdacanCNNBiLSTMCRF, adacan_settings
 from maf_core.train import train
 from pipeline.errors import DataError
 
@@ -302,3 +302,113 @@ def test_two_processes_take_the_steps_of_one_with_the_whole_batch(tmp_path):
     one = single.state_dict()
     assert max(float((two[k] - one[k]).abs().max()) for k in one) < 1e-5
     assert max(float((start[k] - one[k]).abs().max()) for k in one) > 1e-4  # the steps moved the weights
+
+
+# ---------------------------------------------------------------- AdaCAN-CNN-BiLSTM-CRF, on words
+
+
+def tiny_words(seed: int = 0, words: list[list[str]] | None = None, **overrides) -> AdacanCNNBiLSTMCRF:
+    """AdaCAN-CNN-BiLSTM-CRF's settings at small sizes, its vocabularies from `words`."""
+    torch.manual_seed(seed)
+    default = default_config("adacan-cnn-bilstm-crf")
+    keep = {k: getattr(default, k) for k in ("architecture", "use_alignment", "use_matching", "text_only", "scheme",
+                                             "crf_over", "char_encoder")}
+    config = MAFConfig.tiny(**{**keep, "word_dim": 10, "char_dim": 5, "char_hidden": 4, "lstm_hidden": 6,
+                               "word_dropout": 0.0, **overrides})
+    return build_model(fit_to_text(config, words or [["abc", "ABC", "a0"], ["de", "E"]]))
+
+
+def test_on_words_shapes_padding_and_the_head_on_the_bilstm_states():
+    model = tiny_words().eval()
+    batch = make_batch(model.config, batch=5, seed=1)
+    with torch.no_grad():
+        out = model(**_inputs(batch), tags=batch["tags"], decode=True)
+        alone = model(**{k: v[2:3] for k, v in _inputs(batch).items()}, tags=batch["tags"][2:3], decode=True)
+        mask = batch["word_mask"]
+        assert out.emissions.shape == (5, mask.shape[1], len(model.config.tags))
+        assert out.attention.shape == (5, 1, batch["input_ids"].shape[1], model.config.num_regions)
+        n = int(mask[2].sum())
+        assert torch.allclose(out.emissions[2, :n], alone.emissions[0, :n], atol=1e-5) and out.tags[2] == alone.tags[0]
+        hidden = model.encode(batch["word_chars"], mask.bool())
+        for b in range(5):  # the co-attention over this tweet's words alone
+            n = int(mask[b].sum())
+            visual, _ = model.visual_attention(model.region_projection(batch["regions"][b : b + 1]),
+                                               torch.ones(1, model.config.num_regions, dtype=torch.bool))
+            textual, _ = model.textual_attention(hidden[b : b + 1, :n], torch.ones(1, n, dtype=torch.bool))
+            expected = model.filtration(hidden[b : b + 1, :n], model.fusion(visual, textual))[0]
+            assert torch.allclose(out.emissions[b, :n], expected, atol=1e-5)
+    assert model.emission is None and not model.has_p and out.match_prob is None
+
+
+def test_on_words_every_parameter_gets_a_gradient_and_a_missing_image_is_masked():
+    model = tiny_words()
+    batch = make_batch(model.config, batch=4, seed=3)
+    model(**_inputs(batch), tags=batch["tags"]).loss.backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()] == []
+    model.eval()
+    missing = dict(batch, image_ok=torch.tensor([True, False, True, True]))
+    stray = dict(missing, regions=missing["regions"].clone())
+    stray["regions"][1] = torch.randn_like(stray["regions"][1]) * 100
+    with torch.no_grad():
+        a, c, full = (model(**_inputs(x)) for x in (missing, stray, batch))
+    assert torch.equal(a.emissions, c.emissions) and not c.attention[1].any()
+    assert not torch.allclose(full.emissions[1], a.emissions[1])
+
+
+def test_on_words_the_recipe():
+    config = default_config("adacan-cnn-bilstm-crf")
+    assert (config.word_dim, config.lstm_hidden, config.char_encoder, config.char_dim) == (200, 100, "cnn", 30)
+    recipe = train_config("adacan-cnn-bilstm-crf", "paper")
+    assert (recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.warmup, recipe.batch_size, recipe.epochs) == \
+        ("adamw", 1e-3, 0.0, 0.0, 10, 25)
+
+
+@pytest.mark.shortcuts
+@pytest.mark.parametrize("informative", [False, True])
+def test_on_words_the_image_decides_a_word_only_when_it_carries_the_class(informative):
+    config = tiny_words().config
+    train_set = image_decided_tweets(config, 256, informative, 1)
+    model = tiny_words(words=chars_to_words(train_set["word_chars"], train_set["word_mask"]))
+    accuracy = train_and_tag_the_ambiguous_word(model, train_set, image_decided_tweets(config, 200, informative, 2))
+    assert accuracy >= 0.95 if informative else 0.35 <= accuracy <= 0.65
+
+
+def test_on_words_a_run_through_the_cli_that_every_reader_reads(sample_text, sample_store, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(maf, ["train", "--features", str(sample_store), "--text", str(sample_text),
+                                      "--out", str(run), "--model", "adacan-cnn-bilstm-crf", "--epochs", "1",
+                                      "--batch-size", "16", "--device", "cpu", "--no-tensorboard"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["architecture"] == "adacan-cnn-bilstm-crf" and saved["train"]["optimizer"] == "adamw"
+    rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert rows and all(r["match_prob"] is None for r in rows)
+    assert CliRunner().invoke(maf, ["evaluate", str(run), "--out", str(tmp_path / "eval")]).exit_code == 0
+    tweets = tmp_path / "tweets.jsonl"
+    tweets.write_text(json.dumps({"id": "t1", "text": "Rob at the beach", "image": rows[0]["id"]}) + "\n")
+    predicted = CliRunner().invoke(maf, ["predict", str(run), "--input", str(tweets), "--features",
+                                         saved["features"], "--out", str(tmp_path / "pred.jsonl")])
+    assert predicted.exit_code == 0, predicted.output
+    assert len(json.loads((tmp_path / "pred.jsonl").read_text())["tags"]) == 4
+    done = CliRunner().invoke(maf, ["report", str(run), "--out", str(tmp_path / "figures"), "--case-run", str(run),
+                                    "--ids", rows[0]["id"]])
+    assert done.exit_code == 0, done.output
+    assert "| model | AdaCAN-CNN-BiLSTM-CRF |" in (run / "best" / "README.md").read_text()
+
+
+def test_on_words_resume_equals_an_uninterrupted_run(sample_text, sample_store, tmp_path):
+    config = train_config("adacan-cnn-bilstm-crf", "paper", epochs=2, batch_size=16, seed=3, device="cpu",
+                          tensorboard=False)
+    model = default_config("adacan-cnn-bilstm-crf")
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch: int) -> None:
+        if epoch == 1:
+            raise Stop
+
+    whole = train(sample_store, sample_text, tmp_path / "whole", model, config)
+    with pytest.raises(Stop):
+        train(sample_store, sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
+    assert train(sample_store, sample_text, tmp_path / "cut", model, config, resume=True) == whole
