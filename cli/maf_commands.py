@@ -78,8 +78,10 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
                    "--optimizer, --batching, --batch-size change it) on the same --features and --text; a text "
                    "tokenized BIO or BIOES; or bert-softmax (BERT + linear + softmax, no CRF, no image), trained "
                    "as UMT; or the word-level bilstm-crf (Huang et al. 2015), cnn-bilstm-crf (Ma & Hovy 2016) and "
-                   "hbilstm-crf (Lample et al. 2016), each with its paper's recipe (SGD ...; --word-vectors). Every "
-                   "value: docs/model.md.")
+                   "hbilstm-crf (Lample et al. 2016), each with its paper's recipe (SGD ...; --word-vectors); or "
+                   "the multimodal gvatt-bert-crf and adacan-bert-crf (Lu et al. 2018, Zhang et al. 2018 on BERT, "
+                   "trained as UMT) and gvatt-hbilstm-crf and adacan-cnn-bilstm-crf (on words). Every value: "
+                   "docs/model.md.")
 @click.option("--preset", type=click.Choice(PRESETS), default=PRESETS[0], show_default=True,
               help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
                    "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "
