@@ -141,11 +141,11 @@ def test_wrong_combinations_are_refused_in_one_line(sample_text, sample_store, t
     cases = {
         ("--model", "hbilstm-crf", "--bert", "bert-base-cased"):
             "--model hbilstm-crf: --bert is not for HBiLSTM-CRF (options of MAF, UMT-BERT-CRF, MT-BERT-CRF, "
-            "BERT-softmax); leave it out",
+            "BERT-softmax, GVATT-BERT-CRF, AdaCAN-BERT-CRF); leave it out",
         ("--model", "bilstm-crf", "--bert-config", "tiny"): "--model bilstm-crf: --bert-config is not for BiLSTM-CRF",
         ("--word-vectors", str(tmp_path / "v.txt")):
-            "--model maf: --word-vectors is not for MAF (options of BiLSTM-CRF, CNN-BiLSTM-CRF, HBiLSTM-CRF); "
-            "leave it out",
+            "--model maf: --word-vectors is not for MAF (options of BiLSTM-CRF, CNN-BiLSTM-CRF, HBiLSTM-CRF, "
+            "GVATT-HBiLSTM-CRF, AdaCAN-CNN-BiLSTM-CRF); leave it out",
         ("--model", "cnn-bilstm-crf", "--no-matching"): "--model cnn-bilstm-crf: --no-matching is not for "
                                                         "CNN-BiLSTM-CRF (options of MAF)",
     }
