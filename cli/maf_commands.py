@@ -16,7 +16,7 @@ from maf_core.config import BATCHINGS, BERT_SIZES, CHOICES, OPTIMIZERS, PRESETS,
 from maf_core.images_seen import no_image_line
 from maf_core.inference import evaluate_run
 from maf_core.metrics import read_pair, score, table
-from maf_core.models import ARCHITECTURES, config_from_options, train_config
+from maf_core.models import ARCHITECTURES, config_from_options, model_class, train_config
 from maf_core.online import features_source
 from maf_core.predict import MAFPredictor, read_items, write_records
 from maf_core.report import write_figures
@@ -32,8 +32,8 @@ from pipeline.images import TRANSFORMS
 # train's --help, in sections (parameter names; the options keep their order on the command line)
 TRAIN_SECTIONS = {
     "Data": ("features", "images_dir", "backbone", "weights", "transform", "text_dir"),
-    "Model": ("architecture", "preset", "bert", "bert_config", "swap", "matching_head", "ner_pairs", "pooling",
-              "heads", "no_alignment", "no_matching", "text_only"),
+    "Model": ("architecture", "preset", "bert", "bert_config", "word_vectors", "swap", "matching_head", "ner_pairs",
+              "pooling", "heads", "no_alignment", "no_matching", "text_only"),
     "Optimisation": ("epochs", "batch_size", "lr", "head_lr", "optimizer", "batching", "seed", "amp"),
     "Run": ("out_dir", "seeds", "resume", "device", "tensorboard", "log_every", "config", "help"),
 }
@@ -56,13 +56,18 @@ def _train_setting(name: str) -> str:
     return _per_preset(lambda preset: getattr(train_config(ARCHITECTURES[0], preset), name))
 
 
+def _given() -> set[str]:
+    """train's options set on the command line or in --config (not left at their defaults)."""
+    ctx = click.get_current_context()
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
+
+
 def _model_config(architecture: str, **options) -> MAFConfig:
     """The model of --model from its options (maf_core.models.config_from_options); an option given
-    that sets another model's own parts is a DataError naming it."""
-    ctx = click.get_current_context()
-    given = [name for name in options
-             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
-    return config_from_options(architecture, given, **options)
+    that is another model's is a DataError naming it."""
+    given = _given() | ({"bert_size"} if "bert_config" in _given() else set())
+    return config_from_options(architecture, [name for name in options if name in given], **options)
 
 
 def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] | None:
@@ -98,12 +103,20 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
               show_default=True,
               help="Without --bert: a RANDOM-init BERT of this size with the tokenizer's vocabulary (tests and "
                    "the offline demo; the run and its report say so).")
+@click.option("--word-vectors", type=click.Path(dir_okay=False), default=None,
+              help="The BiLSTM models' word embeddings: a GloVe or word2vec text file (its sha256 goes into the run); "
+                   "the train split's words it lacks start U(±√(3/dim)). Without it every embedding starts random.")
 @click.option("--model", "architecture", type=click.Choice(ARCHITECTURES), default=ARCHITECTURES[0],
               show_default=True,
               help="maf, or the baselines umt (UMT-BERT-CRF, Yu et al. 2020) and mt (MT-BERT-CRF: UMT without its "
                    "span detection), built and trained as their released code (BertAdam, random batches of 32; "
                    "--optimizer, --batching, --batch-size change it) on the same --features and --text; a text "
-                   "tokenized BIO or BIOES. Every value: docs/model.md.")
+                   "tokenized BIO or BIOES; or bert-softmax (BERT + linear + softmax, no CRF, no image), trained "
+                   "as UMT; or the word-level bilstm-crf (Huang et al. 2015), cnn-bilstm-crf (Ma & Hovy 2016) and "
+                   "hbilstm-crf (Lample et al. 2016), each with its paper's recipe (SGD ...; --word-vectors); or "
+                   "the multimodal gvatt-bert-crf and adacan-bert-crf (Lu et al. 2018, Zhang et al. 2018 on BERT, "
+                   "trained as UMT) and gvatt-hbilstm-crf and adacan-cnn-bilstm-crf (on words). Every value: "
+                   "docs/model.md.")
 @click.option("--preset", type=click.Choice(PRESETS), default=preset_of(MAFConfig()), show_default=True,
               help="paper: MAF as the paper describes it. released-code: as the authors' code runs it "
                    "(its CI, CM, CRF over pieces, BertAdam, random batches). recommended: the paper with CM "
@@ -111,13 +124,14 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
                    "tweet's own image, the setting whose p tells related images from unrelated ones. "
                    "Every value: docs/model.md.")
 @click.option("--epochs", default=default_of(TrainConfig, "epochs"), show_default=True,
-              help="Passes over the training split (the paper: 24).")
+              help="Passes over the training split (the paper: 24; a BiLSTM model: its recipe's).")
 @click.option("--batch-size", type=int, default=None,
               help="Tweets per optimisation step, over all processes under torchrun [default: "
                    f"{default_of(TrainConfig, 'batch_size')}, the paper's; --model umt and mt: "
                    f"{train_config('umt', PRESETS[0]).batch_size}, their released code's].")
 @click.option("--lr", default=default_of(TrainConfig, "lr"), show_default=True,
-              help=f"AdamW learning rate ({WARMUP} warm-up, linear decay to 0).")
+              help=f"AdamW learning rate ({WARMUP} warm-up, linear decay to 0) [a BiLSTM model: its recipe's, "
+                   "for SGD].")
 @click.option("--head-lr", type=float, default=default_of(TrainConfig, "head_lr"),
               help="Learning rate of everything after BERT (CA, CI, CM, CF, CRF) [default: --lr].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
@@ -167,7 +181,8 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value) -> list[int] |
               callback=load_config_file,
               help="A YAML file of option values (keys as the long option names, e.g. batch-size: 32); "
                    "flags on the command line override it.")
-def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, architecture,
+def train(features, images_dir, backbone, weights, transform, text_dir, out_dir, bert, bert_config, word_vectors,
+          architecture,
           preset, epochs,
           batch_size, lr, head_lr, optimizer, batching, seed, seeds, swap, matching_head, ner_pairs, pooling, heads,
           no_alignment,
@@ -191,17 +206,22 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
                                                                  transform=transform, seed=seed), device)
     model_config = _model_config(architecture, preset=preset, no_alignment=no_alignment, no_matching=no_matching,
                                  text_only=text_only, bert=bert, bert_size=bert_config, pooling=pooling, swap=swap,
-                                 matching_head=matching_head, ner_pairs=ner_pairs, heads=heads)
-    config = train_config(architecture, preset, epochs=epochs, batch_size=batch_size, lr=lr,
-                          head_lr=head_lr, seed=seed, device=device, amp=amp, optimizer=optimizer,
-                          batching=batching, tensorboard=tensorboard, log_every=log_every)
+                                 matching_head=matching_head, ner_pairs=ner_pairs, heads=heads,
+                                 word_vectors=word_vectors)
+    given = _given()  # --epochs and --lr left out: the model's recipe (TrainConfig's for MAF, UMT and BERT)
+    config = train_config(architecture, preset, epochs=epochs if "epochs" in given else None,
+                          batch_size=batch_size, lr=lr if "lr" in given else None, head_lr=head_lr, seed=seed,
+                          device=device, amp=amp, optimizer=optimizer, batching=batching, tensorboard=tensorboard,
+                          log_every=log_every)
     with distributed.session():
         result = train_runs(source, text_dir, out_dir, model_config, config, seeds, resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the first process prints
-        _print_training(result, seeds, out_dir, model_config.bert is None)
+        pieces = "pieces" in model_class(architecture).inputs
+        random = (model_config.bert is None) if pieces else (model_config.word_vectors is None)
+        _print_training(result, seeds, out_dir, random and ("no --bert" if pieces else "no --word-vectors"))
 
 
-def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_encoder: bool) -> None:
+def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_encoder: str | bool) -> None:
     """The test table of one run (with its best epoch), or mean ± std over seeds."""
     for split in ("valid", "test"):
         if split in result:
@@ -211,8 +231,8 @@ def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_
         return
     click.echo(f"best epoch {result['best_epoch']}; run written to {out_dir}")
     if random_encoder:
-        click.echo(f"note: the text encoder was {result['encoder']} (no --bert): these scores say nothing about a "
-                   "pretrained encoder")
+        click.echo(f"note: the text encoder was {result['encoder']} ({random_encoder}): these scores say nothing "
+                   "about a pretrained encoder")
     for note in result.get("notes", []):  # e.g. a model that reads images saw none (maf_core.images_seen)
         click.echo(f"note: {note}")
 

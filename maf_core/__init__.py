@@ -25,7 +25,8 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
     models                    the models, one module per family, and the one lookup from a model's name
                               to its class (models.registry); nothing outside models/ branches on a name:
       registry                  build_model, load_model, default_config, config_from_options, uses_amp ...
-      maf  umt                  MAF (and text-only BERT-CRF); UMT-BERT-CRF and MT-BERT-CRF
+      maf  umt  bert  bilstm    MAF (and text-only BERT-CRF); UMT-BERT-CRF and MT-BERT-CRF; BERT-softmax;
+                                BiLSTM-CRF, CNN-BiLSTM-CRF, HBiLSTM-CRF (words and characters)
       base                      SavedModel (save_pretrained / from_pretrained, what a model says of
                                 itself), MAFOutput, MODEL_KEYS
     alignment interaction matching fusion crf encoder checkpoint data metrics images_seen

@@ -22,9 +22,10 @@ CHOICES = {  # setting -> the values it accepts
     "matching_head": ("linear", "bilinear"), "swap": ("c", "image"), "matching_positions": ("real", "all"),
     "interaction_activation": ("relu", "gelu"), "init": ("default", "bert"), "dropout_on": ("emissions", "text"),
     "crf_over": ("words", "pieces"), "pooling": ("auto", "pooler", "first", "mean"),
+    "char_encoder": (None, "cnn", "lstm"),
 }
 # training settings of TrainConfig (below) that the presets set
-OPTIMIZERS = ("adamw", "bertadam")
+OPTIMIZERS = ("adamw", "bertadam", "sgd")
 BATCHINGS = ("length", "random")
 # the extra CRF states of crf_over="pieces" (the released code's label list): continuation
 # pieces, [CLS], [SEP], and the padding label 0 that it also gives the CRF
@@ -116,6 +117,20 @@ class MAFConfig:
     use_alignment: bool = True
     use_matching: bool = True
     text_only: bool = False
+    # the word-level encoders of the BiLSTM models (maf_core/models/bilstm.py), which read each word
+    # and its characters instead of word pieces; the vocabularies are the train split's (filled
+    # in when the model is fitted to the text), so a checkpoint rebuilds the model from the file
+    word_vocab: list[str] | None = None   # words (digits read as 0), ids from 2; 0 padding, 1 unknown
+    char_vocab: list[str] | None = None   # characters of those words, ids from 2
+    word_dim: int = 100
+    word_vectors: str | None = None       # --word-vectors FILE (GloVe / word2vec text), as given
+    word_vectors_sha256: str | None = None
+    char_encoder: str | None = None       # None, "cnn" (Ma & Hovy 2016) or "lstm" (Lample et al. 2016)
+    char_dim: int = 30
+    char_hidden: int = 30                 # CNN filters, or LSTM units per direction
+    char_window: int = 3                  # CNN window
+    lstm_hidden: int = 200                # word BiLSTM units per direction
+    word_dropout: float = 0.5             # on the BiLSTM's input and output (and the characters')
 
     def __post_init__(self) -> None:
         self.validate()
@@ -126,7 +141,7 @@ class MAFConfig:
             problems.append(f"bert_size {self.bert_size!r} (expected one of {', '.join(BERT_SIZES)})")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                problems.append(f"{name} {getattr(self, name)!r} (expected {' or '.join(allowed)})")
+                problems.append(f"{name} {getattr(self, name)!r} (expected {' or '.join(map(str, allowed))})")
         if self.matching_head == "bilinear" and self.swap == "c":
             # C^b carries T^b through CI's residual connections: a pairwise score of T^a and C^b
             # then compares text with text, which tells any two tweets apart without the image
@@ -287,9 +302,12 @@ class TrainConfig:
     seed: int = 1
     device: str = "auto"
     amp: bool | None = None      # bf16 autocast; None = the model's default on CUDA, off for CPU: models.uses_amp
-    # adamw: AdamW with linear_schedule; bertadam: the released code's optimizer and schedule
+    # adamw: AdamW with linear_schedule; bertadam: the released code's optimizer and schedule;
+    # sgd: SGD with `momentum`, the rate lr / (1 + lr_decay * epoch) (the BiLSTM models' recipes)
     # (maf_core/optim.py)
     optimizer: str = "adamw"
+    momentum: float = 0.0        # sgd only
+    lr_decay: float = 0.0        # sgd only: lr_t = lr / (1 + lr_decay * t), t the epochs done (Ma & Hovy 2016)
     # length: batches of tweets of similar length, rows in random order inside (less padding);
     # random: random batches (the released code's RandomSampler)
     batching: str = "length"

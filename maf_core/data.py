@@ -18,6 +18,9 @@ from pipeline.errors import DataError
 from pipeline.store import FeatureSource
 from pipeline.tokenization import read_split
 
+# characters of a word that the word-level models read (word_chars); longer words are cut
+MAX_WORD_CHARS = 32
+
 
 @dataclass
 class Split:
@@ -46,12 +49,17 @@ class Split:
             input_ids = np.zeros((n, max(1, int(lengths.max(initial=0)))), dtype=np.int64)
             starts = np.zeros((n, max(1, int(words.max(initial=0)))), dtype=np.int64)
             tags = np.zeros_like(starts)
+            # each word's first MAX_WORD_CHARS characters as Unicode code points, 0 beyond
+            chars = np.zeros((n, starts.shape[1], MAX_WORD_CHARS), dtype=np.int32)
             for i in range(n):
                 input_ids[i, : lengths[i]] = self.input_ids[i]
                 starts[i, : words[i]] = kept[i]
                 tags[i, : words[i]] = self.tag_ids[i][: words[i]]
+                for w, word in enumerate(self.words[i][: words[i]]):
+                    points = np.frombuffer(word[:MAX_WORD_CHARS].encode("utf-32-le"), dtype=np.uint32)
+                    chars[i, w, : len(points)] = points
             self._padded = {"input_ids": input_ids, "lengths": lengths, "word_starts": starts, "words": words,
-                            "tags": tags}
+                            "tags": tags, "word_chars": chars}
         return self._padded
 
 
@@ -103,7 +111,8 @@ def bucketed_batches(lengths: list[int], batch_size: int, shuffle: bool, seed: i
 def collate(split: Split, indices: list[int], store: FeatureSource | None, length: int | None = None,
             words: int | None = None) -> dict:
     """A batch of tensors: pieces padded to the batch's longest (or `length`), words to its
-    most words (or `words`). Padding is token id 0 (BERT's [PAD])."""
+    most words (or `words`), and each word's characters (code points, for the word-level
+    models). Padding is token id 0 (BERT's [PAD])."""
     arrays = split.padded()
     rows = np.asarray(indices, dtype=np.int64)
     lengths, counts = arrays["lengths"][rows], arrays["words"][rows]
@@ -121,6 +130,10 @@ def collate(split: Split, indices: list[int], store: FeatureSource | None, lengt
              "word_starts": cut("word_starts", words),
              "word_mask": torch.from_numpy(np.arange(words)[None, :] < counts[:, None]),
              "tags": cut("tags", words), "index": torch.from_numpy(rows)}
+    chars = arrays["word_chars"][rows, :words]
+    if chars.shape[1] < words:
+        chars = np.pad(chars, ((0, 0), (0, words - chars.shape[1]), (0, 0)))
+    batch["word_chars"] = torch.from_numpy(np.ascontiguousarray(chars)).long()
     if store is not None:
         features = store.gather([split.image_ids[i] for i in indices])
         batch["regions"] = torch.from_numpy(np.ascontiguousarray(features.regions))

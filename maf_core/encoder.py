@@ -130,7 +130,13 @@ def check_heads(config: MAFConfig, encoder_config) -> int:
 
 
 def describe(config: MAFConfig) -> str:
-    """'bert-base-cased (pretrained)', or 'a RANDOM-init BERT-small' for a run without --bert."""
+    """'bert-base-cased (pretrained)', or 'a RANDOM-init BERT-small' for a run without --bert; for
+    the word-level models, their word vectors ('word vectors glove.txt (sha256 0123abcd4567)') or
+    'RANDOM-init word embeddings'."""
+    if config.word_vocab is not None:
+        if config.word_vectors is None:
+            return "RANDOM-init word embeddings"
+        return f"word vectors {config.word_vectors} (sha256 {(config.word_vectors_sha256 or '?')[:12]})"
     if config.bert is not None:
         return f"{config.bert} (pretrained)"
     return f"a RANDOM-init BERT-{config.bert_size}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from maf_core.config import DISPLAY_ONLY, MAFConfig, TrainConfig
 from maf_core.data import Split, check_ids_in_store, load_split
-from maf_core.models import model_class
+from maf_core.models import fit_to_text, model_class
 from maf_core.run import RunDirectory, check_vocabulary
 from pipeline.errors import DataError
 from pipeline.store import FeatureSource
@@ -54,6 +54,7 @@ def fit_to_inputs(model_config: MAFConfig, inputs: Inputs) -> MAFConfig:
     (and the text's tag scheme for a model that takes it: UMT and MT, BIO as their released code, or BIOES)."""
     meta, store = inputs.meta, inputs.store
     scheme = meta["scheme"] if model_class(model_config.architecture).takes_text_scheme else model_config.scheme
+    model_config = fit_to_text(model_config, inputs.splits["train"].words)  # the word-level models' vocabularies
     return replace(model_config, scheme=scheme, tags=list(meta["tags"]),
                    vocab_size=int(meta["tokenizer"]["vocab_size"]),
                    pad_token_id=int(meta["tokenizer"].get("pad_id") or 0),

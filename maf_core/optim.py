@@ -89,7 +89,7 @@ def released_schedule(total: int, warmup: float) -> Callable[[int], float]:
 
 
 def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or BertAdam; no weight decay on biases and LayerNorm weights; `head_lr` for the parts after BERT."""
+    """AdamW, BertAdam or SGD; no weight decay on biases and LayerNorm weights; `head_lr` for the parts after BERT."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -104,6 +104,8 @@ def optimizer_for(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Op
                     for (head, no_decay), params in sorted(groups.items())]
     if config.optimizer == "bertadam":
         return BertAdam(param_groups, lr=config.lr, max_grad_norm=config.clip)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum)
     cuda = all(p.is_cuda for params in groups.values() for p in params)
     return torch.optim.AdamW(param_groups, lr=config.lr,
                              fused=True if cuda else None)  # one kernel for all parameters on a GPU
@@ -125,8 +127,10 @@ def linear_schedule(total: int, warmup: float) -> Callable[[int], float]:
 
 
 def schedule_for(config: TrainConfig, tweets: int, steps_per_epoch: int) -> Callable[[int], float]:
-    """The learning-rate multiplier per step: linear_schedule, or BertAdam's warmup_linear over
-    the released code's step count."""
+    """The learning-rate multiplier per step: linear_schedule, BertAdam's warmup_linear over
+    the released code's step count, or SGD's per-epoch decay."""
     if config.optimizer == "bertadam":
         return released_schedule(released_total_steps(tweets, config.batch_size, config.epochs), config.warmup)
+    if config.optimizer == "sgd":  # no warm-up; 1 / (1 + decay * epochs done)
+        return lambda step: 1.0 / (1.0 + config.lr_decay * (step // max(1, steps_per_epoch)))
     return linear_schedule(steps_per_epoch * config.epochs, config.warmup)

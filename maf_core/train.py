@@ -128,7 +128,7 @@ def _train_locked(features: FeatureSource, text_dir: str | Path, out_dir: str | 
         few_images = start_warning(model.config, readable_by_split(inputs.splits, inputs.store))
         if few_images:
             logger.warning("%s", few_images)
-        if model.config.bert is None:
+        if model.config.bert is None and model.config.word_vocab is None:  # the word models warn of their own
             logger.warning("the text encoder is %s (no --bert): fine for tests and the offline demo, meaningless "
                            "for real data; pass --bert bert-base-cased or a local encoder directory",
                            describe_encoder(model.config))

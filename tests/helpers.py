@@ -123,6 +123,16 @@ def make_batch(config: MAFConfig, batch: int = 8, seed: int = 0, pad_to: int | N
     out["regions"] = torch.rand(batch, config.num_regions, config.image_dim, generator=g)
     out["pooled"] = out["regions"].mean(1)
     out["image_ok"] = torch.ones(batch, dtype=torch.bool)
+    # each word's characters (code points, 0 beyond), for the word-level models: words of 1-6
+    # letters from a 12-letter alphabet, so that words repeat; a generator of their own leaves
+    # the values above as they were
+    letters = torch.tensor([ord(c) for c in "abcdeABCDE01"])
+    chars = torch.Generator().manual_seed(seed + 7919)
+    out["word_chars"] = torch.zeros(batch, max_words, 6, dtype=torch.long)
+    for i, first in enumerate(starts):
+        for w in range(len(first)):
+            n = int(torch.randint(1, 7, (1,), generator=chars))
+            out["word_chars"][i, w, :n] = letters[torch.randint(0, len(letters), (n,), generator=chars)]
     return out
 
 
@@ -152,3 +162,72 @@ def build_bertweet_style_tokenizer(words: list[str], out: Path, merges: int = 30
     BertweetTokenizer(str(out / "vocab.txt"), str(out / "bpe.codes")).save_pretrained(str(out))
     (out / "bpe.codes").write_text(codes_text, encoding="utf-8")  # saving drops the counts that loading expects
     return out
+
+
+AMBIGUOUS = 10  # the token id whose tag (B-PER or B-LOC) only the image decides, in image_decided_tweets
+
+
+def image_decided_tweets(config: MAFConfig, n: int, informative: bool, seed: int) -> dict:
+    """A model batch of `n` tweets of 3..7 one-piece words with [CLS]/[SEP] (and as characters: token
+    t is the word "w<t>"), other words O, and one word AMBIGUOUS whose tag is B-PER or B-LOC by its
+    image's class (key "classes", 0 or 1). Regions:
+    that class's prototype plus noise (`informative`), or noise alone: then nothing tells the
+    classes apart, and a model that does on held-out tweets has found a shortcut."""
+    g = torch.Generator().manual_seed(seed)
+    length = 9
+    out = {"input_ids": torch.zeros(n, length, dtype=torch.long),
+           "attention_mask": torch.zeros(n, length, dtype=torch.long),
+           "word_starts": torch.zeros(n, length - 2, dtype=torch.long),
+           "word_mask": torch.zeros(n, length - 2, dtype=torch.bool),
+           "tags": torch.zeros(n, length - 2, dtype=torch.long),
+           "image_ok": torch.ones(n, dtype=torch.bool), "classes": torch.randint(0, 2, (n,), generator=g),
+           "word_chars": torch.zeros(n, length - 2, 6, dtype=torch.long)}
+    for i in range(n):
+        words = int(torch.randint(3, length - 1, (1,), generator=g))
+        ids = torch.randint(AMBIGUOUS + 1, config.vocab_size, (words,), generator=g)
+        where = int(torch.randint(0, words, (1,), generator=g))
+        ids[where] = AMBIGUOUS
+        out["input_ids"][i, : words + 2] = torch.cat([torch.tensor([2]), ids, torch.tensor([3])])
+        out["attention_mask"][i, : words + 2] = 1
+        out["word_starts"][i, :words] = torch.arange(1, words + 1)
+        out["word_mask"][i, :words] = True
+        out["tags"][i, where] = config.tags.index("B-PER" if out["classes"][i] == 0 else "B-LOC")
+        for w, token in enumerate(ids.tolist()):  # the same words as characters, for the word-level models
+            word = [ord(c) for c in f"w{token}"]
+            out["word_chars"][i, w, : len(word)] = torch.tensor(word)
+    noise = torch.randn(n, config.num_regions, config.image_dim, generator=g)
+    prototypes = torch.randn(2, 1, config.image_dim, generator=torch.Generator().manual_seed(99)) * 2
+    out["regions"] = prototypes[out["classes"]] + 0.5 * noise if informative else noise
+    out["pooled"] = out["regions"].mean(1)
+    return out
+
+
+def train_and_tag_the_ambiguous_word(model: torch.nn.Module, train: dict, held_out: dict, steps: int = 120,
+                                     lr: float = 3e-3, seed: int = 0) -> float:
+    """Train `model` on `train` (batches of 16, AdamW) and return the share of held-out tweets whose
+    AMBIGUOUS word scores its own class's tag above the other's (B-PER against B-LOC; 0.5: chance)."""
+    from maf_core.models.base import MODEL_KEYS
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(0, len(train["classes"]), (16,), generator=g)
+        loss = model(**{k: train[k][rows] for k in MODEL_KEYS if k in train}, tags=train["tags"][rows]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        emissions = model(**{k: held_out[k] for k in MODEL_KEYS if k in held_out}).emissions  # (B, W, K)
+    where = (held_out["input_ids"].gather(1, held_out["word_starts"]) == AMBIGUOUS) & held_out["word_mask"]
+    per, loc = model.config.tags.index("B-PER"), model.config.tags.index("B-LOC")
+    scores = emissions[where]                                    # (B, K): the ambiguous word's
+    right = ((scores[:, per] > scores[:, loc]) == (held_out["classes"] == 0)).tolist()
+    return sum(right) / len(right)
+
+
+def chars_to_words(word_chars: torch.Tensor, word_mask: torch.Tensor) -> list[list[str]]:
+    """The words of a batch's `word_chars` (code points, 0 beyond), for fitting a word-level model."""
+    return [["".join(chr(c) for c in word if c) for word, real in zip(row, mask) if real]
+            for row, mask in zip(word_chars.tolist(), word_mask.tolist())]

@@ -41,7 +41,8 @@ def _batch() -> dict:
     return {"input_ids": input_ids, "attention_mask": attention, "word_starts": word_starts, "word_mask": word_mask,
             "regions": torch.randn(BATCH, 4, 24, generator=g).half(), "pooled": torch.randn(BATCH, 24, generator=g),
             "image_ok": torch.tensor([1, 1, 0, 1, 1, 1, 0, 1, 1]).bool(),
-            "tags": torch.randint(0, len(TAGS), (BATCH, words), generator=g) * word_mask}
+            "tags": torch.randint(0, len(TAGS), (BATCH, words), generator=g) * word_mask,
+            "word_chars": torch.zeros(BATCH, words, 1, dtype=torch.long)}  # the word-level models'; MAF's unused
 
 
 def _one_step(model: torch.nn.Module, core: MAF, batch: dict, rows: slice, shard: BatchShard | None) -> float:

@@ -355,7 +355,8 @@ def test_maf_only_options_are_refused_with_umt(sample_text, sample_store, tmp_pa
                                       "--out", str(tmp_path / "r"), "--model", "umt", "--swap", "image",
                                       "--no-alignment"])
     assert result.exit_code == 1
-    assert "--model umt: --swap, --no-alignment set MAF's own parts; leave them out" in result.output
+    assert ("--model umt: --swap, --no-alignment are not for UMT-BERT-CRF (options of MAF); leave them out"
+            in result.output)
     assert not (tmp_path / "r").exists()
 
 

@@ -26,9 +26,10 @@ from pipeline.files import atomic_output
 
 FEATURE_KEYS = ("regions", "pooled", "image_ok")
 # the batch keys a forward pass may read (besides tags): what every caller passes it
-MODEL_KEYS = ("input_ids", "attention_mask", "word_starts", "word_mask", *FEATURE_KEYS)
+MODEL_KEYS = ("input_ids", "attention_mask", "word_starts", "word_mask", *FEATURE_KEYS, "word_chars")
 # what a model reads, by kind of input: a class's `inputs` names some of these
 INPUT_KEYS = {"pieces": ("input_ids", "attention_mask", "word_starts", "word_mask"),
+              "words": ("word_chars", "word_mask"),  # each word's characters (code points), and which words are real
               "regions": ("regions", "image_ok"), "pooled": ("pooled", "image_ok")}
 TASK_TAGS = ["multimodal-ner", "named-entity-recognition", "twitter"]  # after each family's own tag
 
@@ -103,6 +104,16 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
     def check_config(cls, config: MAFConfig) -> list[str]:
         """What in a config this model cannot build (MAFConfig.validate checks the rest)."""
         return []
+
+    @classmethod
+    def fit_to_text(cls, config: MAFConfig, train_words: list[list[str]]) -> MAFConfig:
+        """The config fitted to the training text's words (the word-level models' vocabularies);
+        others read word pieces, fitted elsewhere (maf_core.inputs)."""
+        return config
+
+    def init_new(self) -> None:
+        """What a new model (not one loaded from its weights) reads besides its config: nothing,
+        or the word-level models' --word-vectors."""
 
     @classmethod
     def train_defaults(cls, preset: str) -> dict:
@@ -257,3 +268,26 @@ def count_by_part(parts: dict[str, list[nn.Module | None]]) -> dict[str, int]:
               for name, modules in parts.items()}
     counts["total"] = sum(counts.values())
     return counts
+
+
+def crf_outputs(crf: CRF, emissions: torch.Tensor, crf_mask: torch.Tensor, tags: torch.Tensor | None,
+                word_starts: torch.Tensor, word_mask: torch.Tensor, mask: torch.Tensor, config: MAFConfig,
+                scale: float, decode: bool) -> tuple[torch.Tensor | None, list[list[int]] | None, torch.Tensor]:
+    """A CRF head over words or pieces (`config.crf_over`): its negative log-likelihood summed over the
+    tweets times `scale` (1 / tweets: the mean; in distributed training world / global tweets), or
+    None without tags; the Viterbi word tags when `decode`; and the emissions per word (B, W, K),
+    each word's at its first piece."""
+    over_words = config.crf_over == "words"
+    loss = None
+    if tags is not None:
+        targets = tags if over_words else piece_targets(tags, word_starts, word_mask, mask, len(config.tags))
+        loss = -crf(emissions, targets.long(), mask=crf_mask, reduction="sum") * scale
+    paths = word_paths(crf, emissions, crf_mask, word_starts, word_mask, config) if decode else None
+    return loss, paths, emissions if over_words else gather_words(emissions, word_starts, word_mask)
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension where `mask` is True, 0 elsewhere; a row with nothing to
+    attend to (a tweet without an image) gets all zeros, not a uniform spread or NaN."""
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(filled, dim=-1) * mask.to(scores.dtype)

@@ -120,7 +120,7 @@ class MAF(SavedModel, library_name="maf", model_card_template=MODEL_CARD, tags=C
                 image_ok: torch.Tensor | None = None, tags: torch.Tensor | None = None,
                 decode: bool = False, generator: torch.Generator | None = None,
                 negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
-                shard: BatchShard | None = None) -> MAFOutput:
+                shard: BatchShard | None = None, word_chars: torch.Tensor | None = None) -> MAFOutput:
         """input_ids, attention_mask (B, L); word_starts (B, W) first-piece positions (any value
         where word_mask is False); word_mask (B, W), a prefix of each row; regions (B, R, C);
         pooled (B, C); image_ok (B,) bool; tags (B, W) when training.

@@ -16,14 +16,22 @@ from torch import nn
 
 from maf_core.checkpoint import CONFIG
 from maf_core.config import MAFConfig, TrainConfig
+from maf_core.models.adacan import AdacanBertCRF, AdacanCNNBiLSTMCRF
 from maf_core.models.base import MODELS, SavedModel
+from maf_core.models.bert import BertSoftmax
+from maf_core.models.bilstm import BiLSTMCRF, CNNBiLSTMCRF, HBiLSTMCRF
+from maf_core.models.gvatt import GvattBertCRF, GvattHBiLSTMCRF
 from maf_core.models.maf import MAF
 from maf_core.models.umt import MT, UMT
 from pipeline.errors import DataError
 
 # every model, in the order --model lists them (defining a class registers it in MODELS)
-FAMILIES: tuple[type[SavedModel], ...] = (MAF, UMT, MT)
-ARCHITECTURES = tuple(MODELS)
+FAMILIES: tuple[type[SavedModel], ...] = (MAF, UMT, MT, BertSoftmax, BiLSTMCRF, CNNBiLSTMCRF, HBiLSTMCRF,
+                                         GvattBertCRF, AdacanBertCRF, GvattHBiLSTMCRF, AdacanCNNBiLSTMCRF)
+ARCHITECTURES = tuple(cls.name for cls in FAMILIES)  # the first is --model's default
+if set(ARCHITECTURES) != set(MODELS):  # a model class defined and left out here, or the reverse
+    raise ImportError(f"maf_core.models.registry: FAMILIES names {ARCHITECTURES}, the classes defined are "
+                      f"{tuple(MODELS)}")
 # the name of a config that names none: runs from before the name was recorded
 DEFAULT_ARCHITECTURE = next(f.default for f in fields(MAFConfig) if f.name == "architecture")
 
@@ -33,12 +41,21 @@ def model_class(name: str) -> type[SavedModel]:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"architecture {name!r} is not a model this version knows ({', '.join(MODELS)})") from None
+        known = ", ".join(ARCHITECTURES)
+        raise ValueError(f"architecture {name!r} is not a model this version knows ({known})") from None
 
 
 def build_model(config: MAFConfig, bert: nn.Module | None = None) -> SavedModel:
-    """A new model of `config.architecture` (its encoder built, or `bert`)."""
-    return model_class(config.architecture)(config, bert)
+    """A new model of `config.architecture` (its encoder built, or `bert`; a word-level model's
+    embeddings from its --word-vectors)."""
+    model = model_class(config.architecture)(config, bert)
+    model.init_new()
+    return model
+
+
+def fit_to_text(config: MAFConfig, train_words: list[list[str]]) -> MAFConfig:
+    """The config fitted to the train split's words (the word-level models' vocabularies)."""
+    return model_class(config.architecture).fit_to_text(config, train_words)
 
 
 def default_config(name: str, **overrides) -> MAFConfig:
@@ -57,10 +74,15 @@ def config_from_options(name: str, given: Iterable[str] = (), **options) -> MAFC
     order = [option for family in FAMILIES for option in family.options]
     foreign.sort(key=order.index)
     if foreign:
-        owners = sorted({next(o.title for o in FAMILIES if option in o.options) for option in foreign})
-        flags = ", ".join(f"--{option.replace('_', '-')}" for option in foreign)
-        raise DataError(f"--model {name}: {flags} set {' and '.join(owners)}'s own parts; leave them out")
+        flags = ", ".join(f"--{FLAGS.get(option, option).replace('_', '-')}" for option in foreign)
+        owners = [family.title for family in FAMILIES if any(option in family.options for option in foreign)]
+        raise DataError(f"--model {name}: {flags} {'is' if len(foreign) == 1 else 'are'} not for {cls.title} "
+                        f"(options of {', '.join(owners)}); leave {'it' if len(foreign) == 1 else 'them'} out")
     return cls.config_from_options(**{k: v for k, v in options.items() if k in cls.options})
+
+
+# options whose flag is not their name (--bert-config sets bert_size)
+FLAGS = {"bert_size": "bert_config"}
 
 
 def train_config(name: str, preset: str, **values) -> TrainConfig:

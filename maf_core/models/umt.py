@@ -224,7 +224,7 @@ class UMT(SavedModel, library_name="maf", model_card_template=UMT_CARD, tags=UMT
                 word_mask: torch.Tensor, regions: torch.Tensor | None = None, pooled: torch.Tensor | None = None,
                 image_ok: torch.Tensor | None = None, tags: torch.Tensor | None = None, decode: bool = False,
                 generator: torch.Generator | None = None, negatives=None,
-                shard: BatchShard | None = None) -> UMTOutput:
+                shard: BatchShard | None = None, word_chars: torch.Tensor | None = None) -> UMTOutput:
         """MAF.forward's arguments: input_ids, attention_mask (B, L); word_starts, word_mask (B, W);
         regions (B, R, C) and image_ok (B,) from the store; tags (B, W) when training. `pooled`,
         `generator` and `negatives` are MAF's and unused; with `shard` the losses are this
