@@ -18,6 +18,7 @@ from maf_core.models.base import piece_targets
 from maf_core.models.bert import bert_softmax_settings
 from maf_core.train import train
 from pipeline.errors import DataError
+from pipeline.store import FeatureStore
 
 BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 
@@ -151,10 +152,10 @@ def test_resume_of_bert_softmax_equals_an_uninterrupted_run(sample_text, sample_
         if epoch == 1:
             raise Stop
 
-    whole = train(sample_store, sample_text, tmp_path / "whole", model, config)
+    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
     with pytest.raises(Stop):
-        train(sample_store, sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
     with pytest.raises(DataError, match=r"was trained with --model bert-softmax; resume it with --model bert-softmax"):
-        train(sample_store, sample_text, tmp_path / "cut", default_config("umt", bert_size="tiny"), config,
-              resume=True)
-    assert train(sample_store, sample_text, tmp_path / "cut", model, config, resume=True) == whole
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", default_config("umt", bert_size="tiny"),
+              config, resume=True)
+    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole

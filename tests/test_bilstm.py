@@ -20,6 +20,7 @@ from maf_core.models import MODEL_KEYS, build_model, default_config, fit_to_text
 from maf_core.models.bilstm import PAD, UNK, build_vocabularies, hash_words, normalize_word, read_vectors, word_key
 from maf_core.train import train
 from pipeline.errors import DataError
+from pipeline.store import FeatureStore
 
 WORDS = [["Rob", "at", "the", "beach", "2024"], ["the", "Beach", "is", "nice", "😀"]]
 NAMES = ("bilstm-crf", "cnn-bilstm-crf", "hbilstm-crf")
@@ -211,17 +212,18 @@ def test_the_others_train_and_resume_as_an_uninterrupted_run(name, sample_text, 
         if epoch == 1:
             raise Stop
 
-    whole = train(sample_store, sample_text, tmp_path / "whole", model, config)
+    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
     assert "word embeddings start random (no --word-vectors)" in caplog.text
     with pytest.raises(Stop):
-        train(sample_store, sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
-    assert train(sample_store, sample_text, tmp_path / "cut", model, config, resume=True) == whole
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
+    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole
     assert whole["encoder"] == "RANDOM-init word embeddings"
 
 
 def test_text_tokenized_before_the_word_path_is_read_as_it_is(sample_text, sample_store):
     """The words come from the `words` column every tokenized text has (format 1): nothing to redo."""
-    inputs = read_inputs(sample_store, sample_text, default_config("bilstm-crf"), train_config("bilstm-crf", "paper"))
+    inputs = read_inputs(FeatureStore(sample_store), sample_text, default_config("bilstm-crf"),
+                         train_config("bilstm-crf", "paper"))
     fitted = fit_to_inputs(default_config("bilstm-crf"), inputs)
     assert json.loads((sample_text / "meta.json").read_text())["format_version"] == 1
     assert fitted.word_vocab and fitted.tags == inputs.meta["tags"]

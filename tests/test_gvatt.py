@@ -17,6 +17,7 @@ from maf_core.models import MODEL_KEYS, build_model, default_config, fit_to_text
 from maf_core.models.gvatt import GvattBertCRF, GvattHBiLSTMCRF, gvatt_settings
 from maf_core.train import train
 from pipeline.errors import DataError
+from pipeline.store import FeatureStore
 
 BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 
@@ -195,14 +196,14 @@ def test_resume_equals_an_uninterrupted_run(sample_text, sample_store, tmp_path)
         if epoch == 1:
             raise Stop
 
-    whole = train(sample_store, sample_text, tmp_path / "whole", model, config)
+    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
     with pytest.raises(Stop):
-        train(sample_store, sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
     with pytest.raises(DataError, match=r"was trained with --model gvatt-bert-crf; resume it with --model "
                                         r"gvatt-bert-crf, not umt"):
-        train(sample_store, sample_text, tmp_path / "cut", default_config("umt", bert_size="tiny"), config,
-              resume=True)
-    assert train(sample_store, sample_text, tmp_path / "cut", model, config, resume=True) == whole
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", default_config("umt", bert_size="tiny"),
+              config, resume=True)
+    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole
 
 
 @pytest.mark.slow
@@ -212,7 +213,7 @@ def test_maf_serve_reads_its_run(run):
 
     from maf_core.serve import build
 
-    with TestClient(build(run, device="cpu")) as client:
+    with TestClient(build(run, device="cpu"), base_url="http://127.0.0.1:7860") as client:
         browse = client.get("/api/browse")
         assert browse.status_code == 200, browse.text
         predicted = (run / "predictions" / "test.jsonl").read_text().splitlines()
@@ -326,7 +327,7 @@ def test_on_words_resume_equals_an_uninterrupted_run(sample_text, sample_store, 
         if epoch == 1:
             raise Stop
 
-    whole = train(sample_store, sample_text, tmp_path / "whole", model, config)
+    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
     with pytest.raises(Stop):
-        train(sample_store, sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
-    assert train(sample_store, sample_text, tmp_path / "cut", model, config, resume=True) == whole
+        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
+    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole

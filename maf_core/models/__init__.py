@@ -3,7 +3,7 @@ config, inputs, p, attention, recipe, card and parameter count), and the registr
 from a model's name to its class.
 
     registry    name -> class; build_model, load_model, default_config, config_from_options,
-                train_config, uses_amp, model_name, describe, model_card, count_parameters
+                train_config, uses_amp, computes_p, model_name, describe, model_card, count_parameters
     maf         MAF (Xu et al., WSDM 2022), and with text_only the BERT-CRF baseline
     umt         UMT-BERT-CRF and MT-BERT-CRF (Yu et al., ACL 2020)
     bert        BERT-softmax: BERT + linear + softmax, no CRF, no image (Table 2's "BERT")
@@ -22,6 +22,7 @@ from maf_core.models.registry import (
     ARCHITECTURES,
     FAMILIES,
     build_model,
+    computes_p,
     config_from_options,
     count_parameters,
     default_config,
@@ -38,8 +39,7 @@ from maf_core.models.registry import (
 from maf_core.models.umt import MT, UMT
 
 __all__ = ["ARCHITECTURES", "FAMILIES", "FEATURE_KEYS", "MAF", "MODELS", "MODEL_KEYS", "MT", "UMT", "BertSoftmax",
-           "BiLSTMCRF", "CNNBiLSTMCRF", "HBiLSTMCRF", "fit_to_text",
-           "MAFOutput", "SavedModel", "build_model", "config_from_options", "count_parameters", "default_config",
-           "describe", "load_model", "model_card", "model_class", "model_name", "saved_architecture", "train_config",
-           "uses_amp"]
-__all__ += ["AdacanBertCRF", "AdacanCNNBiLSTMCRF", "GvattBertCRF", "GvattHBiLSTMCRF"]
+           "BiLSTMCRF", "CNNBiLSTMCRF", "HBiLSTMCRF", "AdacanBertCRF", "AdacanCNNBiLSTMCRF", "GvattBertCRF",
+           "GvattHBiLSTMCRF", "MAFOutput", "SavedModel", "build_model", "computes_p", "config_from_options",
+           "count_parameters", "default_config", "describe", "fit_to_text", "load_model", "model_card",
+           "model_class", "model_name", "saved_architecture", "train_config", "uses_amp"]

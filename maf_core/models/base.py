@@ -134,10 +134,16 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
         """What the model card's "model" row says of this configuration."""
         return cls.display_name(config)
 
+    @classmethod
+    def computes_p(cls, config: MAFConfig) -> bool:
+        """Whether a model of this configuration computes p, the match probability of CM (a
+        reader of a run asks this without building the model)."""
+        return False
+
     @property
     def has_p(self) -> bool:
         """Whether it computes p, the match probability of CM."""
-        return False
+        return self.computes_p(self.config)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters by part, and their total."""

@@ -90,9 +90,9 @@ class MAF(SavedModel, library_name="maf", model_card_template=MODEL_CARD, tags=C
                                                                ("CM", config.use_matching)) if not on)
         return model
 
-    @property
-    def has_p(self) -> bool:
-        return self.matching is not None
+    @classmethod
+    def computes_p(cls, config: MAFConfig) -> bool:
+        return config.visual and config.use_matching  # CM is built for exactly these (below)
 
     def parameter_counts(self) -> dict[str, int]:
         return count_parameters(self)
@@ -106,7 +106,7 @@ class MAF(SavedModel, library_name="maf", model_card_template=MODEL_CARD, tags=C
         self.dropout = nn.Dropout(config.dropout)
         self.alignment = CrossModalAlignment(config) if config.visual and config.use_alignment else None
         self.interaction = CrossModalInteraction(config) if config.visual else None
-        self.matching = CrossModalMatching(config) if config.visual and config.use_matching else None
+        self.matching = CrossModalMatching(config) if self.computes_p(config) else None
         self.fusion = CrossModalFusion(config) if config.visual else None
         self.emission = nn.Linear(2 * hidden if config.visual else hidden, len(config.crf_tags))
         self.crf = CRF(len(config.crf_tags))

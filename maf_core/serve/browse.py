@@ -17,6 +17,7 @@ from pathlib import Path
 from maf_core.data import Split, load_split
 from maf_core.inference import predict_split
 from maf_core.metrics import corpus_annotations, read_annotations, score
+from maf_core.models import computes_p
 from maf_core.run import RunDirectory
 from pipeline.errors import DataError
 from pipeline.images import STATUS, STATUS_NAMES, ImageIndex, Transform, decode, read_image_bytes
@@ -60,11 +61,8 @@ class BrowseRun:
 
     def summary(self) -> dict:
         record = self.directory.record
-        model = record["model"]
-        text_only = bool(model.get("text_only"))
-        return {"name": self.name, "text_only": text_only,
-                "has_matching": not text_only and model.get("architecture", "maf") == "maf"
-                and model.get("use_matching", True),
+        text_only = bool(record["model"].get("text_only"))
+        return {"name": self.name, "text_only": text_only, "has_matching": computes_p(self.directory.model_config),
                 "random": random_weights(record, text_only), "scores": self.scores, "report": self.report}
 
 
