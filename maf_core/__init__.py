@@ -13,6 +13,7 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
     serve                     `maf serve`: the web page and the JSON API (FastAPI), a package
                               with its own layers: app > routes_* > engine > requests,
                               batching, browse (what the page shows of a run)
+    table                     `maf table`: runs laid out as the paper's Table 2, with its published rows
     report  predict  seeds    figures of finished runs; MAFPredictor; --seeds runs and summary.json
     train                     the training loop
     board  run_summary  optim  online
@@ -25,8 +26,10 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
     models                    the models, one module per family, and the one lookup from a model's name
                               to its class (models.registry); nothing outside models/ branches on a name:
       registry                  build_model, load_model, default_config, config_from_options, uses_amp ...
-      maf  umt  bert  bilstm    MAF (and text-only BERT-CRF); UMT-BERT-CRF and MT-BERT-CRF; BERT-softmax;
-                                BiLSTM-CRF, CNN-BiLSTM-CRF, HBiLSTM-CRF (words and characters)
+      maf umt bert gvatt adacan MAF (and text-only BERT-CRF); UMT-BERT-CRF and MT-BERT-CRF; BERT-softmax;
+                                GVATT and AdaCAN, on BERT and on words
+      bilstm                    BiLSTM-CRF, CNN-BiLSTM-CRF, HBiLSTM-CRF (words and characters), whose
+                                taggers GVATT's and AdaCAN's word-level forms extend
       base                      SavedModel (save_pretrained / from_pretrained, what a model says of
                                 itself), MAFOutput, MODEL_KEYS
     alignment interaction matching fusion crf encoder checkpoint data metrics images_seen
