@@ -116,6 +116,19 @@ def test_padding_words_and_characters_change_nothing(name):
             assert torch.allclose(alone[0], together[i, :n], atol=1e-5)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_words_characters_read_the_same_at_any_padded_width(name):
+    """The batch's longest word (no padding after it) reads as it does with padding after it: the
+    character CNN's padding embedding is zero, as the convolution's own zero padding (it was random
+    before, so a word's features depended on the batch's longest word; NCRF++ compared in docs/model.md)."""
+    model = tiny(name).eval()
+    with torch.no_grad():
+        for word in ("at", "Rob", "nice", "beach"):
+            exact = model(word_chars=codes([word], width=len(word)), word_mask=torch.ones(1, 1)).emissions
+            wider = model(word_chars=codes([word], width=9), word_mask=torch.ones(1, 1)).emissions
+            assert torch.allclose(exact, wider, atol=1e-6), word
+
+
 def test_each_recipe_is_its_papers():
     cnn, lstm, huang = (train_config(name, "paper") for name in ("cnn-bilstm-crf", "hbilstm-crf", "bilstm-crf"))
     assert (cnn.optimizer, cnn.lr, cnn.momentum, cnn.lr_decay, cnn.clip, cnn.batch_size, cnn.epochs) == \

@@ -152,6 +152,8 @@ class CharCNN(nn.Module):
                               padding=config.char_window // 2)
         scale = math.sqrt(3.0 / config.char_dim)  # U(±√(3/dim)), Ma & Hovy section 3.1
         nn.init.uniform_(self.embedding.weight, -scale, scale)
+        with torch.no_grad():  # the padding character reads as the convolution's own zero padding
+            self.embedding.weight[PAD].zero_()
         nn.init.xavier_uniform_(self.conv.weight)  # Glorot, zero bias (section 3.1)
         nn.init.zeros_(self.conv.bias)
 
