@@ -187,16 +187,19 @@ def train(features, images_dir, backbone, weights, transform, text_dir, out_dir,
           batch_size, lr, head_lr, optimizer, batching, seed, seeds, swap, matching_head, ner_pairs, pooling, heads,
           no_alignment,
           no_matching, text_only, device, amp, resume, tensorboard, log_every) -> None:
-    """Train a model (MAF, or the UMT or MT baseline) on tokenized text joined with image features.
+    """Train a model of the registry (--model: MAF or one of the paper's Table 2 baselines) on
+    tokenized text, joined with image features for a model that reads images.
 
     First a summary of what will run (parameters by part, tweets with and without an image,
     device, precision, batches); then a live bar per epoch (log lines when not on a terminal).
     Every epoch: dev P/R/F1 (conlleval rules), best/ saved on improvement, last.pt for
-    --resume, one line in metrics.jsonl, TensorBoard events in OUT/tb/. At the end: test scores of best/ in report.json,
-    predictions/<split>.conll and .jsonl, and a table like the paper's Table 2.
+    --resume, one line in metrics.jsonl, TensorBoard events in OUT/tb/. At the end: test scores
+    of best/ in report.json, predictions/<split>.conll and .jsonl, and a table like the paper's
+    Table 2.
 
-    `--model umt` or `mt` trains the baselines UMT-BERT-CRF or MT-BERT-CRF instead, on the same
-    text and store; every reader of the run (evaluate, predict, report, --resume) rebuilds it.
+    `--model NAME` trains another system on the same text and store, with its paper's recipe as
+    defaults (docs/model.md); every reader of the run (evaluate, predict, report, table, serve,
+    --resume) rebuilds the model it was trained as.
 
     Several GPUs: `torchrun --nproc_per_node N -m cli.maf train ...` (same flags). --batch-size
     stays the global batch, split over the processes; CA and CM draw negatives from all of it,
@@ -273,7 +276,8 @@ def evaluate(run_dir: str, split: str, features: str | None, text_dir: str | Non
 @click.option("--weights", default=None, help="The backbone weights file, when the run's store was made with one.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Predictions, JSONL.")
 def predict(run_dir, input_path, images_dir, features, weights, out_path) -> None:
-    """Tag new tweets with RUN_DIR/best: entities with type, span and words, and p per tweet.
+    """Tag new tweets with RUN_DIR/best: entities with type, span and words, and p per tweet
+    (null for a model without CM).
 
     Images come from a store made with the run's fingerprint (--features), or are extracted
     now from --images with the run's own backbone, transform and BatchNorm statistics, so
