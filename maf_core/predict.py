@@ -124,13 +124,12 @@ class MAFPredictor:
                 status = dict(zip(store.image_ids, store.status.tolist()))
             predicted, probs = predict_split(self.model, split, store, self.model.config.tags, meta_scheme,
                                              batch_size, self.device, attention=weights_by_word)
-        has_matching = getattr(self.model, "matching", None) is not None  # no CM (UMT, MT, text-only): p is None
         out = []
         for i, item in enumerate(items):
             entities = [{"type": t, "start": s, "end": e, "words": split.words[i][s:e]}
                         for t, s, e in get_entities(predicted[i])]
             record = {"id": item["id"], "words": split.words[i], "tags": predicted[i], "entities": entities,
-                      "match_prob": probs[i] if has_matching else None}
+                      "match_prob": probs[i]}
             if store is not None:
                 record["image_status"] = STATUS_NAMES.get(status[split.image_ids[i]], "?")
             if weights_by_word is not None and record.get("image_status") == "ok":

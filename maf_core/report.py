@@ -297,8 +297,7 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
                 ax.set_title(f"{' '.join(split.words[i][start:end])} → {kind}", fontsize=9)
         ax = axes[row][columns - 1]
         ax.axis("off")
-        p = f"p = {float(output.match_prob[row]):.2f}" if getattr(model, "matching", None) is not None else \
-            "no CM: p not computed"
+        p = f"p = {float(output.match_prob[row]):.2f}" if model.has_p else "no CM: p not computed"
         lines = [f"id {image_id}   {p}"]
         note = (annotations or {}).get(image_id)
         if note:

@@ -133,6 +133,51 @@ def test_the_page_is_told_which_weights_are_random(browse):
     assert text_only["random"] == ["its BERT (tiny) has random weights: no pretrained encoder"]
 
 
+def test_p_is_null_for_a_run_without_cm_in_its_predictions_and_every_reader_copes(browse, served_runs, sample_dir):
+    """predictions/<split>.jsonl says match_prob null for the text-only run (no CM), as
+    MAFPredictor and the API do, and a number for MAF; the page, the p statistics and `maf
+    report`'s comparison read both."""
+    from maf_core.metrics import image_decided_scores, read_annotations
+    from maf_core.report import comparison_table, load_runs, match_groups
+
+    for split in ("valid", "test"):
+        assert all(r["match_prob"] is None for r in _rows(served_runs["text-only"] / "predictions" / f"{split}.jsonl"))
+        assert all(0 <= r["match_prob"] <= 1 for r in _rows(served_runs["maf"] / "predictions" / f"{split}.jsonl"))
+    assert [r["has_matching"] for r in browse["runs"]] == [True, False]
+    assert all(t["runs"][1]["match_prob"] is None for t in browse["tweets"])
+    notes = read_annotations(sample_dir / "annotations.jsonl")
+    maf, text_only = load_runs([served_runs["maf"], served_runs["text-only"]])
+    asked = image_decided_scores(text_only.predictions, notes, text_only.report, with_p=True)  # even if asked
+    assert asked["p_matched"] is None and asked["p_unrelated"] is None and asked["p_auc"] is None
+    assert match_groups(text_only, notes) == {"matched": [], "unrelated": []}
+    assert match_groups(text_only, {}) == {"tweets with an image": []}
+    assert match_groups(maf, notes)["matched"]
+    table = comparison_table([maf, text_only], notes).splitlines()
+    assert table[2].split()[-3:] == ["-", "-", "-"] and table[1].split()[-3] != "-"
+
+
+def test_predict_split_gives_p_only_for_a_model_with_cm(served_runs, sample_text, sample_store):
+    """`model.has_p` decides: MAF with CM gives a number per tweet (0 without an image), MAF
+    without CM (--no-matching, text-only) None, though its forward still returns zeros."""
+    from dataclasses import replace
+
+    import torch
+
+    from maf_core.data import load_split
+    from maf_core.inference import predict_split
+    from maf_core.models import build_model, load_model
+
+    split, store = load_split(sample_text, "test"), FeatureStore(sample_store)
+    maf, text_only = (load_model(served_runs[name]) for name in ("maf", "text-only"))
+    torch.manual_seed(0)
+    no_matching = build_model(replace(maf.config, use_matching=False)).eval()
+    for model, has_p in ((maf, True), (no_matching, False), (text_only, False)):
+        assert model.has_p == has_p
+        _, probs = predict_split(model, split, store, model.config.tags, "bioes", 16, torch.device("cpu"))
+        assert len(probs) == len(split)
+        assert all(isinstance(p, float) for p in probs) if has_p else all(p is None for p in probs)
+
+
 def test_compare_refuses_a_run_of_other_tweets(served_runs, tmp_path):
     other = Path(shutil.copytree(served_runs["text-only"], tmp_path / "other"))
     rows = _rows(other / "predictions" / "test.jsonl")

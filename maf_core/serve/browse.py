@@ -62,9 +62,9 @@ class BrowseRun:
         record = self.directory.record
         model = record["model"]
         text_only = bool(model.get("text_only"))
+        # CM is built where the config asks for it (every family checks its config: UMT and MT refuse it)
         return {"name": self.name, "text_only": text_only,
-                "has_matching": not text_only and model.get("architecture", "maf") == "maf"
-                and model.get("use_matching", True),
+                "has_matching": not text_only and bool(model.get("use_matching", True)),
                 "random": random_weights(record, text_only), "scores": self.scores, "report": self.report}
 
 
