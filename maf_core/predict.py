@@ -96,8 +96,10 @@ class MAFPredictor:
         Returns per item: id, words, BIO tags, entities (type, start, end exclusive, words),
         match_prob, CM's match probability p (0 without an image; None, never missing, for a model
         without CM: UMT, MT, text-only or --no-matching), and the image
-        status. `attention`: each entity also gets CI's attention of its first word over the regions
-        (a list of num_regions floats, row-major), where the image is ok.
+        status. `attention`: where the image is ok, each entity also gets CI's attention over the
+        regions (num_regions floats, row-major, averaged over heads): `attention` for its first
+        word, and `word_attention`, a list with one map per word of the entity (words past the
+        run's length, which the model never saw, have none).
         """
         tweets = []
         for n, item in enumerate(items, 1):
@@ -133,10 +135,12 @@ class MAFPredictor:
             if store is not None:
                 record["image_status"] = STATUS_NAMES.get(status[split.image_ids[i]], "?")
             if weights_by_word is not None and record.get("image_status") == "ok":
-                words = weights_by_word.get(i)
+                words = weights_by_word.get(i)  # shape: (words seen, regions)
                 for entity in entities:
                     if words is not None and entity["start"] < len(words):
-                        entity["attention"] = [round(float(w), 6) for w in words[entity["start"]]]
+                        maps = [[round(float(w), 6) for w in words[word]]
+                                for word in range(entity["start"], min(entity["end"], len(words)))]
+                        entity["attention"], entity["word_attention"] = maps[0], maps
             out.append(record)
         return out
 

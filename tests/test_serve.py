@@ -261,7 +261,53 @@ def test_predict_gives_maf_predictor_s_entities_for_a_text_and_a_jpeg(client, pr
         assert item["tags"] == want["tags"] and abs(item["match_prob"] - want["match_prob"]) < 1e-4
         assert item["image_status"] == "ok"
     assert got[2]["image_status"] == "missing" and got[2]["match_prob"] == 0.0 and got[2]["p"] == 0.0
-    assert all("attention" not in e for item in got for e in item["entities"]) and "view" not in got[0]
+    assert all("attention" not in e and "word_attention" not in e for item in got for e in item["entities"])
+    assert "view" not in got[0]
+
+
+def test_predict_gives_a_map_per_word_of_each_entity_as_the_dialog_does(client, browse, predictor, served_runs,
+                                                                        monkeypatch):
+    """MAFPredictor.predict(attention=True) and /api/predict?attention=true give `word_attention`,
+    one map per word of each entity (the first is `attention`, as before): the maps the browse
+    dialog (/api/attention/n) draws for the same tweet and image."""
+    features = json.loads((served_runs["maf"] / "config.json").read_text())["features"]
+    tweets = [t for t in browse["tweets"] if t["runs"][0]["entities"] and t["image_status"] == "ok"]
+    tweets.sort(key=lambda t: -max(end - start for _, start, end in t["runs"][0]["entities"]))  # long ones first
+    items = [{"id": t["id"], "words": t["words"], "image": t["id"]} for t in tweets[:6]]
+    records = predictor.predict(items, features=features, attention=True, batch_size=1)
+    for tweet, record in zip(tweets, records):
+        dialog = client.post(f"/api/attention/{tweet['n']}").json()["entities"]
+        assert [(e["type"], e["start"], e["end"]) for e in record["entities"]] == \
+               [(e["type"], e["start"], e["end"]) for e in dialog]
+        for entity, shown in zip(record["entities"], dialog):
+            assert len(entity["word_attention"]) == entity["end"] - entity["start"]
+            assert entity["attention"] == entity["word_attention"][0]
+            assert np.allclose(entity["word_attention"], shown["attention"], atol=1e-5)
+    # the tiny run predicts one-word entities only: a span of three words, and one cut by the run's
+    # length, each word's map against the first-word map of that word alone
+    import maf_core.predict
+
+    max_length = json.loads((served_runs["maf"] / "config.json").read_text())["max_length"]
+    words = ["a"] * (max_length + 1)  # one piece each
+    seen = max_length - 2  # words with a piece before [SEP]
+    item = {"id": "x", "words": words, "image": tweets[0]["id"]}
+
+    def tagged(spans):
+        monkeypatch.setattr(maf_core.predict, "get_entities", lambda tags: spans)
+        return predictor.predict([item], features=features, attention=True)[0]["entities"]
+
+    whole = tagged([("PER", 0, 3), ("PER", seen - 1, seen + 2)])
+    alone = tagged([("PER", w, w + 1) for w in (0, 1, 2, seen - 1)])
+    assert [len(e["word_attention"]) for e in whole] == [3, 1]  # the cut words have no map
+    assert whole[0]["word_attention"] == [e["attention"] for e in alone[:3]]
+    assert whole[1]["word_attention"] == [alone[3]["attention"]]
+    assert len({json.dumps(m) for m in whole[0]["word_attention"]}) == 3  # three different maps
+    monkeypatch.undo()
+    answer = client.post("/api/predict?attention=true", json={"items": [{"text": "Rob Smith and Anna Lee in New York "
+                                                                          "with Real Madrid", "image": _b64(_jpeg())}]})
+    for entity in answer.json()["items"][0]["entities"]:
+        assert [len(m) for m in entity["word_attention"]] == [49] * (entity["end"] - entity["start"])
+        assert entity["attention"] == entity["word_attention"][0]
 
 
 def test_multipart_gives_what_json_gives(client):
@@ -595,3 +641,37 @@ def test_the_page_is_told_which_words_of_a_tweet_were_past_the_run_s_length(serv
     assert sum(counts) > 0
     assert [t["untagged"] for t in Browse(served_runs["maf"], text_dir=short).payload()["tweets"]] == counts
     assert all(t["untagged"] == 0 for t in Browse(served_runs["maf"]).payload()["tweets"])  # 64 pieces: none
+
+
+def test_report_s_cases_draw_every_word_of_an_entity_on_the_page_s_scale(served_runs, sample_dir, tmp_path,
+                                                                           monkeypatch):
+    """`maf report`'s cases.png, like the page: a heatmap per word of each predicted entity, all
+    on one scale (0 to the largest weight, at least 2/49) with its colour bar. The tiny run tags
+    one-word entities only, so each tweet is given a three-word entity and a one-word one."""
+    import maf_core.report as report
+
+    figures = []
+
+    def keep(plt, fig, target, dpi=110):
+        figures.append(fig)
+        fig.canvas.draw()
+        return target
+
+    monkeypatch.setattr(report, "_save", keep)
+    monkeypatch.setattr(report, "get_entities", lambda tags: [("PER", 0, 3), ("LOC", 3, 4)])
+    run = report.load_runs([served_runs["maf"]])[0]
+    store = FeatureStore(json.loads((served_runs["maf"] / "config.json").read_text())["features"])
+    rows = [r for r in run.predictions if len(r["words"]) >= 4 and store.status[store.rows[str(r["id"])]] == 0][:2]
+    assert report.case_study(run, tmp_path, ids=[str(r["id"]) for r in rows], images_dir=sample_dir / "images") \
+        == tmp_path / "cases.png"
+    (fig,) = figures
+    drawn = [ax for ax in fig.axes if any(image.get_cmap().name == "jet" for image in ax.get_images())]
+    expected = [title for w in (r["words"] for r in rows)
+                for title in [f"{w[k]} ({' '.join(w[:3])} → PER)" for k in range(3)] + [f"{w[3]} → LOC"]]
+    assert [ax.get_title() for ax in drawn] == expected
+    heat = [image for ax in drawn for image in ax.get_images() if image.get_cmap().name == "jet"]
+    assert len({image.get_clim() for image in heat}) == 1  # one scale
+    low, top = heat[0].get_clim()
+    assert low == 0 and top == pytest.approx(max([2 / 49] + [float(i.get_array().max()) for i in heat]))
+    assert len({json.dumps(i.get_array().tolist()) for i in heat[:3]}) == 3  # each word its own map
+    assert "each word of each predicted entity" in fig._suptitle.get_text()

@@ -41,6 +41,7 @@ class Engine:
             if not attention:
                 for entity in record["entities"]:
                     entity.pop("attention", None)
+                    entity.pop("word_attention", None)
         for record, count in zip(records, self.untagged([r["words"] for r in records])):
             record["untagged"] = count
         if images:
