@@ -265,6 +265,11 @@ def predict(run_dir, input_path, images_dir, features, weights, out_path) -> Non
     write_records(out_path, records)
     found = sum(len(r["entities"]) for r in records)
     click.echo(f"{len(records)} tweets, {found} entities -> {out_path}")
+    cut = [r["untagged"] for r in records if r["untagged"]]
+    if cut:
+        click.echo(f"note: {len(cut)} of {len(records)} tweets are longer than the run's {predictor.max_length} "
+                   f"pieces: their last {sum(cut)} words in all were not seen and are tagged O (\"untagged\" per "
+                   "tweet)")
     no_image = no_image_line(predictor.model.config, input_path, len(records),
                              sum(r.get("image_status") == "ok" for r in records))
     if no_image:

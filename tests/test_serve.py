@@ -675,3 +675,36 @@ def test_report_s_cases_draw_every_word_of_an_entity_on_the_page_s_scale(served_
     assert low == 0 and top == pytest.approx(max([2 / 49] + [float(i.get_array().max()) for i in heat]))
     assert len({json.dumps(i.get_array().tolist()) for i in heat[:3]}) == 3  # each word its own map
     assert "each word of each predicted entity" in fig._suptitle.get_text()
+
+
+def test_maf_predict_reports_the_words_past_the_run_s_length_as_the_api_does(client, predictor, served_runs,
+                                                                              tmp_path):
+    """`untagged` per tweet in MAFPredictor's and `maf predict`'s output, equal to the API's, and
+    one line from the command when a tweet was cut (none when no tweet was)."""
+    from click.testing import CliRunner
+
+    from cli.maf import main as maf
+
+    max_length = predictor.max_length
+    assert max_length == json.loads((served_runs["maf"] / "config.json").read_text())["max_length"]
+    texts = [" ".join(["a"] * (max_length + 7)), "Rob in Paris", " ".join(["a"] * (max_length + 1))]
+    features = json.loads((served_runs["maf"] / "config.json").read_text())["features"]
+    image = FeatureStore(features).image_ids[0]
+    records = predictor.predict([{"id": str(n), "text": t, "image": image} for n, t in enumerate(texts)],
+                                features=features)
+    api = client.post("/api/predict", json={"items": [{"text": t} for t in texts]}).json()["items"]
+    assert [r["untagged"] for r in records] == [item["untagged"] for item in api] == [9, 0, 3]  # [CLS], [SEP]
+    assert all(set(r["tags"][len(r["tags"]) - r["untagged"]:]) <= {"O"} for r in records)
+    for chosen, note in ((texts, f"note: 2 of 3 tweets are longer than the run's {max_length} pieces: their last 12 "
+                                 "words in all were not seen and are tagged O (\"untagged\" per tweet)"),
+                         (texts[1:2], None)):
+        tweets, out = tmp_path / "tweets.jsonl", tmp_path / "out.jsonl"
+        tweets.write_text("".join(json.dumps({"id": str(n), "text": t, "image": image}) + "\n"
+                                  for n, t in enumerate(chosen)))
+        done = CliRunner().invoke(maf, ["predict", str(served_runs["maf"]), "--input", str(tweets), "--features",
+                                        features, "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        by_text = {text: r["untagged"] for text, r in zip(texts, records)}
+        assert [r["untagged"] for r in _rows(out)] == [by_text[t] for t in chosen]
+        lines = [line for line in done.output.splitlines() if "untagged" in line]
+        assert lines == ([note] if note else [])
