@@ -21,8 +21,10 @@ from maf_core.online import features_source
 from maf_core.predict import MAFPredictor, read_items, write_records
 from maf_core.report import write_figures
 from maf_core.seeds import summary_table, train_runs
+from maf_core.serve.limits import DEVICE as SERVE_DEVICE
 from maf_core.serve.limits import HOST as SERVE_HOST
 from maf_core.serve.limits import PORT as SERVE_PORT
+from maf_core.serve.limits import SPLIT as SERVE_SPLIT
 from maf_core.serve.limits import Limits
 from maf_core.table import PUBLISHED, build_table, markdown
 from pipeline.errors import DataError
@@ -287,6 +289,11 @@ def predict(run_dir, input_path, images_dir, features, weights, out_path) -> Non
     write_records(out_path, records)
     found = sum(len(r["entities"]) for r in records)
     click.echo(f"{len(records)} tweets, {found} entities -> {out_path}")
+    cut = [r["untagged"] for r in records if r["untagged"]]
+    if cut:
+        click.echo(f"note: {len(cut)} of {len(records)} tweets are longer than the run's {predictor.max_length} "
+                   f"pieces: their last {sum(cut)} words in all were not seen and are tagged O (\"untagged\" per "
+                   "tweet)")
     no_image = no_image_line(predictor.model.config, input_path, len(records),
                              sum(r.get("image_status") == "ok" for r in records))
     if no_image:
@@ -373,7 +380,7 @@ SERVE_LIMITS = Limits()  # `maf serve`'s defaults, read from the library
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), default=None,
               help="The split's images, shown beside the tweets [default: <corpus>/images, from the tokenized text].")
-@click.option("--split", default="test", show_default=True,
+@click.option("--split", default=SERVE_SPLIT, show_default=True,
               help="The split to browse; RUN_DIR/predictions/<split>.jsonl must exist (maf evaluate writes it).")
 @click.option("--compare", type=click.Path(file_okay=False), default=None,
               help="A second run of the same text (e.g. the text-only baseline), side by side, with filters for "
@@ -394,7 +401,7 @@ SERVE_LIMITS = Limits()  # `maf serve`'s defaults, read from the library
               help="Longest tweet in characters; more gets 422.")
 @click.option("--max-image-pixels", default=SERVE_LIMITS.max_image_pixels, show_default=True,
               help="Largest image, in pixels (read from its header, before decoding); more gets 422.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default=SERVE_DEVICE, show_default=True, help="auto, cpu, cuda or cuda:N.")
 def serve_cmd(run_dir, images_dir, split, compare, host, port, allow_hosts, features, text_dir, max_upload_mb,
               max_text, max_image_pixels, device) -> None:
     """A local web page to browse RUN_DIR's predictions with their images and try new tweets,

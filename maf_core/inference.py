@@ -61,9 +61,10 @@ def predict_split(
     amp: bool | None = None,
     progress_every: float = 30.0,
     attention: dict[int, np.ndarray] | None = None,
-) -> tuple[list[list[str]], list[float]]:
-    """BIO tags per word (words cut by truncation get O) and p per tweet (None for UMT and MT,
-    which have no CM), in split order; `amp`: bf16 autocast, None = the model's default (`uses_amp`).
+) -> tuple[list[list[str]], list[float | None]]:
+    """BIO tags per word (words cut by truncation get O) and p per tweet (None for a model without
+    CM, as `model.has_p` says: UMT, MT, text-only, --no-matching), in split order; `amp`: bf16
+    autocast, None = the model's default (`uses_amp`).
 
     `attention`, when given (and the model has CI), is filled with each tweet's CI attention
     per word over the regions, (kept words, regions) float32 by tweet index (`word_attention`).
@@ -76,7 +77,7 @@ def predict_split(
     rank, world = distributed.rank_and_world()
     mine = list(range(rank, len(split), world))
     lengths = [len(split.input_ids[i]) for i in mine]
-    done: dict[int, tuple[list[str], float]] = {}
+    done: dict[int, tuple[list[str], float | None]] = {}
     batches = bucketed_batches(lengths, batch_size, shuffle=False, seed=0)
     bar = Progress(len(batches), f"predict {split.name}", "batches", every=progress_every, log=logger,
                            enabled=rank == 0, leave=False, final=False)
@@ -85,8 +86,8 @@ def predict_split(
         batch = to_device(collate(split, indices, store), device)
         with autocast(device, amp):
             out = model(**{k: batch[k] for k in MODEL_KEYS if k in batch}, decode=True)
-        # p, or None for a model without CM (UMT, MT)
-        probs = out.match_prob.float().cpu().tolist() if out.match_prob is not None else [None] * len(indices)
+        # p, or None for a model without CM (UMT, MT, text-only, --no-matching), whatever its output holds
+        probs = out.match_prob.float().cpu().tolist() if model.has_p else [None] * len(indices)
         if attention is not None and out.attention is not None:
             weights = word_attention(out, batch).cpu().numpy()
             for row, i in enumerate(indices):
@@ -98,7 +99,7 @@ def predict_split(
         bar.update(1)
     bar.close()
     if world > 1:
-        merged: dict[int, tuple[list[str], float]] = {}
+        merged: dict[int, tuple[list[str], float | None]] = {}
         for part in distributed.all_gather_objects(done):
             merged.update(part)
         done = merged
@@ -123,7 +124,9 @@ def evaluate_split(model, split, store: FeatureSource | None, tags, scheme, batc
     return score(split.labels, predicted), predicted, probs
 
 
-def write_predictions(out_dir: Path, split: Split, predicted: list[list[str]], probs: list[float]) -> None:
+def write_predictions(out_dir: Path, split: Split, predicted: list[list[str]], probs: list[float | None]) -> None:
+    """predictions/<split>.conll and .jsonl; a .jsonl row's match_prob is p, or null for a model
+    without CM (what `predict_split` gives), as in `maf predict`'s output and the API."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tweets = [Tweet(split.image_ids[i], split.words[i], predicted[i], 0) for i in range(len(split))]
     with atomic_output(out_dir / f"{split.name}.conll") as handle:

@@ -105,16 +105,17 @@ def read_annotations(path: Path | None) -> dict[str, dict]:
     return notes
 
 
-def p_by_relation(ids: list, probs: list[float], annotations: dict[str, dict]) -> dict[str, list[float]]:
-    """p of tweets with a readable image: matched / unrelated where annotated, else "tweets with an image"."""
+def p_by_relation(ids: list, probs: list[float | None], annotations: dict[str, dict]) -> dict[str, list[float]]:
+    """p of tweets with a readable image: matched / unrelated where annotated, else "tweets with an image".
+    A p of None (a model without CM: null in predictions/<split>.jsonl) is in no group."""
     if annotations:
         groups: dict[str, list[float]] = {"matched": [], "unrelated": []}
         for image_id, p in zip(ids, probs):
             note = annotations.get(str(image_id))
-            if note and note.get("image_file") == "ok" and note.get("relation") in groups:
+            if p is not None and note and note.get("image_file") == "ok" and note.get("relation") in groups:
                 groups[note["relation"]].append(p)
         return groups
-    return {"tweets with an image": [p for p in probs if p > 0]}
+    return {"tweets with an image": [p for p in probs if p is not None and p > 0]}
 
 
 def auc(positive: list[float], negative: list[float]) -> float | None:

@@ -50,6 +50,11 @@ class MAFPredictor:
         dev = resolve_device(device)
         return cls(run.load_best(dev), run, run.load_tokenizer(), dev)
 
+    @property
+    def max_length(self) -> int:
+        """The run's length in pieces: words past it are not seen, and are tagged O (`untagged`)."""
+        return int(self.run.record.get("max_length", 128))
+
     def _extract_config(self, weights: str | None):
         """The ExtractConfig that makes new images' features as the run's store's were made."""
         wanted = self.run.record["store_fingerprint"]
@@ -94,10 +99,13 @@ class MAFPredictor:
         (bytes by image id; an id not there gets status missing).
 
         Returns per item: id, words, BIO tags, entities (type, start, end exclusive, words),
-        match_prob, CM's match probability p (0 without an image; None, never missing, for a model
-        without CM: UMT, MT, text-only or --no-matching), and the image
-        status. `attention`: each entity also gets CI's attention of its first word over the regions
-        (a list of num_regions floats, row-major), where the image is ok.
+        untagged (how many words, at the end, lie past the run's length in pieces, `max_length`:
+        the model never saw them, and they are tagged O), match_prob, CM's match probability p
+        (0 without an image; None, never missing, for a model without CM: UMT, MT, text-only or
+        --no-matching), and the image status. `attention`: where the image is ok, each entity
+        also gets CI's attention over the regions (num_regions floats, row-major, averaged over
+        heads): `attention` for its first word, and `word_attention`, a list with one map per
+        word of the entity (words past the run's length, which the model never saw, have none).
         """
         tweets = []
         for n, item in enumerate(items, 1):
@@ -106,7 +114,7 @@ class MAFPredictor:
                 raise DataError(f"item {n}: needs an 'id' and non-empty 'text' or 'words', got {item!r}")
             tweets.append(Tweet(str(item.get("image", item["id"])), list(words), ["O"] * len(words), n))
         meta_scheme = self.model.config.scheme
-        result = tokenize_tweets(tweets, self.tokenizer, max_length=self.run.record.get("max_length", 128),
+        result = tokenize_tweets(tweets, self.tokenizer, max_length=self.max_length,
                                  scheme=meta_scheme, split="predict")
         table = result.table.to_pydict()
         split = Split("predict", table["image_id"], table["words"], table["labels"], table["input_ids"],
@@ -124,20 +132,21 @@ class MAFPredictor:
                 status = dict(zip(store.image_ids, store.status.tolist()))
             predicted, probs = predict_split(self.model, split, store, self.model.config.tags, meta_scheme,
                                              batch_size, self.device, attention=weights_by_word)
-        has_matching = getattr(self.model, "matching", None) is not None  # no CM (UMT, MT, text-only): p is None
         out = []
         for i, item in enumerate(items):
             entities = [{"type": t, "start": s, "end": e, "words": split.words[i][s:e]}
                         for t, s, e in get_entities(predicted[i])]
             record = {"id": item["id"], "words": split.words[i], "tags": predicted[i], "entities": entities,
-                      "match_prob": probs[i] if has_matching else None}
+                      "untagged": sum(start < 0 for start in split.word_starts[i]), "match_prob": probs[i]}
             if store is not None:
                 record["image_status"] = STATUS_NAMES.get(status[split.image_ids[i]], "?")
             if weights_by_word is not None and record.get("image_status") == "ok":
-                words = weights_by_word.get(i)
+                words = weights_by_word.get(i)  # shape: (words seen, regions)
                 for entity in entities:
                     if words is not None and entity["start"] < len(words):
-                        entity["attention"] = [round(float(w), 6) for w in words[entity["start"]]]
+                        maps = [[round(float(w), 6) for w in words[word]]
+                                for word in range(entity["start"], min(entity["end"], len(words)))]
+                        entity["attention"], entity["word_attention"] = maps[0], maps
             out.append(record)
         return out
 

@@ -10,8 +10,8 @@
 - comparison.txt (annotated corpora): test F1, F1 on image-decided entities and on the
   others, mean p for matched and unrelated images, per run;
 - cases.png: the paper's Table 5 in pictures: for chosen test tweets, the image the backbone
-  saw with the CI attention of each predicted entity's first word as a 7×7 heatmap, the
-  words with predicted and gold tags, and p.
+  saw with the CI attention of each word of each predicted entity as a 7×7 heatmap (all maps
+  on one colour scale, with its colour bar), the words with predicted and gold tags, and p.
 """
 from __future__ import annotations
 
@@ -219,7 +219,7 @@ def match_histogram(runs: list[Run], out: Path, annotations: dict[str, dict]) ->
 def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4,
                images_dir: Path | None = None, annotations: dict[str, dict] | None = None,
                features: str | Path | None = None, text: str | Path | None = None) -> Path | None:
-    """Heatmaps of CI attention over the image for each predicted entity's first word.
+    """Heatmaps of CI attention over the image for each word of each predicted entity.
     `features`, `text`: the run's store and text where they are now, if moved."""
     if run.text_only:
         return None
@@ -250,28 +250,38 @@ def case_study(run: Run, out: Path, ids: list[str] | None = None, count: int = 4
     return _draw_cases(run, model, split, chosen, batch, output, store, images_dir, annotations, out)
 
 
+MAX_MAPS = 6  # heatmaps per tweet in cases.png; the words past it are named under the tags
+
+
+def _word_maps(tags: list[str], seen: int) -> list[tuple[str, int, int, int]]:
+    """(type, start, end, word) for each word of each entity that the model saw (`seen` words)."""
+    return [(kind, start, end, word) for kind, start, end in get_entities(tags)
+            for word in range(start, min(end, seen))]
+
+
 def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, store, images_dir: Path,
                 annotations: dict[str, dict] | None, out: Path) -> Path:
-    """One row per chosen tweet: its image under each predicted entity's attention, then its tags."""
+    """One row per chosen tweet: its image under the attention of each word of each predicted
+    entity (up to MAX_MAPS), then its tags; one colour scale for every map, as `maf serve` draws them."""
     fingerprint = store.fingerprint
     transform = Transform(fingerprint["transform"]["name"], fingerprint["transform"].get("seed", 0))
     index = ImageIndex(images_dir)
     grid = int(round(np.sqrt(model.config.num_regions)))
 
-    attention = word_attention(output, batch)  # (rows, words, regions)
+    attention = word_attention(output, batch)  # shape: (rows, words, regions)
     plt = _pyplot()
-    predicted_tags = []
+    predicted_tags, maps = [], []
     for row in range(len(chosen)):
         tags = [model.config.tags[t] for t in output.tags[row]]
         predicted_tags.append(bioes_to_bio(tags) if model.config.scheme == "bioes" else tags)
-    pictures = min(3, max(1, *(len(get_entities(t)) for t in predicted_tags)))  # heatmaps per row, then the text
+        maps.append(_word_maps(predicted_tags[-1], int(batch["word_mask"][row].sum())))
+    pictures = min(MAX_MAPS, max(1, *(len(m) for m in maps)))  # heatmaps per row, then the text
     columns = pictures + 1
     fig, axes = plt.subplots(len(chosen), columns, figsize=(3.6 * pictures + 4.5, 3.6 * len(chosen)), squeeze=False,
                              gridspec_kw={"width_ratios": [1] * pictures + [1.3]})
     # one colour scale for every map (as `maf serve` draws them): 0 to the largest weight drawn, at least 2/R
     regions = grid * grid
-    drawn = [attention[row, start] for row in range(len(chosen))
-             for _, start, _ in get_entities(predicted_tags[row])[:pictures]]
+    drawn = [attention[row, word] for row in range(len(chosen)) for *_, word in maps[row][:pictures]]
     top = max([2 / regions] + [float(w.max()) for w in drawn])
     heat = None
     for row, i in enumerate(chosen):
@@ -282,27 +292,30 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
             status, array = load_tensor(data, image_id, transform)
             picture = array.transpose(1, 2, 0) if array is not None else None
         tags = predicted_tags[row]
-        entities = get_entities(tags)[:pictures]
+        shown = maps[row][:pictures]
         for col in range(columns - 1):
             ax = axes[row][col]
             ax.axis("off")
-            if col >= max(1, len(entities)) or picture is None:
+            if col >= max(1, len(shown)) or picture is None:
                 continue
             ax.imshow(picture)
-            if col < len(entities):
-                kind, start, end = entities[col]
-                weights = attention[row, start].reshape(grid, grid).numpy()
+            if col < len(shown):
+                kind, start, end, word = shown[col]
+                weights = attention[row, word].reshape(grid, grid).numpy()
                 heat = ax.imshow(weights, cmap="jet", alpha=0.45, extent=(0, picture.shape[1], picture.shape[0], 0),
                                  interpolation="nearest", vmin=0, vmax=top)
-                ax.set_title(f"{' '.join(split.words[i][start:end])} → {kind}", fontsize=9)
+                entity = " ".join(split.words[i][start:end])
+                ax.set_title(f"{split.words[i][word]} ({entity} → {kind})" if end - start > 1
+                             else f"{entity} → {kind}", fontsize=9)
         ax = axes[row][columns - 1]
         ax.axis("off")
-        p = f"p = {float(output.match_prob[row]):.2f}" if getattr(model, "matching", None) is not None else \
-            "no CM: p not computed"
+        p = f"p = {float(output.match_prob[row]):.2f}" if model.has_p else "no CM: p not computed"
         lines = [f"id {image_id}   {p}"]
         note = (annotations or {}).get(image_id)
         if note:
             lines.append(f"image: {note.get('image_class')} ({note.get('relation')})")
+        if len(maps[row]) > pictures:
+            lines.append(f"not drawn: {', '.join(split.words[i][w] for *_, w in maps[row][pictures:])}")
         lines.append("")
         for word, predicted, gold in zip(split.words[i], tags + ["O"] * len(split.words[i]), split.labels[i]):
             mark = "" if predicted == gold else f"   (gold {gold})"
@@ -313,8 +326,8 @@ def _draw_cases(run: Run, model, split, chosen: list[int], batch: dict, output, 
         bar.set_ticks([0, 1 / regions, top], labels=["0", f"uniform 1/{regions}", f"{top:.3f}"])
         bar.set_label("attention, one scale for every map", fontsize=8)
     kind = model.attention_name
-    fig.suptitle(f"{run.name}: {kind} attention of each predicted entity's first word over the 7×7 regions",
-                 fontsize=11)
+    fig.suptitle(f"{run.name}: {kind} attention of each word of each predicted entity over the {grid}×{grid} "
+                 "regions", fontsize=11)
     return _save(plt, fig, out / "cases.png", dpi=100)
 
 

@@ -144,7 +144,7 @@ def _train_locked(features: FeatureSource, text_dir: str | Path, out_dir: str | 
         dev_split = inputs.splits["valid"]
         dev, _, dev_probs = evaluate_split(model, dev_split, inputs.store, model.config.tags, model.config.scheme,
                                            config.eval_batch_size, device, config.amp, progress_every=config.log_every)
-        board.epoch(epoch, dev, dev_split.image_ids, dev_probs, getattr(model, "matching", None) is not None)
+        board.epoch(epoch, dev, dev_split.image_ids, dev_probs, model.has_p)
         seconds = time.perf_counter() - started
         improved = dev["overall"]["f1"] > position.best_f1
         if improved:

@@ -264,6 +264,32 @@ def test_train_help_shows_the_library_s_defaults():
     assert not uses_amp(None, default_config("umt"), "cuda")
 
 
+def test_serve_help_shows_the_library_s_defaults():
+    """`maf serve --help` against what the server does when given nothing: Limits, HOST, PORT,
+    SPLIT and DEVICE of maf_core/serve/limits.py, which build() and serve() take as theirs."""
+    from maf_core.predict import MAFPredictor
+    from maf_core.serve import Limits, build, serve
+    from maf_core.serve.browse import Browse
+    from maf_core.serve.limits import DEVICE, HOST, PORT, SPLIT
+    from maf_core.serve.security import Access
+
+    def default(function, name: str):
+        return inspect.signature(function).parameters[name].default
+
+    limits = Limits()
+    assert _shown_defaults("serve") == {
+        "--host": HOST, "--port": str(PORT), "--split": SPLIT, "--device": DEVICE,
+        "--max-upload-mb": str(limits.max_upload_bytes / 2**20), "--max-text": str(limits.max_text_chars),
+        "--max-image-pixels": str(limits.max_image_pixels),
+        "--images": "<corpus>/images, from the tokenized text",
+        "--features": "the path the run recorded", "--text": "the path the run recorded",
+    }
+    assert (default(serve, "host"), default(serve, "port")) == (HOST, PORT) == (Access().host, Access().port)
+    assert default(build, "split") == default(Browse, "split") == SPLIT
+    assert default(build, "device") == default(MAFPredictor.from_pretrained, "device") == DEVICE
+    assert default(build, "limits") is None  # build() then takes Limits()'s values, as the command does
+
+
 def test_report_and_evaluate_help_show_the_library_s_defaults():
     from maf_core.inference import evaluate_run
     from maf_core.report import write_figures

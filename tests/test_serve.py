@@ -133,6 +133,51 @@ def test_the_page_is_told_which_weights_are_random(browse):
     assert text_only["random"] == ["its BERT (tiny) has random weights: no pretrained encoder"]
 
 
+def test_p_is_null_for_a_run_without_cm_in_its_predictions_and_every_reader_copes(browse, served_runs, sample_dir):
+    """predictions/<split>.jsonl says match_prob null for the text-only run (no CM), as
+    MAFPredictor and the API do, and a number for MAF; the page, the p statistics and `maf
+    report`'s comparison read both."""
+    from maf_core.metrics import image_decided_scores, read_annotations
+    from maf_core.report import comparison_table, load_runs, match_groups
+
+    for split in ("valid", "test"):
+        assert all(r["match_prob"] is None for r in _rows(served_runs["text-only"] / "predictions" / f"{split}.jsonl"))
+        assert all(0 <= r["match_prob"] <= 1 for r in _rows(served_runs["maf"] / "predictions" / f"{split}.jsonl"))
+    assert [r["has_matching"] for r in browse["runs"]] == [True, False]
+    assert all(t["runs"][1]["match_prob"] is None for t in browse["tweets"])
+    notes = read_annotations(sample_dir / "annotations.jsonl")
+    maf, text_only = load_runs([served_runs["maf"], served_runs["text-only"]])
+    asked = image_decided_scores(text_only.predictions, notes, text_only.report, with_p=True)  # even if asked
+    assert asked["p_matched"] is None and asked["p_unrelated"] is None and asked["p_auc"] is None
+    assert match_groups(text_only, notes) == {"matched": [], "unrelated": []}
+    assert match_groups(text_only, {}) == {"tweets with an image": []}
+    assert match_groups(maf, notes)["matched"]
+    table = comparison_table([maf, text_only], notes).splitlines()
+    assert table[2].split()[-3:] == ["-", "-", "-"] and table[1].split()[-3] != "-"
+
+
+def test_predict_split_gives_p_only_for_a_model_with_cm(served_runs, sample_text, sample_store):
+    """`model.has_p` decides: MAF with CM gives a number per tweet (0 without an image), MAF
+    without CM (--no-matching, text-only) None, though its forward still returns zeros."""
+    from dataclasses import replace
+
+    import torch
+
+    from maf_core.data import load_split
+    from maf_core.inference import predict_split
+    from maf_core.models import build_model, load_model
+
+    split, store = load_split(sample_text, "test"), FeatureStore(sample_store)
+    maf, text_only = (load_model(served_runs[name]) for name in ("maf", "text-only"))
+    torch.manual_seed(0)
+    no_matching = build_model(replace(maf.config, use_matching=False)).eval()
+    for model, has_p in ((maf, True), (no_matching, False), (text_only, False)):
+        assert model.has_p == has_p
+        _, probs = predict_split(model, split, store, model.config.tags, "bioes", 16, torch.device("cpu"))
+        assert len(probs) == len(split)
+        assert all(isinstance(p, float) for p in probs) if has_p else all(p is None for p in probs)
+
+
 def test_compare_refuses_a_run_of_other_tweets(served_runs, tmp_path):
     other = Path(shutil.copytree(served_runs["text-only"], tmp_path / "other"))
     rows = _rows(other / "predictions" / "test.jsonl")
@@ -216,7 +261,53 @@ def test_predict_gives_maf_predictor_s_entities_for_a_text_and_a_jpeg(client, pr
         assert item["tags"] == want["tags"] and abs(item["match_prob"] - want["match_prob"]) < 1e-4
         assert item["image_status"] == "ok"
     assert got[2]["image_status"] == "missing" and got[2]["match_prob"] == 0.0 and got[2]["p"] == 0.0
-    assert all("attention" not in e for item in got for e in item["entities"]) and "view" not in got[0]
+    assert all("attention" not in e and "word_attention" not in e for item in got for e in item["entities"])
+    assert "view" not in got[0]
+
+
+def test_predict_gives_a_map_per_word_of_each_entity_as_the_dialog_does(client, browse, predictor, served_runs,
+                                                                        monkeypatch):
+    """MAFPredictor.predict(attention=True) and /api/predict?attention=true give `word_attention`,
+    one map per word of each entity (the first is `attention`, as before): the maps the browse
+    dialog (/api/attention/n) draws for the same tweet and image."""
+    features = json.loads((served_runs["maf"] / "config.json").read_text())["features"]
+    tweets = [t for t in browse["tweets"] if t["runs"][0]["entities"] and t["image_status"] == "ok"]
+    tweets.sort(key=lambda t: -max(end - start for _, start, end in t["runs"][0]["entities"]))  # long ones first
+    items = [{"id": t["id"], "words": t["words"], "image": t["id"]} for t in tweets[:6]]
+    records = predictor.predict(items, features=features, attention=True, batch_size=1)
+    for tweet, record in zip(tweets, records):
+        dialog = client.post(f"/api/attention/{tweet['n']}").json()["entities"]
+        assert [(e["type"], e["start"], e["end"]) for e in record["entities"]] == \
+               [(e["type"], e["start"], e["end"]) for e in dialog]
+        for entity, shown in zip(record["entities"], dialog):
+            assert len(entity["word_attention"]) == entity["end"] - entity["start"]
+            assert entity["attention"] == entity["word_attention"][0]
+            assert np.allclose(entity["word_attention"], shown["attention"], atol=1e-5)
+    # the tiny run predicts one-word entities only: a span of three words, and one cut by the run's
+    # length, each word's map against the first-word map of that word alone
+    import maf_core.predict
+
+    max_length = json.loads((served_runs["maf"] / "config.json").read_text())["max_length"]
+    words = ["a"] * (max_length + 1)  # one piece each
+    seen = max_length - 2  # words with a piece before [SEP]
+    item = {"id": "x", "words": words, "image": tweets[0]["id"]}
+
+    def tagged(spans):
+        monkeypatch.setattr(maf_core.predict, "get_entities", lambda tags: spans)
+        return predictor.predict([item], features=features, attention=True)[0]["entities"]
+
+    whole = tagged([("PER", 0, 3), ("PER", seen - 1, seen + 2)])
+    alone = tagged([("PER", w, w + 1) for w in (0, 1, 2, seen - 1)])
+    assert [len(e["word_attention"]) for e in whole] == [3, 1]  # the cut words have no map
+    assert whole[0]["word_attention"] == [e["attention"] for e in alone[:3]]
+    assert whole[1]["word_attention"] == [alone[3]["attention"]]
+    assert len({json.dumps(m) for m in whole[0]["word_attention"]}) == 3  # three different maps
+    monkeypatch.undo()
+    answer = client.post("/api/predict?attention=true", json={"items": [{"text": "Rob Smith and Anna Lee in New York "
+                                                                          "with Real Madrid", "image": _b64(_jpeg())}]})
+    for entity in answer.json()["items"][0]["entities"]:
+        assert [len(m) for m in entity["word_attention"]] == [49] * (entity["end"] - entity["start"])
+        assert entity["attention"] == entity["word_attention"][0]
 
 
 def test_multipart_gives_what_json_gives(client):
@@ -550,3 +641,70 @@ def test_the_page_is_told_which_words_of_a_tweet_were_past_the_run_s_length(serv
     assert sum(counts) > 0
     assert [t["untagged"] for t in Browse(served_runs["maf"], text_dir=short).payload()["tweets"]] == counts
     assert all(t["untagged"] == 0 for t in Browse(served_runs["maf"]).payload()["tweets"])  # 64 pieces: none
+
+
+def test_report_s_cases_draw_every_word_of_an_entity_on_the_page_s_scale(served_runs, sample_dir, tmp_path,
+                                                                           monkeypatch):
+    """`maf report`'s cases.png, like the page: a heatmap per word of each predicted entity, all
+    on one scale (0 to the largest weight, at least 2/49) with its colour bar. The tiny run tags
+    one-word entities only, so each tweet is given a three-word entity and a one-word one."""
+    import maf_core.report as report
+
+    figures = []
+
+    def keep(plt, fig, target, dpi=110):
+        figures.append(fig)
+        fig.canvas.draw()
+        return target
+
+    monkeypatch.setattr(report, "_save", keep)
+    monkeypatch.setattr(report, "get_entities", lambda tags: [("PER", 0, 3), ("LOC", 3, 4)])
+    run = report.load_runs([served_runs["maf"]])[0]
+    store = FeatureStore(json.loads((served_runs["maf"] / "config.json").read_text())["features"])
+    rows = [r for r in run.predictions if len(r["words"]) >= 4 and store.status[store.rows[str(r["id"])]] == 0][:2]
+    assert report.case_study(run, tmp_path, ids=[str(r["id"]) for r in rows], images_dir=sample_dir / "images") \
+        == tmp_path / "cases.png"
+    (fig,) = figures
+    drawn = [ax for ax in fig.axes if any(image.get_cmap().name == "jet" for image in ax.get_images())]
+    expected = [title for w in (r["words"] for r in rows)
+                for title in [f"{w[k]} ({' '.join(w[:3])} → PER)" for k in range(3)] + [f"{w[3]} → LOC"]]
+    assert [ax.get_title() for ax in drawn] == expected
+    heat = [image for ax in drawn for image in ax.get_images() if image.get_cmap().name == "jet"]
+    assert len({image.get_clim() for image in heat}) == 1  # one scale
+    low, top = heat[0].get_clim()
+    assert low == 0 and top == pytest.approx(max([2 / 49] + [float(i.get_array().max()) for i in heat]))
+    assert len({json.dumps(i.get_array().tolist()) for i in heat[:3]}) == 3  # each word its own map
+    assert "each word of each predicted entity" in fig._suptitle.get_text()
+
+
+def test_maf_predict_reports_the_words_past_the_run_s_length_as_the_api_does(client, predictor, served_runs,
+                                                                              tmp_path):
+    """`untagged` per tweet in MAFPredictor's and `maf predict`'s output, equal to the API's, and
+    one line from the command when a tweet was cut (none when no tweet was)."""
+    from click.testing import CliRunner
+
+    from cli.maf import main as maf
+
+    max_length = predictor.max_length
+    assert max_length == json.loads((served_runs["maf"] / "config.json").read_text())["max_length"]
+    texts = [" ".join(["a"] * (max_length + 7)), "Rob in Paris", " ".join(["a"] * (max_length + 1))]
+    features = json.loads((served_runs["maf"] / "config.json").read_text())["features"]
+    image = FeatureStore(features).image_ids[0]
+    records = predictor.predict([{"id": str(n), "text": t, "image": image} for n, t in enumerate(texts)],
+                                features=features)
+    api = client.post("/api/predict", json={"items": [{"text": t} for t in texts]}).json()["items"]
+    assert [r["untagged"] for r in records] == [item["untagged"] for item in api] == [9, 0, 3]  # [CLS], [SEP]
+    assert all(set(r["tags"][len(r["tags"]) - r["untagged"]:]) <= {"O"} for r in records)
+    for chosen, note in ((texts, f"note: 2 of 3 tweets are longer than the run's {max_length} pieces: their last 12 "
+                                 "words in all were not seen and are tagged O (\"untagged\" per tweet)"),
+                         (texts[1:2], None)):
+        tweets, out = tmp_path / "tweets.jsonl", tmp_path / "out.jsonl"
+        tweets.write_text("".join(json.dumps({"id": str(n), "text": t, "image": image}) + "\n"
+                                  for n, t in enumerate(chosen)))
+        done = CliRunner().invoke(maf, ["predict", str(served_runs["maf"]), "--input", str(tweets), "--features",
+                                        features, "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        by_text = {text: r["untagged"] for text, r in zip(texts, records)}
+        assert [r["untagged"] for r in _rows(out)] == [by_text[t] for t in chosen]
+        lines = [line for line in done.output.splitlines() if "untagged" in line]
+        assert lines == ([note] if note else [])

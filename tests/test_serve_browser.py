@@ -286,7 +286,8 @@ def test_try_with_a_text_and_a_jpeg_shows_maf_predictor_s_entities(browser, serv
     assert "p = none (no CM) · image unused" in browser.find_element(
         "css selector", '.try-col[data-case="compare"] .try-info').text
     _wait(lambda: browser.execute_script(
-        "return document.querySelectorAll('#try-result figure[data-drawn=true]').length") == len(want), "heatmaps")
+        "return document.querySelectorAll('#try-result figure[data-drawn=true]').length") ==
+        sum(e["end"] - e["start"] for e in expected["entities"]), "heatmaps")  # a picture per word
     browser.set_window_size(1280, 1450)  # the form, the three answers and the colour bar in one picture
     browser.save_screenshot(str(shots / "serve-try.png"))
     browser.set_window_size(1280, 1100)
@@ -294,6 +295,43 @@ def test_try_with_a_text_and_a_jpeg_shows_maf_predictor_s_entities(browser, serv
     browser.find_element("id", "try-remove").click()
     assert browser.execute_script("return document.getElementById('preview').hidden")
     assert browser.execute_script("return document.getElementById('try-image').value") == ""
+    _offline_and_quiet(browser)
+
+
+def test_try_draws_every_word_of_an_entity_on_one_scale(browser, server, rows, sample_dir, tmp_path, monkeypatch):
+    """Try draws a picture per word of each entity, as the dialog does, all on the colour bar's
+    scale. The tiny run tags one-word entities only, so the server (in this process) is made to
+    find a three-word entity and a one-word one; their maps are the model's own."""
+    import base64
+
+    import httpx
+
+    import maf_core.predict
+
+    row = next(r for r in rows if len(r["words"]) >= 4 and (sample_dir / "images" / f"{r['id']}.jpg").is_file())
+    image = tmp_path / "mine.jpg"
+    shutil.copy(sample_dir / "images" / f"{row['id']}.jpg", image)
+    text, words = " ".join(row["words"]), row["words"]
+    spans = [("PER", 0, 3), ("LOC", 3, 4)]
+    monkeypatch.setattr(maf_core.predict, "get_entities", lambda tags: spans)
+    answer = httpx.post(f"{server}/api/predict?attention=true", timeout=60, json={"items": [
+        {"text": text, "image": base64.b64encode(image.read_bytes()).decode()}]})
+    assert answer.status_code == 200, answer.text
+    maps = [m for e in answer.json()["items"][0]["entities"] for m in e["word_attention"]]
+    assert len(maps) == 4
+    _open(browser, server + "/")
+    browser.find_element("id", "tab-try").click()
+    browser.find_element("id", "try-text").send_keys(text)
+    browser.find_element("id", "try-image").send_keys(str(image))
+    browser.find_element("id", "try-submit").click()
+    _wait(lambda: browser.execute_script(
+        "return document.querySelectorAll('.try-maps figure[data-drawn=true]').length") == 4, "a picture per word")
+    captions = [e.text for e in browser.find_elements("css selector", ".try-maps figure.attention-map figcaption")]
+    assert captions == [f"{words[0]} → PER", f"{words[1]} → PER", f"{words[2]} → PER", f"{words[3]} → LOC"]
+    bar = browser.find_element("css selector", ".try-maps .colour-bar")
+    assert "uniform 1/49 = 0.020" in bar.text
+    assert abs(float(bar.get_attribute("data-top")) - max([2 / 49] + [max(m) for m in maps])) < 1e-9
+    _no_stray_values(browser, "Try")
     _offline_and_quiet(browser)
 
 

@@ -26,11 +26,13 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "serve.md"
 @pytest.fixture(scope="module")
 def umt_run(sample_store, sample_text, tmp_path_factory) -> Path:
     """A tiny UMT-BERT-CRF run (no CM), one epoch."""
-    from maf_core.config import MAFConfig, TrainConfig, umt_settings
+    from maf_core.config import MAFConfig, TrainConfig
+    from maf_core.models.umt import umt_settings
     from maf_core.train import train
+    from pipeline.store import FeatureStore
 
     out = tmp_path_factory.mktemp("served-umt") / "umt"
-    train(sample_store, sample_text, out, MAFConfig.tiny(**{**umt_settings("umt"), "scheme": "bioes"}),
+    train(FeatureStore(sample_store), sample_text, out, MAFConfig.tiny(**{**umt_settings("umt"), "scheme": "bioes"}),
           TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3, device="cpu", tensorboard=False))
     return out
 

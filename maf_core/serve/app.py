@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from maf_core.predict import MAFPredictor
 from maf_core.serve.browse import Browse
 from maf_core.serve.engine import Engine
-from maf_core.serve.limits import HOST, PORT
+from maf_core.serve.limits import DEVICE, HOST, PORT, SPLIT
 from maf_core.serve.requests import ApiError, BodyLimit, Limits, one_line
 from maf_core.serve.routes_browse import router as browse_router
 from maf_core.serve.routes_page import STATIC
@@ -76,9 +76,9 @@ def _answer_errors(app) -> None:
         return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)
 
 
-def build(run_dir: str | Path, split: str = "test", compare: str | Path | None = None,
+def build(run_dir: str | Path, split: str = SPLIT, compare: str | Path | None = None,
           images_dir: str | Path | None = None, features: str | Path | None = None,
-          text_dir: str | Path | None = None, limits: Limits | None = None, device: str = "auto"):
+          text_dir: str | Path | None = None, limits: Limits | None = None, device: str = DEVICE):
     """The app for a run: its predictions to browse, its model (and --compare's) to try, loaded once."""
     browse = Browse(run_dir, split, compare, images_dir, features, text_dir)
     second = MAFPredictor.from_pretrained(compare, device) if compare is not None else None

@@ -19,6 +19,7 @@ from maf_core.inference import predict_split
 from maf_core.metrics import corpus_annotations, read_annotations, score
 from maf_core.models import computes_p
 from maf_core.run import RunDirectory
+from maf_core.serve.limits import SPLIT
 from pipeline.errors import DataError
 from pipeline.images import STATUS, STATUS_NAMES, ImageIndex, Transform, decode, read_image_bytes
 from pipeline.schemes import get_entities
@@ -106,7 +107,7 @@ def _read_run(path: str | Path, split: str, name: str | None = None) -> BrowseRu
 class Browse:
     """The split's tweets as the page shows them (`payload`), and their images by id (`image`)."""
 
-    def __init__(self, run_dir: str | Path, split: str = "test", compare: str | Path | None = None,
+    def __init__(self, run_dir: str | Path, split: str = SPLIT, compare: str | Path | None = None,
                  images_dir: str | Path | None = None, features: str | Path | None = None,
                  text_dir: str | Path | None = None, annotations: str | Path | None = None) -> None:
         self.split = split

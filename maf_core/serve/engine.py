@@ -11,9 +11,7 @@ from maf_core.predict import MAFPredictor
 from maf_core.serve.batching import MicroBatcher
 from maf_core.serve.requests import Limits
 from maf_core.serve.uploads import release_memory
-from pipeline.conll import Tweet
 from pipeline.images import decode
-from pipeline.tokenization import tokenize_tweets
 
 
 class Engine:
@@ -22,7 +20,6 @@ class Engine:
     def __init__(self, predictor: MAFPredictor, limits: Limits) -> None:
         self.predictor, self.limits = predictor, limits
         self.visual = predictor.model.config.visual
-        self.max_length = predictor.run.record.get("max_length", 128)  # pieces, as MAFPredictor tokenizes
         self.lock = threading.Lock()
         self._ids = itertools.count()
         if self.visual:
@@ -41,19 +38,10 @@ class Engine:
             if not attention:
                 for entity in record["entities"]:
                     entity.pop("attention", None)
-        for record, count in zip(records, self.untagged([r["words"] for r in records])):
-            record["untagged"] = count
+                    entity.pop("word_attention", None)
         if images:
             release_memory()  # the decoded photos are freed: their pages go back to the system
         return records
-
-    def untagged(self, words: list[list[str]]) -> list[int]:
-        """Per tweet, how many words start past the run's length in pieces (tokenized as
-        MAFPredictor tokenizes them): the model never saw them, so they are tagged O."""
-        tweets = [Tweet(str(n), w, ["O"] * len(w), n) for n, w in enumerate(words)]
-        result = tokenize_tweets(tweets, self.predictor.tokenizer, max_length=self.max_length,
-                                 scheme=self.predictor.model.config.scheme, split="predict")
-        return [sum(start < 0 for start in starts) for starts in result.table.column("word_starts").to_pylist()]
 
 
 _ONE_VIEW = threading.Lock()  # one full decode at a time here, as in the batcher's worker

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 HOST, PORT = "127.0.0.1", 7860  # where the server listens unless told otherwise: loopback only
+SPLIT = "test"                   # the split the page browses (its predictions/<split>.jsonl)
+DEVICE = "auto"                  # where the models run: CUDA when there is one (inference.resolve_device)
 
 
 @dataclass

@@ -51,6 +51,10 @@ class Entity(BaseModel):
     attention: list[float] | None = Field(
         None, description="With ?attention=true and an image: CI's attention of the entity's first word over the "
                           "image's regions (7x7, row-major).")
+    word_attention: list[list[float]] | None = Field(
+        None, description="With ?attention=true and an image: CI's attention of each word of the entity over the "
+                          "regions, one map per word (the first is `attention`); a word past the run's length has "
+                          "none.")
 
 
 class Prediction(BaseModel):

@@ -288,10 +288,16 @@ function colourBar(top, regions) {
     canvas, scale);
 }
 
+// an entity's maps, one per word: /api/predict's word_attention, or /api/attention's list of maps
+function wordMaps(e) {
+  if (e.word_attention) return e.word_attention;
+  return Array.isArray(e.attention[0]) ? e.attention : [e.attention];
+}
+
 // one box per entity: a picture per word, all on the scale `top`
 function entityMaps(src, entities, top, words) {
   return entities.filter((e) => e.attention).map((e) => {
-    const perWord = Array.isArray(e.attention[0]) ? e.attention : [e.attention];
+    const perWord = wordMaps(e);
     const names = e.words || e.text.split(" ");
     return el("div", {class: "entity-maps", "data-type": e.type},
       el("h3", {}, `${names.join(" ")} → ${e.type}`),
@@ -301,7 +307,7 @@ function entityMaps(src, entities, top, words) {
 }
 
 function allMaps(entities) {
-  return entities.filter((e) => e.attention).flatMap((e) => Array.isArray(e.attention[0]) ? e.attention : [e.attention]);
+  return entities.filter((e) => e.attention).flatMap(wordMaps);
 }
 
 async function openAttention(tweet, opener) {
@@ -426,10 +432,10 @@ async function tryTweet(event) {
   columns = el("div", {class: "try-cols"}, columns);
   let maps = null;
   if (withImage && withImage.view && allMaps(withImage.entities).length) {
-    const top = scaleTop(allMaps(withImage.entities), withImage.entities.find((e) => e.attention).attention.length);
-    const regions = withImage.entities.find((e) => e.attention).attention.length;
+    const regions = allMaps(withImage.entities)[0].length;
+    const top = scaleTop(allMaps(withImage.entities), regions);
     maps = el("div", {class: "try-maps"},
-      el("h3", {}, `CI attention of each entity's first word (${runs[0].name}, with the image)`),
+      el("h3", {}, `CI attention of each word of each entity (${runs[0].name}, with the image)`),
       el("div", {class: "maps"}, el("figure", {class: "photo"}, el("img", {src: previewUrl, alt: "the chosen image"}),
         el("figcaption", {}, "the photo")), entityMaps(withImage.view, withImage.entities, top, withImage.words)),
       colourBar(top, regions));
