@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU figures in one command, from a fresh copy of the tree, in at most 8 minutes:
+# The GPU figures in one command, from a fresh copy of the tree, in at most 13 minutes:
 #   1. the machine: GPU, versions, cores (one JSON line);
 #   2. extraction (benchmarks/gpu_extract.py): decode-only rates for --decode full, fast and
 #      device; the bare ResNet-152 bf16 forward; extract_images end to end on 10,000 JPEGs of
@@ -8,7 +8,10 @@
 #   3. training (benchmarks/gpu_epoch.py): `maf train`'s loop at Twitter-2015 size (4,000
 #      training tweets), BERT-base size, bf16, seconds per epoch, and one epoch of the
 #      original design (pad to 128, ResNet-152 in every step) on the same GPU, and UMT-BERT-CRF's
-#      seconds per epoch on the same text and store (one JSON line).
+#      seconds per epoch on the same text and store (one JSON line);
+#   4. the model step (benchmarks/model_step.py --device cuda): every model of the registry and
+#      BERT-CRF at BERT-base size, a training step each in 7 interleaved rounds, medians, ratios
+#      to BERT-CRF, and each model's peak GPU memory in its own process (one JSON line).
 # Each step has its own time limit; one that runs out prints {"timed_out": true} and the next
 # one starts. Nothing is installed: the lent GPU machines reach no package index. It runs with
 # the machine's python3 (PY=... for another) and needs torch, torchvision, pillow, h5py, numpy,
@@ -62,10 +65,12 @@ if [ "$SMOKE" = 1 ]; then
     step extract 120 "$PY" benchmarks/gpu_extract.py --smoke --dir "$WORK/extract"
     step epoch 240 "$PY" benchmarks/gpu_epoch.py --train 60 --epochs 2 --bert tiny --backbone resnet18 \
         --device cpu --batch-size 16 --original-steps 2 --umt-epochs 2 --dir "$WORK/epoch"
+    step model_step 300 "$PY" benchmarks/model_step.py --encoders tiny --rounds 2 --device cpu
 else
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader > "$OUT/nvidia-smi.txt" 2>&1
     step extract 250 "$PY" benchmarks/gpu_extract.py --images 10000 --dir "$WORK/extract"
     step epoch 200 "$PY" benchmarks/gpu_epoch.py --train 4000 --epochs 3 --bert base --device cuda \
         --batch-size 64 --umt-epochs 2 --dir "$WORK/epoch"
+    step model_step 300 "$PY" benchmarks/model_step.py --encoders bert-base --rounds 7 --device cuda
 fi
 echo "{\"benchmark\": \"gpu_suite\", \"figure\": \"done\", \"seconds\": $(( $(date +%s) - started )), \"logs\": \"$OUT\"}"

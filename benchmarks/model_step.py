@@ -1,17 +1,21 @@
-"""Seconds per training step (forward + backward + AdamW) and peak memory of MAF, UMT-BERT-CRF,
-MT-BERT-CRF and the text-only encoder-CRF (BERT-CRF), for encoders of BERT-base and
-RoBERTa-large size.
+"""Seconds per training step (forward + backward + clipping + AdamW) and peak memory of every model
+of the registry (maf_core.models.ARCHITECTURES) and of BERT-CRF (MAF's config with text_only, the
+baseline of the ratios), for encoders of BERT-base and RoBERTa-large size.
 
-Random init (same cost as pretrained), batch 16 x 40 word pieces, 49 x 2048 regions, BIOES
-tags over 4 types, on this machine's CPU. Step times: the models are built once in one
-process and timed in rounds (MAF, UMT, MT, BERT-CRF, MAF, UMT, ...), one step each per
-round, so that the machine's drift falls on all of them alike; each model's time is its
-median over rounds, and each ratio against BERT-CRF is the median of the per-round ratios
-with its spread (the lowest and highest per-round ratio). Peak resident memory (VmHWM)
-is measured apart, each model in its own process. The final line is JSON.
+Random init (same cost as pretrained), batch 16 x 40 word pieces (30 words), 49 x 2048 regions,
+BIOES tags over 4 types, on this machine's CPU (or `--device cuda`). The word-level models read the same 30 words as
+characters; their vocabularies come from 10,000 made-up training words (the encoder size does
+not apply to them). Step times: the models are built once in one process and timed in rounds
+(MAF, UMT, ..., BERT-CRF, MAF, UMT, ...), one step each per round, so that the machine's drift
+falls on all of them alike; each model's time is its median over rounds, and each ratio against
+BERT-CRF is the median of the per-round ratios with its spread (the lowest and highest per-round
+ratio). The optimiser is the trainer's (maf_core.optim.optimizer_for with TrainConfig's
+defaults). Peak resident memory (VmHWM) is measured apart, each model in its own process. A model
+that cannot be built here is reported with its error, and the others still run. The final line
+is JSON.
 
     .venv/bin/python benchmarks/model_step.py [--rounds 7] [--encoders bert-base,roberta-large]
-        [--models maf,umt,mt,text-only]
+        [--models maf,umt,...,text-only]  (default: every model of the registry, and text-only)
 """
 from __future__ import annotations
 
@@ -43,16 +47,40 @@ ENCODERS = {
 }
 
 
+WORDS_IN_VOCABULARY = 10_000  # the word-level models' made-up training vocabulary
+WORD_CHARS = 12  # characters per word in the batch (the made-up words are shorter)
+BASELINE = "text-only"  # BERT-CRF: MAF's config with text_only, the denominator of every ratio
+
+
+def made_up_word(i: int) -> str:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    word = ""
+    while True:
+        word += letters[i % 26]
+        i //= 26
+        if i == 0:
+            return word
+
+
 def make_batch(batch: int, pieces: int, words: int, image_dim: int, vocab: int, num_tags: int):
+    """Every key a model may read: pieces (one per word, then extra ones), the words' characters
+    (made-up vocabulary words, as code points), regions, pooled, image_ok, tags."""
     import torch
 
     g = torch.Generator().manual_seed(0)
     word_starts = torch.arange(1, words + 1).repeat(batch, 1)  # simple: one piece per word, then extra pieces
+    word_ids = torch.randint(0, WORDS_IN_VOCABULARY, (batch, words), generator=g)
+    word_chars = torch.zeros(batch, words, WORD_CHARS, dtype=torch.long)
+    for (row, column), i in zip(torch.cartesian_prod(torch.arange(batch), torch.arange(words)).tolist(),
+                                word_ids.flatten().tolist()):
+        codes = [ord(c) for c in made_up_word(i)]
+        word_chars[row, column, : len(codes)] = torch.tensor(codes)
     return {
         "input_ids": torch.randint(5, vocab, (batch, pieces), generator=g),
         "attention_mask": torch.ones(batch, pieces, dtype=torch.long),
         "word_starts": word_starts,
         "word_mask": torch.ones(batch, words, dtype=torch.bool),
+        "word_chars": word_chars,
         "regions": torch.rand(batch, 49, image_dim, generator=g).half(),
         "pooled": torch.rand(batch, image_dim, generator=g),
         "image_ok": torch.ones(batch, dtype=torch.bool),
@@ -60,47 +88,88 @@ def make_batch(batch: int, pieces: int, words: int, image_dim: int, vocab: int, 
     }
 
 
-MODELS = ("maf", "umt", "mt", "text-only")
-NAMES = {"maf": "MAF", "umt": "UMT", "mt": "MT", "text-only": "BERT-CRF"}
+def all_models() -> tuple[str, ...]:
+    """Every model of the registry (new ones included as they land), then the BERT-CRF baseline."""
+    from maf_core.models import ARCHITECTURES
+
+    return (*ARCHITECTURES, BASELINE)
+
+
+def display(model: str) -> str:
+    """The name in the results: the registry's title, BERT-CRF for the baseline."""
+    from maf_core.models import model_class
+
+    return "BERT-CRF" if model == BASELINE else model_class(model).title
 
 
 def model_config(encoder: str, model: str):
-    """The paper's MAF, its text-only config, or UMT / MT as their released code sets them, at this encoder's size."""
+    """Each model as its source builds it (the registry's default_config; MAF: the paper preset), at
+    this encoder's size; BERT-CRF is MAF's config with text_only. A model that reads no word
+    pieces keeps its own sizes and gets its vocabularies from made-up training words."""
     from transformers import AutoConfig
 
-    from maf_core.models import default_config
+    from maf_core.models import default_config, model_class
 
-    model_type, sizes = ENCODERS[encoder]
-    encoder_config = AutoConfig.for_model(model_type, **sizes).to_dict()
-    common = dict(bert_config=encoder_config, vocab_size=sizes["vocab_size"], tags=TAGS, scheme="bioes", dropout=0.1)
-    # maf: the paper preset (models.default_config); text-only: MAF's config with text_only
-    return default_config(model.replace("text-only", "maf"), **common).with_ablation(text_only=model == "text-only")
+    name = "maf" if model == BASELINE else model
+    cls = model_class(name)
+    common = dict(tags=TAGS, scheme="bioes", dropout=0.1)
+    if "pieces" in cls.inputs:
+        model_type, sizes = ENCODERS[encoder]
+        encoder_config = AutoConfig.for_model(model_type, **sizes).to_dict()
+        common.update(bert_config=encoder_config, vocab_size=sizes["vocab_size"])
+    config = default_config(name, **common)
+    if model == BASELINE:
+        config = config.with_ablation(text_only=True)
+    fit = getattr(cls, "fit_to_text", None)
+    if fit is not None:
+        words = [made_up_word(i) for i in range(WORDS_IN_VOCABULARY)]
+        config = fit(config, [words[i: i + 30] for i in range(0, len(words), 30)])
+    return config
 
 
 def stepper(encoder: str, model_name: str, args):
-    """A function that runs one optimisation step of this model on a fixed batch (built and warmed up here)."""
+    """A function that runs one optimisation step of this model on a fixed batch (built and warmed
+    up here), as `maf train` does: forward, backward, global clipping, the trainer's AdamW."""
+    import inspect
+
     import torch
 
-    from maf_core.models import build_model
+    from maf_core.config import TrainConfig
+    from maf_core.models import build_model, uses_amp
+    from maf_core.optim import optimizer_for
 
     config = model_config(encoder, model_name)
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build_model(config).train()
+    model = build_model(config).to(device).train()
+    accepted = inspect.signature(model.forward).parameters
     batch = make_batch(args.batch_size, args.pieces, args.words, config.image_dim, config.vocab_size, len(TAGS))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+    batch = {key: value.to(device) for key, value in batch.items() if key in accepted}
+    optimizer = optimizer_for(model, TrainConfig())
     generator = torch.Generator().manual_seed(0)
+    # as `maf train` runs it: bf16 autocast on CUDA where the model's recipe does
+    amp = uses_amp(None, config, device.type)
 
     def step() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
-        out = model(**batch, generator=generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(**batch, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
     step()  # warm-up: allocations, AdamW state
     return step
+
+
+def one_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 def median(values: list[float]) -> float:
@@ -109,58 +178,73 @@ def median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def ratio(numerator: list[float], denominator: list[float]) -> dict:
+    per_round = [a / b for a, b in zip(numerator, denominator)]
+    return {"median": round(median(per_round), 3), "low": round(min(per_round), 3), "high": round(max(per_round), 3)}
+
+
 def interleaved(encoder: str, models: list[str], args) -> dict:
-    """Step times of every model in rounds, in this process: medians, and ratios to BERT-CRF per round."""
-    steps = {model: stepper(encoder, model, args) for model in models}
-    times: dict[str, list[float]] = {model: [] for model in models}
+    """Step times of every model in rounds, in this process: medians, and ratios to BERT-CRF per
+    round. A model that cannot be built is left out of the rounds, with its error."""
+    steps, errors = {}, {}
+    for model in models:
+        try:
+            steps[model] = stepper(encoder, model, args)
+        except Exception as error:  # a model this script cannot build: say so, time the others
+            errors[display(model)] = one_line(error)
+            print(f"{encoder}: {display(model)} not timed: {errors[display(model)]}", file=sys.stderr)
+    times: dict[str, list[float]] = {model: [] for model in steps}
     for _ in range(args.rounds):
-        for model in models:
-            times[model].append(steps[model]())
-    result = {"encoder": encoder, "s_per_step": {NAMES[m]: round(median(t), 3) for m, t in times.items()},
-              "times": {NAMES[m]: [round(x, 3) for x in t] for m, t in times.items()}}
-    if "text-only" in models:
-        ratios = {}
-        for model in models:
-            if model == "text-only":
-                continue
-            per_round = [a / b for a, b in zip(times[model], times["text-only"])]
-            ratios[f"{NAMES[model]}/BERT-CRF"] = {"median": round(median(per_round), 3),
-                                                  "low": round(min(per_round), 3), "high": round(max(per_round), 3)}
-        if "maf" in models and "umt" in models:
-            per_round = [a / b for a, b in zip(times["maf"], times["umt"])]
-            ratios["MAF/UMT"] = {"median": round(median(per_round), 3), "low": round(min(per_round), 3),
-                                 "high": round(max(per_round), 3)}
-        result["ratios"] = ratios
+        for model, step in steps.items():
+            times[model].append(step())
+    result = {"encoder": encoder, "s_per_step": {display(m): round(median(t), 3) for m, t in times.items()},
+              "times": {display(m): [round(x, 3) for x in t] for m, t in times.items()}}
+    if errors:
+        result["errors"] = errors
+    if BASELINE in times:
+        result["ratios"] = {f"{display(m)}/BERT-CRF": ratio(t, times[BASELINE])
+                            for m, t in times.items() if m != BASELINE}
+        if "maf" in times and "umt" in times:
+            result["ratios"]["MAF/UMT"] = ratio(times["maf"], times["umt"])
     return result
 
 
 def peak_memory(encoder: str, model: str, args) -> dict:
     """Peak resident memory of one model's warm-up and one step, in this process: VmHWM, the
     high-water mark of this process's own memory map. (ru_maxrss would not do: a child started
-    by fork and exec keeps the parent's peak at the fork, here the four models of the timing.)"""
+    by fork and exec keeps the parent's peak at the fork, here the models of the timing.)"""
+    import torch
+
     step = stepper(encoder, model, args)
     step()
     status = Path("/proc/self/status").read_text()
     peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
-    return {"encoder": encoder, "model": NAMES[model], "peak_rss_mib": round(peak_kib / 1024)}
+    peak = {"encoder": encoder, "model": display(model), "peak_rss_mib": round(peak_kib / 1024)}
+    if args.device.startswith("cuda"):  # the GPU's own peak: what the allocator handed out
+        peak["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    return peak
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encoders", default="bert-base,roberta-large",
                         help=f"comma-separated, of {', '.join(ENCODERS)}")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--models", default=None,
+                        help=f"comma-separated, of the registry's models and {BASELINE} (default: all of them)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--pieces", type=int, default=40)
     parser.add_argument("--words", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=7, help="timed steps of each model, interleaved")
     parser.add_argument("--no-memory", action="store_true", help="step times only")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bf16 autocast where the recipe "
+                        "trains so; peak GPU memory besides VmHWM)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # ENCODER:MODEL peak memory, in a child
     args = parser.parse_args()
-    models = args.models.split(",")
-    unknown = sorted(set(models) - set(MODELS))
+    known = all_models()
+    models = list(known) if args.models is None else args.models.split(",")
+    unknown = sorted(set(models) - set(known))
     if unknown:
-        parser.error(f"--models: unknown {', '.join(unknown)} (expected some of {', '.join(MODELS)})")
+        parser.error(f"--models: unknown {', '.join(unknown)} (expected some of {', '.join(known)})")
     if args.one:
         encoder, model = args.one.split(":")
         print(json.dumps(peak_memory(encoder, model, args)))
@@ -175,14 +259,23 @@ def main() -> None:
         timed.append(interleaved(encoder, models, args))
         print(f"{encoder}: {timed[-1]['s_per_step']} s/step; {timed[-1].get('ratios', {})}", file=sys.stderr)
         for model in [] if args.no_memory else models:
+            if display(model) in timed[-1].get("errors", {}):
+                continue
             done = subprocess.run([sys.executable, __file__, "--one", f"{encoder}:{model}", "--batch-size",
-                                   str(args.batch_size), "--pieces", str(args.pieces), "--words", str(args.words)],
-                                  capture_output=True, text=True, check=True)
+                                   str(args.batch_size), "--pieces", str(args.pieces), "--words", str(args.words),
+                                   "--device", args.device],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                memory.append({"encoder": encoder, "model": display(model),
+                               "error": (done.stderr.strip().splitlines() or ["no output"])[-1]})
+                continue
             memory.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"{encoder:<18} {memory[-1]['model']:<9} {memory[-1]['peak_rss_mib']:6d} MiB peak", file=sys.stderr)
+            print(f"{encoder:<18} {memory[-1]['model']:<22} {memory[-1]['peak_rss_mib']:6d} MiB peak", file=sys.stderr)
     print(json.dumps({
         "benchmark": "model_step", "batch_size": args.batch_size, "pieces": args.pieces, "words": args.words,
-        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "rounds": args.rounds, "timed": timed,
+        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None, "rounds": args.rounds,
+        "timed": timed,
         "memory": memory,
     }))
 
