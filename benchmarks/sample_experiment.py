@@ -155,6 +155,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     started = time.perf_counter()
     chosen = [c.strip() for c in args.configs.split(",")]
+
     def config_for(name):
         preset, ablation, values = CONFIGS[name]
         if preset in BASELINES:

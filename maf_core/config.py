@@ -249,6 +249,7 @@ class MAFConfig:
         with open(path, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle))
 
+
 def preset_settings(name: str) -> dict:
     """The model settings a preset sets (the rest keep MAFConfig's defaults): `paper` (section 4.3),
     `released-code` (the authors' repository, xubodhu/MAF) or `recommended` (the paper with CM

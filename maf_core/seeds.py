@@ -64,7 +64,6 @@ def summary_table(summary: dict, split: str = "test") -> str:
     return head + "\n" + f"{'':<16}" + "".join(f"{c['mean']:8.2f} ±{c['std']:4.2f}" for c in cells)
 
 
-
 def train_runs(features: FeatureSource, text_dir: str | Path, out_dir: str | Path, model_config: MAFConfig,
                config: TrainConfig, seeds: list[int] | None = None, resume: bool = False) -> dict:
     """`maf train`: one run (its report), or with `seeds` one run per seed (the summary over them)."""

@@ -245,6 +245,7 @@ def train_one_epoch(wrapped, model: torch.nn.Module, optimizer, scheduler, input
     groups = [group.get("name", str(n)) for n, group in enumerate(optimizer.param_groups)]
     bar = Progress(len(batches), f"epoch {epoch}/{config.epochs}", "steps", every=config.log_every,
                            log=logger, enabled=rank == 0, leave=False, final=False)
+
     def running_loss() -> dict[str, float]:  # read only when the bar shows it: one device sync
         return {"loss": sums[0].item() / max(1, position.step - first_step)}
 

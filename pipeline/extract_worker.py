@@ -50,6 +50,7 @@ class ShardJob:
                    batch_size=config.batch_size, threads=config.threads, decode_threads=config.decode_threads,
                    decode=config.decode)
 
+
 _MODEL: dict = {}  # one model per worker process, built on its first task and kept
 _MODEL_LOCK = threading.Lock()  # tasks of one worker may start together on its threads
 

@@ -224,7 +224,6 @@ def test_maf_serve_reads_its_run(run):
         assert item["words"] == ["Rob", "at", "the", "beach"] and item.get("p") is None
 
 
-
 # ---------------------------------------------------------------- GVATT-HBiLSTM-CRF, on words
 
 

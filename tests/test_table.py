@@ -255,7 +255,6 @@ def test_without_annotations_the_image_columns_are_left_out(runs):
     assert header[3:] == list(SCORES)
 
 
-
 # -- benchmarks/table2.py ------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ docs/serve.md shows how to use it, docs/design.md says why.
 """
 from maf_core.serve.limits import Limits
 
-__all__ = ["STATIC", "Access", "Limits", "build", "create_app", "serve"]
+__all__ = ["STATIC", "Access", "Limits", "build", "create_app", "serve"]  # noqa: F822 - the lazy __getattr__ below
 
 
 def __getattr__(name: str):

@@ -100,7 +100,6 @@ REQUEST_BODY = {"requestBody": {"required": True, "content": {
                   "description": "None, or one file per text, in the same order."}}, "required": ["text"]}}}}}
 
 
-
 def one_line(err: ValidationError | RequestValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
@@ -162,7 +161,6 @@ async def read_items(request: Request, limits: Limits) -> list[tuple[str, bytes 
         if image is not None and not image:
             raise ApiError(422, f"items.{n}.image: {IMAGE_ERRORS['empty']}", image_status="empty")
     return items
-
 
 
 class BodyLimit:
