@@ -233,11 +233,11 @@ def _print_training(result: dict, seeds: list[int] | None, out_dir: str, random_
             click.echo(summary_table(result, split) if seeds else table(result[split], split))
     if seeds:
         click.echo(f"{len(seeds)} runs and summary.json written to {out_dir}")
-        return
-    click.echo(f"best epoch {result['best_epoch']}; run written to {out_dir}")
-    if random_encoder:
-        click.echo(f"note: the text encoder was {result['encoder']} ({random_encoder}): these scores say nothing "
-                   "about a pretrained encoder")
+    else:
+        click.echo(f"best epoch {result['best_epoch']}; run written to {out_dir}")
+        if random_encoder:
+            click.echo(f"note: the text encoder was {result['encoder']} ({random_encoder}): these scores say "
+                       "nothing about a pretrained encoder")
     for note in result.get("notes", []):  # e.g. a model that reads images saw none (maf_core.images_seen)
         click.echo(f"note: {note}")
 

@@ -48,6 +48,13 @@ def train_seeds(features: FeatureSource, text_dir: str | Path, out_dir: str | Pa
             }
             for name, values in rows.items()
         }
+    noted: dict[str, list[int]] = {}  # each run's end-of-run notes (a model that saw no image ...), by seed
+    for seed, report in reports.items():
+        for note in report.get("notes", []):
+            noted.setdefault(note, []).append(seed)
+    if noted:
+        summary["notes"] = [f"seed {', '.join(map(str, s))}: {note}" if len(s) < len(seeds) else note
+                            for note, s in noted.items()]
     if distributed.rank_and_world()[0] == 0:
         with atomic_output(out_dir / "summary.json") as handle:
             json.dump(summary, handle, indent=2, sort_keys=True)

@@ -198,6 +198,18 @@ def test_a_model_that_saw_no_image_is_warned_at_the_start_noted_at_the_end_and_c
     assert f"**Note:** {note}" in card
 
 
+def test_seeds_that_saw_no_image_say_so_in_the_summary_and_after_the_table(blind, tmp_path):
+    result = CliRunner().invoke(maf, ["train", "--features", str(blind["store"]), "--text", str(blind["text"]),
+                                      "--out", str(tmp_path / "seeds"), "--seeds", "1,2", "--bert-config", "tiny",
+                                      "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--no-tensorboard"])
+    assert result.exit_code == 0, result.output
+    note = ("the model saw no image: none of the 90 train tweets had a readable image in the store, so it is in "
+            "effect a text-only model")
+    assert result.output.strip().splitlines()[-1].startswith(f"note: {note}")  # both seeds: one note, unprefixed
+    summary = json.loads((tmp_path / "seeds" / "summary.json").read_text())
+    assert len(summary["notes"]) == 1 and summary["notes"][0].startswith(note)
+
+
 def test_evaluate_and_predict_on_a_split_with_no_readable_image_say_so_in_one_line(blind, tmp_path, caplog):
     run = blind["maf"]["run"]
     with caplog.at_level(logging.WARNING, logger="maf_core.inference"):
