@@ -18,7 +18,7 @@ from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from torch import nn
 
 from maf_core.checkpoint import CONFIG, WEIGHTS, load_state_into, load_weights, save_weights
-from maf_core.config import MAFConfig
+from maf_core.config import BERT_SIZES, MAFConfig
 from maf_core.crf import CRF
 from maf_core.encoder import build_encoder, fit_to_encoder, resolve_pooling
 from pipeline.errors import DataError
@@ -214,6 +214,52 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
         model = model_class(config, bert)
         load_state_into(model, load_weights(directory, map_location), directory)
         return model.to(map_location).eval()
+
+
+class TrainedAsUMT(SavedModel):
+    """A multimodal BERT model of Table 2 that UMT's authors ran in their code base (GVATT-BERT-CRF,
+    AdaCAN-BERT-CRF): built and trained as UMT-BERT-CRF, since the UMT paper's settings for them
+    were not found. A family sets `settings()` (its config values) and its own layers."""
+
+    options = ("bert", "bert_size")
+    takes_text_scheme = True  # BIO as UMT's runs, or BIOES
+
+    @classmethod
+    def settings(cls) -> dict:
+        """The family's MAFConfig values (architecture, tag scheme, CRF over pieces, init ...)."""
+        raise NotImplementedError
+
+    @classmethod
+    def default_config(cls, **overrides) -> MAFConfig:
+        """As UMT's released code builds its models (`settings`), at BERT-base's sizes until the
+        encoder is built."""
+        size = BERT_SIZES.get(overrides.get("bert_size", "base"), BERT_SIZES["base"])
+        values = dict(cls.settings(), bert_size="base", hidden_size=size["hidden_size"], max_length=128,
+                      image_dim=2048, num_regions=49)
+        values.update(overrides)
+        return MAFConfig(**values)
+
+    @classmethod
+    def config_from_options(cls, bert: str | None = None, bert_size: str = "base", **_) -> MAFConfig:
+        return cls.default_config(bert=bert, bert_size=bert_size)
+
+    @classmethod
+    def check_config(cls, config: MAFConfig) -> list[str]:
+        if config.use_alignment or config.use_matching or config.text_only:
+            return [f"architecture {config.architecture} with CA, CM or text_only (MAF's; expected "
+                    "use_alignment and use_matching false, text_only false)"]
+        return []
+
+    @classmethod
+    def train_defaults(cls, preset: str) -> dict:
+        """As UMT-BERT-CRF is trained (BertAdam, random batches of 32): the UMT paper's settings for
+        its BERT variants were not found."""
+        return {"optimizer": "bertadam", "batching": "random", "batch_size": 32}
+
+    @classmethod
+    def autocast_by_default(cls, config: MAFConfig) -> bool:
+        """fp32, as UMT's code runs its models unless --fp16."""
+        return False
 
 
 def gather_words(x: torch.Tensor, word_starts: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:

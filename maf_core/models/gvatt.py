@@ -24,13 +24,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from maf_core.config import BERT_SIZES, MAFConfig
+from maf_core.config import MAFConfig
 from maf_core.crf import CRF
 from maf_core.distributed import BatchShard
 from maf_core.models.base import (
     TASK_TAGS,
     MAFOutput,
-    SavedModel,
+    TrainedAsUMT,
     at_least_fp32,
     bert_init,
     count_by_part,
@@ -105,7 +105,7 @@ class ModulationGate(nn.Module):
             torch.sigmoid(self.visual_gate(both)) * torch.tanh(self.merge(both))
 
 
-class GvattBertCRF(SavedModel, library_name="maf", model_card_template=GVATT_CARD, tags=GVATT_TAGS):
+class GvattBertCRF(TrainedAsUMT, library_name="maf", model_card_template=GVATT_CARD, tags=GVATT_TAGS):
     """GVATT-BERT-CRF (`config.architecture` "gvatt-bert-crf"); called as MAF is."""
 
     name = "gvatt-bert-crf"
@@ -113,42 +113,12 @@ class GvattBertCRF(SavedModel, library_name="maf", model_card_template=GVATT_CAR
     inputs = ("pieces", "regions")
     attention_name = "sentence-to-image"
     card, card_tags = GVATT_CARD, GVATT_TAGS
-    options = ("bert", "bert_size")
     recipe = ("docs/model.md, GVATT-BERT-CRF: Lu et al. 2018 (equations unverified) on BERT, built and trained as "
               "UMT-BERT-CRF (the UMT paper's settings for it were not found)")
-    takes_text_scheme = True  # BIO as UMT's runs, or BIOES
 
     @classmethod
-    def default_config(cls, **overrides) -> MAFConfig:
-        """As UMT's released code builds its models (gvatt_settings), at BERT-base's sizes until the
-        encoder is built."""
-        size = BERT_SIZES.get(overrides.get("bert_size", "base"), BERT_SIZES["base"])
-        values = dict(gvatt_settings(cls.name), bert_size="base", hidden_size=size["hidden_size"], max_length=128,
-                      image_dim=2048, num_regions=49)
-        values.update(overrides)
-        return MAFConfig(**values)
-
-    @classmethod
-    def config_from_options(cls, bert: str | None = None, bert_size: str = "base", **_) -> MAFConfig:
-        return cls.default_config(bert=bert, bert_size=bert_size)
-
-    @classmethod
-    def check_config(cls, config: MAFConfig) -> list[str]:
-        if config.use_alignment or config.use_matching or config.text_only:
-            return [f"architecture {config.architecture} with CA, CM or text_only (MAF's; expected "
-                    "use_alignment and use_matching false, text_only false)"]
-        return []
-
-    @classmethod
-    def train_defaults(cls, preset: str) -> dict:
-        """As UMT-BERT-CRF is trained (BertAdam, random batches of 32): the UMT paper's settings for
-        its BERT variants were not found."""
-        return {"optimizer": "bertadam", "batching": "random", "batch_size": 32}
-
-    @classmethod
-    def autocast_by_default(cls, config: MAFConfig) -> bool:
-        """fp32, as UMT's code runs its models unless --fp16."""
-        return False
+    def settings(cls) -> dict:
+        return gvatt_settings(cls.name)
 
     def parameter_counts(self) -> dict[str, int]:
         return count_by_part({"bert": [self.bert], "visual attention": [self.region_projection, self.attention],
