@@ -45,6 +45,7 @@ from maf_core.models.base import (
     crf_outputs,
     gather_words,
     masked_softmax,
+    present_regions,
 )
 from maf_core.models.bilstm import CNNBiLSTMCRF
 
@@ -180,15 +181,11 @@ class AdacanBertCRF(TrainedAsUMT, library_name="maf", model_card_template=ADACAN
         (maf_core.distributed)."""
         cfg = self.config
         world, total = (shard.world, shard.total) if shard is not None else (1, input_ids.shape[0])
-        if cfg.pad_token_id:  # batches are padded with 0, which is <s> for RoBERTa-like vocabularies
-            input_ids = input_ids.masked_fill(attention_mask == 0, cfg.pad_token_id)
         mask = attention_mask.bool()
-        text = self.dropout(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+        text = self.encode_pieces(input_ids, attention_mask)                      # (B, L, d)
         if regions is None or image_ok is None:
             raise ValueError("AdaCAN needs regions and image_ok from the feature store")
-        image_ok = image_ok.bool()
-        regions = regions.to(text.dtype) * image_ok.to(text.dtype)[:, None, None]  # never a stray image
-        region_mask = image_ok[:, None].expand(-1, regions.shape[1])             # (B, R)
+        regions, image_ok, region_mask = present_regions(regions, image_ok, text.dtype)  # (B, R, C), (B, R)
 
         over_words = cfg.crf_over == "words"
         words = gather_words(text, word_starts, word_mask) if over_words else text   # H (B, n, d)
@@ -262,9 +259,7 @@ class AdacanCNNBiLSTMCRF(CNNBiLSTMCRF, library_name="maf", model_card_template=A
         world, total = (shard.world, shard.total) if shard is not None else (1, word_chars.shape[0])
         mask = word_mask.bool()
         words = self.dropout(self.encode(word_chars, mask))                       # H (B, W, 2h)
-        image_ok = image_ok.bool()
-        regions = regions.to(words.dtype) * image_ok.to(words.dtype)[:, None, None]  # never a stray image
-        region_mask = image_ok[:, None].expand(-1, regions.shape[1])
+        regions, image_ok, region_mask = present_regions(regions, image_ok, words.dtype)  # (B, R, C), (B, R)
         visual, weights = self.visual_attention(self.region_projection(regions), region_mask)  # ṽ (B, 2h), α (B, R)
         textual, _ = self.textual_attention(words, mask)                                       # h̃ (B, 2h)
         emissions = at_least_fp32(self.filtration(words, self.fusion(visual, textual)))         # (B, W, K)

@@ -149,6 +149,14 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
         """Trainable parameters by part, and their total."""
         raise NotImplementedError
 
+    def encode_pieces(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The BERT models' text: the encoder's last layer over the word pieces, after the model's
+        dropout (a model with `bert` and `dropout`).
+        shape: input_ids, attention_mask (B, L) -> (B, L, d)"""
+        if self.config.pad_token_id:  # batches are padded with 0, which is <s> for RoBERTa-like vocabularies
+            input_ids = input_ids.masked_fill(attention_mask == 0, self.config.pad_token_id)
+        return self.dropout(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+
     # -- building, saving and loading ---------------------------------------------------------
 
     def _encoder_for(self, config: MAFConfig, bert: nn.Module | None) -> tuple[nn.Module, MAFConfig]:
@@ -260,6 +268,16 @@ class TrainedAsUMT(SavedModel):
     def autocast_by_default(cls, config: MAFConfig) -> bool:
         """fp32, as UMT's code runs its models unless --fp16."""
         return False
+
+
+def present_regions(regions: torch.Tensor, image_ok: torch.Tensor,
+                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The store's regions in `dtype`, zeroed where a tweet's image is not ok (no other photo stands
+    in for it), image_ok as bool and the regions' mask.
+    shape: regions (B, R, C), image_ok (B,) -> regions (B, R, C), image_ok (B,), mask (B, R)"""
+    image_ok = image_ok.bool()
+    regions = regions.to(dtype) * image_ok.to(dtype)[:, None, None]  # never a stray image
+    return regions, image_ok, image_ok[:, None].expand(-1, regions.shape[1])
 
 
 def gather_words(x: torch.Tensor, word_starts: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:

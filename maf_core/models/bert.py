@@ -125,10 +125,8 @@ class BertSoftmax(SavedModel, library_name="maf", model_card_template=BERT_SOFTM
         share of the global batch's mean, times the processes)."""
         cfg = self.config
         world, total = (shard.world, shard.total) if shard is not None else (1, input_ids.shape[0])
-        if cfg.pad_token_id:  # batches are padded with 0, which is <s> for RoBERTa-like vocabularies
-            input_ids = input_ids.masked_fill(attention_mask == 0, cfg.pad_token_id)
         mask = attention_mask.bool()
-        text = self.dropout(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+        text = self.encode_pieces(input_ids, attention_mask)                      # (B, L, d)
         over_words = cfg.crf_over == "words"
         positions = word_mask.bool() if over_words else mask                      # (B, n)
         # shape: (B, n, K) over words (first pieces) or pieces

@@ -37,6 +37,7 @@ from maf_core.models.base import (
     crf_outputs,
     gather_words,
     masked_softmax,
+    present_regions,
 )
 from maf_core.models.bilstm import HBiLSTMCRF
 
@@ -152,15 +153,11 @@ class GvattBertCRF(TrainedAsUMT, library_name="maf", model_card_template=GVATT_C
         (maf_core.distributed)."""
         cfg = self.config
         world, total = (shard.world, shard.total) if shard is not None else (1, input_ids.shape[0])
-        if cfg.pad_token_id:  # batches are padded with 0, which is <s> for RoBERTa-like vocabularies
-            input_ids = input_ids.masked_fill(attention_mask == 0, cfg.pad_token_id)
         mask = attention_mask.bool()
-        text = self.dropout(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+        text = self.encode_pieces(input_ids, attention_mask)                      # (B, L, d)
         if regions is None or image_ok is None:
             raise ValueError("GVATT needs regions and image_ok from the feature store")
-        image_ok = image_ok.bool()
-        regions = regions.to(text.dtype) * image_ok.to(text.dtype)[:, None, None]  # never a stray image
-        region_mask = image_ok[:, None].expand(-1, regions.shape[1])             # (B, R)
+        regions, image_ok, region_mask = present_regions(regions, image_ok, text.dtype)  # (B, R, C), (B, R)
         context, weights = self.attention(text[:, 0], self.region_projection(regions), region_mask)  # v_c (B, d)
         tuned = self.gate(text, context)                                          # (B, L, d)
 
@@ -231,9 +228,7 @@ class GvattHBiLSTMCRF(HBiLSTMCRF, library_name="maf", model_card_template=GVATT_
         world, total = (shard.world, shard.total) if shard is not None else (1, word_chars.shape[0])
         mask = word_mask.bool()
         hidden = self.dropout(self.encode(word_chars, mask))                      # (B, W, 2h)
-        image_ok = image_ok.bool()
-        regions = regions.to(hidden.dtype) * image_ok.to(hidden.dtype)[:, None, None]  # never a stray image
-        region_mask = image_ok[:, None].expand(-1, regions.shape[1])
+        regions, image_ok, region_mask = present_regions(regions, image_ok, hidden.dtype)  # (B, R, C), (B, R)
         context, weights = self.attention(sentence_states(hidden, mask), self.region_projection(regions),
                                           region_mask)                             # v_c (B, 2h), α (B, R)
         emissions = at_least_fp32(self.emission(self.gate(hidden, context)))       # (B, W, K)

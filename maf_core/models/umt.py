@@ -39,6 +39,7 @@ from maf_core.models.base import (
     count_by_part,
     gather_words,
     piece_targets,
+    present_regions,
     word_paths,
 )
 
@@ -231,15 +232,11 @@ class UMT(SavedModel, library_name="maf", model_card_template=UMT_CARD, tags=UMT
         process's share of the global batch's mean, times the processes (maf_core.distributed)."""
         cfg = self.config
         world, total = (shard.world, shard.total) if shard is not None else (1, input_ids.shape[0])
-        if cfg.pad_token_id:  # batches are padded with 0, which is <s> for RoBERTa-like vocabularies
-            input_ids = input_ids.masked_fill(attention_mask == 0, cfg.pad_token_id)
         mask = attention_mask.bool()
-        text = self.dropout(self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+        text = self.encode_pieces(input_ids, attention_mask)                      # (B, L, d)
         if regions is None or image_ok is None:
             raise ValueError("UMT needs regions and image_ok from the feature store")
-        image_ok = image_ok.bool()
-        regions = regions.to(text.dtype) * image_ok.to(text.dtype)[:, None, None]  # never a stray image
-        region_mask = image_ok[:, None].expand(-1, regions.shape[1])             # (B, R)
+        regions, image_ok, region_mask = present_regions(regions, image_ok, text.dtype)  # (B, R, C), (B, R)
 
         words, _ = self.text_attention(text, text, mask)                         # W (B, L, d)
         visual, attention = self.text_to_image(words, self.region_projection(regions), region_mask)  # A (B, L, d)
