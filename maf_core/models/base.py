@@ -159,15 +159,19 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
 
     # -- building, saving and loading ---------------------------------------------------------
 
-    def _encoder_for(self, config: MAFConfig, bert: nn.Module | None) -> tuple[nn.Module, MAFConfig]:
-        """The text encoder (`bert`, or one built from the config) and the config fitted to it, once
-        the config is checked to be one this class builds."""
+    def _check_own(self, config: MAFConfig) -> None:
+        """ValueError unless `config` names this class's architecture and passes its `check_config`."""
         if config.architecture != self.name:
             raise ValueError(f"{type(self).__name__} builds architecture {self.name}, not {config.architecture!r} "
                              "(maf_core.models.build_model picks the class for a config)")
         problems = self.check_config(config)
         if problems:
             raise ValueError("invalid MAFConfig: " + "; ".join(problems))
+
+    def _encoder_for(self, config: MAFConfig, bert: nn.Module | None) -> tuple[nn.Module, MAFConfig]:
+        """The text encoder (`bert`, or one built from the config) and the config fitted to it, once
+        the config is checked to be one this class builds."""
+        self._check_own(config)
         if bert is None:
             return build_encoder(config)
         return bert, fit_to_encoder(config, bert, resolve_pooling(config.pooling, bert.config.model_type))

@@ -244,7 +244,7 @@ class WordTagger(SavedModel):
 
     def __init__(self, config: MAFConfig, bert: nn.Module | None = None) -> None:
         super().__init__()
-        self._check(config)
+        self._check_own(config)
         if config.word_vocab is None or config.char_vocab is None:
             raise ValueError(f"{type(self).__name__}: the config has no word_vocab and char_vocab (fit it to the "
                              "text first: maf_core.models.fit_to_text)")
@@ -271,14 +271,6 @@ class WordTagger(SavedModel):
         char_order = torch.argsort(codes)
         self.register_buffer("char_codes", codes[char_order], persistent=False)
         self.register_buffer("char_ids", char_order + 2, persistent=False)
-
-    def _check(self, config: MAFConfig) -> None:
-        if config.architecture != self.name:
-            raise ValueError(f"{type(self).__name__} builds architecture {self.name}, not {config.architecture!r} "
-                             "(maf_core.models.build_model picks the class for a config)")
-        problems = self.check_config(config)
-        if problems:
-            raise ValueError("invalid MAFConfig: " + "; ".join(problems))
 
     def init_new(self) -> None:
         """A new model's word embeddings from --word-vectors where the file has the word (or its
