@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import socket
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torchvision
 from torch import nn
 
 from pipeline.errors import DataError
+from pipeline.files import file_sha256
 from pipeline.torch_files import load_state
 
 logger = logging.getLogger(__name__)
@@ -72,14 +72,6 @@ def _body_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if head in names:
             out[f"body.{names.index(head)}.{key.split('.', 1)[1]}"] = value
     return out
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _imagenet_file(name: str) -> Path:

@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from pipeline.conll import ENTITY_TYPES, SPLITS, Tweet, find_splits, read_conll
 from pipeline.errors import DataError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, file_sha256
 from pipeline.schemes import SCHEMES, convert, get_entities, tag_list
 
 logger = logging.getLogger(__name__)
@@ -346,15 +346,6 @@ def summary_table(meta: dict) -> str:
 
 
 # -- corpus identity: which version of a corpus a text (and a run trained on it) was cut from ---------
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def short_sha(sha256: str | None) -> str:

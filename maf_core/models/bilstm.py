@@ -19,7 +19,6 @@ vocabulary is checked to have no two words with one hash.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import Counter
@@ -36,6 +35,7 @@ from maf_core.data import MAX_WORD_CHARS
 from maf_core.distributed import BatchShard
 from maf_core.models.base import TASK_TAGS, MAFOutput, SavedModel, at_least_fp32, count_by_part
 from pipeline.errors import DataError
+from pipeline.files import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +100,6 @@ def build_vocabularies(words: list[list[str]]) -> tuple[list[str], list[str]]:
         raise DataError(f"the train split's words {clash[:4]} share a 62-bit hash; the word lookup cannot tell them "
                         "apart")
     return vocab, sorted(chars, key=lambda c: (-chars[c], c))
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_vectors(path: str | Path, wanted: set[str]) -> tuple[int, dict[str, list[float]]]:
