@@ -12,6 +12,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
+from helpers import SERVE_BASE
 
 from pipeline.sample import make_sample
 from pipeline.vocab import build_vocab
@@ -91,3 +92,22 @@ def served_runs(sample_text, sample_store, tmp_path_factory) -> dict:
         train(FeatureStore(sample_store), sample_text, root / name,
               MAFConfig.tiny(scheme="bioes", text_only=text_only), config)
     return {"maf": root / "maf", "text-only": root / "text-only"}
+
+
+# `maf serve` on the MAF run above: the app (a test module may define its own `app`) and a client that
+# talks to it as the page does, at SERVE_BASE
+
+
+@pytest.fixture(scope="module")
+def app(served_runs):
+    from maf_core.serve import build
+
+    return build(served_runs["maf"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, base_url=SERVE_BASE) as client:
+        yield client

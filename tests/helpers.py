@@ -11,6 +11,9 @@ from maf_core.config import MAFConfig
 from pipeline.conll import Tweet
 from pipeline.sample import CUE_CLASSES, generate_tweets
 
+# where the tests' `maf serve` apps are reached: a loopback name and port its Host check accepts
+SERVE_BASE = "http://127.0.0.1:7860"
+
 
 def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

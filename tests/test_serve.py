@@ -64,12 +64,6 @@ def app(served_runs):
 
 
 @pytest.fixture(scope="module")
-def client(app):
-    with TestClient(app, base_url="http://127.0.0.1:7860") as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def browse(client) -> dict:
     return client.get("/api/browse").json()
 

@@ -17,26 +17,11 @@ import time
 import zlib
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from maf_core.serve import build
 from maf_core.serve.batching import MicroBatcher
 from maf_core.serve.requests import Limits
 from maf_core.serve.uploads import PixelBudget, measure, shrink
-
-BASE = "http://127.0.0.1:7860"
-
-
-@pytest.fixture(scope="module")
-def app(served_runs):
-    return build(served_runs["maf"], device="cpu")
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    with TestClient(app, base_url=BASE) as client:
-        yield client
 
 
 @pytest.fixture

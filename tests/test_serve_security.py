@@ -8,22 +8,8 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import SERVE_BASE as BASE
 from PIL import Image
-
-from maf_core.serve import build
-
-BASE = "http://127.0.0.1:7860"
-
-
-@pytest.fixture(scope="module")
-def app(served_runs):
-    return build(served_runs["maf"], device="cpu")
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    with TestClient(app, base_url=BASE) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
