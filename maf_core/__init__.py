@@ -23,6 +23,8 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
     inference                 the device, tagging and scoring a split, evaluate_run
     run                       the run directory: its files and the checks of data against it
     model  umt                MAF and UMT / MT under their earlier import paths (re-exports of models)
+    images_seen               how many images of a split are readable, and what to say when a model
+                              that reads images (the registry says which) saw few or none
     models                    the models, one module per family, and the one lookup from a model's name
                               to its class (models.registry); nothing outside models/ branches on a name:
       registry                  build_model, load_model, default_config, config_from_options, uses_amp ...
@@ -32,11 +34,10 @@ import-linter; the contracts are in setup.cfg). `pipeline` never imports `maf_co
                                 taggers GVATT's and AdaCAN's word-level forms extend
       base                      SavedModel (save_pretrained / from_pretrained, what a model says of
                                 itself), MAFOutput, MODEL_KEYS
-    alignment interaction matching fusion crf encoder checkpoint data metrics images_seen
+    alignment interaction matching fusion crf encoder checkpoint data metrics
                               the model's parts (interaction: the BERT layer CI and UMT share);
                               weights files; batches; conlleval scores and the annotation
-                              statistics (p per relation, AUC, image-decided); whether a model
-                              reads images and how many a split has readable
+                              statistics (p per relation, AUC, image-decided)
     distributed  config       process groups; MAFConfig, TrainConfig and their choices
 
 Using a trained model (inference, predict, report, board, serve) never imports the trainer.

@@ -12,16 +12,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from maf_core.config import MAFConfig
+from maf_core.models import reads_images  # the model's class says (maf_core.models.registry)
 from pipeline.images import STATUS
 from pipeline.store import FeatureSource
 
 FEW = 0.5  # under this share of readable train images, a model that reads images is warned about
-
-
-def reads_images(config: MAFConfig) -> bool:
-    """Whether the model has an image branch (MAF, UMT, MT; not the text-only baseline), from
-    its config rather than its name."""
-    return not config.text_only
 
 
 def readable_images(image_ids: Sequence[str], store: FeatureSource) -> dict | None:

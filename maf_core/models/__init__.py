@@ -32,6 +32,7 @@ from maf_core.models.registry import (
     model_card,
     model_class,
     model_name,
+    reads_images,
     saved_architecture,
     train_config,
     uses_amp,
@@ -42,4 +43,4 @@ __all__ = ["ARCHITECTURES", "FAMILIES", "FEATURE_KEYS", "MAF", "MODELS", "MODEL_
            "BiLSTMCRF", "CNNBiLSTMCRF", "HBiLSTMCRF", "AdacanBertCRF", "AdacanCNNBiLSTMCRF", "GvattBertCRF",
            "GvattHBiLSTMCRF", "MAFOutput", "SavedModel", "build_model", "computes_p", "config_from_options",
            "count_parameters", "default_config", "describe", "fit_to_text", "load_model", "model_card",
-           "model_class", "model_name", "saved_architecture", "train_config", "uses_amp"]
+           "model_class", "model_name", "reads_images", "saved_architecture", "train_config", "uses_amp"]

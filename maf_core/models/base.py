@@ -140,6 +140,12 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
         reader of a run asks this without building the model)."""
         return False
 
+    @classmethod
+    def reads_images(cls, config: MAFConfig) -> bool:
+        """Whether a model of this configuration reads the store's regions (MAF but its text-only
+        baseline, UMT, MT, GVATT, AdaCAN; not BERT-softmax or the BiLSTM taggers)."""
+        return "regions" in cls.inputs and not config.text_only
+
     @property
     def has_p(self) -> bool:
         """Whether it computes p, the match probability of CM."""

@@ -132,6 +132,11 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu", **hub)
     return model_class(saved_architecture(directory, **hub)).from_pretrained(directory, device, **hub)
 
 
+def reads_images(config: MAFConfig) -> bool:
+    """Whether the config's model reads the store's regions (what images_seen warns about)."""
+    return model_class(config.architecture).reads_images(config)
+
+
 def computes_p(config: MAFConfig) -> bool:
     """Whether the config's model computes p (CM's match probability); null p everywhere otherwise."""
     return model_class(config.architecture).computes_p(config)
