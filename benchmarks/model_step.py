@@ -16,6 +16,7 @@ is JSON.
 
     .venv/bin/python benchmarks/model_step.py [--rounds 7] [--encoders bert-base,roberta-large]
         [--models maf,umt,...,text-only]  (default: every model of the registry, and text-only)
+        [--flops]  (count FLOPs by part and parameters instead of timing: where a ratio comes from)
 """
 from __future__ import annotations
 
@@ -225,6 +226,39 @@ def peak_memory(encoder: str, model: str, args) -> dict:
     return peak
 
 
+def flop_counts(encoder: str, model_name: str, args) -> dict:
+    """Counted, not timed (a count does not depend on the machine's load): the FLOPs of one forward
+    and backward on the benchmark's batch (torch.utils.flop_counter: matrix products and
+    convolutions, which are nearly all of the work), those of the forward alone by the model's
+    top-level parts, and the parameters AdamW updates."""
+    import inspect
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from maf_core.models import build_model
+
+    config = model_config(encoder, model_name)
+    torch.manual_seed(0)
+    model = build_model(config).train()
+    accepted = inspect.signature(model.forward).parameters
+    batch = make_batch(args.batch_size, args.pieces, args.words, config.image_dim, config.vocab_size, len(TAGS))
+    batch = {key: value for key, value in batch.items() if key in accepted}
+    forward, both = FlopCounterMode(display=False), FlopCounterMode(display=False)
+    with forward:  # by part: the forward's (the counter cannot place a backward product in a module)
+        loss = model(**batch, generator=torch.Generator().manual_seed(0)).loss
+    with both:
+        model(**batch, generator=torch.Generator().manual_seed(0)).loss.backward()
+    by_module = forward.get_flop_counts()
+    top = type(model).__name__
+    parts = {name: sum(by_module.get(f"{top}.{name}", {}).values()) for name, _ in model.named_children()}
+    del loss
+    return {"model": display(model_name), "gflops": round(both.get_total_flops() / 1e9, 2),
+            "forward_gflops": round(forward.get_total_flops() / 1e9, 2),
+            "forward_parts_gflops": {name: round(flops / 1e9, 3) for name, flops in parts.items() if flops},
+            "parameters_m": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encoders", default="bert-base,roberta-large",
@@ -238,6 +272,8 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="step times only")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bf16 autocast where the recipe "
                         "trains so; peak GPU memory besides VmHWM)")
+    parser.add_argument("--flops", action="store_true", help="count each model's FLOPs (forward and backward, by "
+                        "part) and parameters instead of timing it; ratios to BERT-CRF")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # ENCODER:MODEL peak memory, in a child
     args = parser.parse_args()
     known = all_models()
@@ -248,6 +284,19 @@ def main() -> None:
     if args.one:
         encoder, model = args.one.split(":")
         print(json.dumps(peak_memory(encoder, model, args)))
+        return
+
+    if args.flops:
+        counted = [flop_counts(encoder, model, args) for encoder in args.encoders.split(",") for model in models]
+        for row in counted:
+            print(f"{row['model']:<22} {row['gflops']:8.1f} GFLOPs  {row['parameters_m']:7.2f} M parameters  "
+                  f"forward by part: {row['forward_parts_gflops']}", file=sys.stderr)
+        base = next((row for row in counted if row["model"] == display(BASELINE)), None)
+        ratios = {f"{row['model']}/BERT-CRF": {"flops": round(row["gflops"] / base["gflops"], 3),
+                                               "parameters": round(row["parameters_m"] / base["parameters_m"], 3)}
+                  for row in counted if base is not None and row is not base and row["gflops"]}
+        print(json.dumps({"benchmark": "model_flops", "encoders": args.encoders, "batch_size": args.batch_size,
+                          "pieces": args.pieces, "words": args.words, "counted": counted, "ratios": ratios}))
         return
 
     import subprocess

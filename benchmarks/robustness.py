@@ -73,9 +73,11 @@ def perturbed_copy(store: Path, out: Path, noise: float, seed: int = 0) -> dict:
     return changed
 
 
-def train(run: Path, store: Path, text: Path, flags: list[str], seed: int) -> None:
+def train(run: Path, store: Path, text: Path, flags: list[str], seed: int, env: dict[str, str] | None = None,
+          log: Path | None = None) -> None:
     """Train one run, or reuse a finished one trained with the same flags (FLAGS_FILE; a run
-    from before that file is reused as it is)."""
+    from before that file is reused as it is). `env`: the process's environment (default: ours);
+    `log`: a file for its output (default: ours)."""
     command = " ".join([*flags, "--seed", str(seed)])
     if (run / "report.json").is_file():
         recorded = run / FLAGS_FILE
@@ -84,8 +86,14 @@ def train(run: Path, store: Path, text: Path, flags: list[str], seed: int) -> No
         print(f"{run}: trained with other flags ({recorded.read_text().strip()}); training again", flush=True)
     if run.exists():
         shutil.rmtree(run)
-    subprocess.run([sys.executable, "-m", "cli.maf", "train", "--features", str(store), "--text", str(text),
-                    "--out", str(run), *flags, "--seed", str(seed)], check=True, cwd=ROOT)
+    argv = [sys.executable, "-m", "cli.maf", "train", "--features", str(store), "--text", str(text),
+            "--out", str(run), *flags, "--seed", str(seed)]
+    if log is None:
+        subprocess.run(argv, check=True, cwd=ROOT, env=env)
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as output:
+            subprocess.run(argv, check=True, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     (run / FLAGS_FILE).write_text(command + "\n")
 
 

@@ -107,3 +107,19 @@ def test_the_sample_experiment_trains_with_the_demos_recipe():
     assert args.lr == float(demo["--lr"])
     assert args.head_lr is None and "--head-lr" not in demo  # one rate for BERT and the heads
     assert args.bert_config == demo["--bert-config"]
+
+
+def test_model_step_counts_flops_by_part_and_the_parts_add_up_to_the_forward():
+    from argparse import Namespace
+
+    from benchmarks.model_step import flop_counts
+
+    args = Namespace(batch_size=4, pieces=12, words=8)
+    maf, bert_crf = (flop_counts("tiny", model, args) for model in ("maf", "text-only"))
+    assert maf["forward_parts_gflops"]["bert"] == bert_crf["forward_parts_gflops"]["bert"] > 0  # the same encoder
+    assert {"interaction", "fusion"} <= set(maf["forward_parts_gflops"]) and "interaction" not in bert_crf[
+        "forward_parts_gflops"]
+    for row in (maf, bert_crf):
+        assert abs(sum(row["forward_parts_gflops"].values()) - row["forward_gflops"]) <= 0.002  # rounding only
+        assert row["gflops"] > row["forward_gflops"]  # the backward is counted too
+    assert maf["gflops"] > bert_crf["gflops"] and maf["parameters_m"] > bert_crf["parameters_m"]

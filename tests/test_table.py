@@ -270,10 +270,12 @@ def test_the_benchmark_trains_every_model_of_the_registry_and_text_only_with_fla
         cls, config = row_config(flags)
         assert config.architecture == (name if name != TEXT_ONLY else ARCHITECTURES[0])
         assert config.text_only == (name == TEXT_ONLY or default_config(config.architecture).text_only)
+        recipe_batch = cls.train_defaults(None).get("batch_size")
         args = ["--features", "s.h5", "--text", "t", "--out", str(tmp_path),
-                *train_flags(demo, "bert_size" in cls.options, 1, "tiny"), *flags]
+                *train_flags(demo, "bert_size" in cls.options, 1, "tiny", recipe_batch), *flags]
         context = train_command.make_context("train", args)  # click's parsing: a flag it does not know raises
         assert context.params["epochs"] == 1
+        assert recipe_batch != 1 or context.params["batch_size"] == 10  # HBiLSTM's batches of 1 do not fit the time
         assert "bert_size" not in cls.options or context.params["bert_config"] == "tiny"
 
 
@@ -283,4 +285,40 @@ def test_the_benchmark_leaves_out_bert_config_for_a_model_without_bert():
     demo = ["--bert-config", "small", "--epochs", "12", "--lr", "3e-4"]
     assert train_flags(demo, True, None, None) == demo
     assert train_flags(demo, True, 1, "tiny") == ["--bert-config", "tiny", "--epochs", "1", "--lr", "3e-4"]
-    assert train_flags(demo, False, None, "tiny") == ["--epochs", "12"]  # the word-level rows: their recipe's rate
+    # the word-level rows: their recipe's rate and batch, 25 epochs (or --epochs)
+    assert train_flags(demo, False, None, "tiny") == ["--epochs", "25"]
+    assert train_flags(demo, False, 3, "tiny", recipe_batch=10) == ["--epochs", "3"]
+    # ... and a recipe of batches of 1 in batches of 10 at BiLSTM-CRF's rate
+    assert train_flags(demo, False, None, None, recipe_batch=1) == [
+        "--epochs", "50", "--batch-size", "10", "--lr", "0.1"]
+    assert train_flags(demo, True, None, None, recipe_batch=1) == demo
+
+
+def test_the_benchmark_trains_two_at_a_time_each_on_its_share_of_the_cores_and_names_a_failed_runs_log(
+        tmp_path, monkeypatch):
+    import subprocess
+
+    from benchmarks import robustness
+    from benchmarks.table2 import run_all
+
+    seen = []
+
+    def fake_run(argv, env=None, stdout=None, **kwargs):
+        out = Path(argv[argv.index("--out") + 1])
+        seen.append((out.parent.name, out.name, env["OMP_NUM_THREADS"], Path(stdout.name).name))
+        if out.parent.name == "broken":
+            raise subprocess.CalledProcessError(3, argv)
+        out.mkdir(parents=True)
+        (out / "report.json").write_text("{}")
+
+    monkeypatch.setattr(robustness.subprocess, "run", fake_run)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    tasks = [(name, seed, tmp_path / "text", ["--epochs", "1"]) for name in ("maf", "umt") for seed in (1, 2)]
+    commands = {"maf": "--epochs 1", "umt": "--epochs 1", "broken": "--epochs 1"}
+    minutes = run_all(tasks, tmp_path, tmp_path / "store.h5", commands, jobs=2)
+    assert sorted(seen) == [(n, f"seed-{s}", "2", f"{n}-seed-{s}.log") for n in ("maf", "umt") for s in (1, 2)]
+    assert {name: len(spent) for name, spent in minutes.items()} == {"maf": 2, "umt": 2}
+    assert all((tmp_path / "runs" / n / f"seed-{s}" / "report.json").is_file() for n in ("maf", "umt") for s in (1, 2))
+
+    with pytest.raises(SystemExit, match=r"broken, seed 1 failed \(exit status 3\): see .*logs/broken-seed-1.log"):
+        run_all([("broken", 1, tmp_path / "text", [])], tmp_path, tmp_path / "store.h5", commands, jobs=2)
