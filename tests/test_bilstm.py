@@ -90,8 +90,14 @@ def test_a_bad_vectors_file_is_one_line(tmp_path):
     bad.write_text("the 1 2 3\nbeach 1 2\n")
     with pytest.raises(DataError, match=r"bad.txt:2: expected a word and 3 values, got 2 values"):
         read_vectors(bad, {"the"})
+    with pytest.raises(DataError, match=r"bad.txt:2: expected a word and 3 values, got 2 values"):
+        tiny("bilstm-crf", word_vectors=str(bad))  # fitting reads the dimension only; building reads every line
     with pytest.raises(DataError, match=r"missing.txt: no such word vectors file"):
         tiny("bilstm-crf", word_vectors=str(tmp_path / "missing.txt"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("3 4\n")  # a word2vec header and no vector
+    with pytest.raises(DataError, match=r"empty.txt: no word vectors in it"):
+        tiny("bilstm-crf", word_vectors=str(empty))
     good = tmp_path / "good.txt"
     good.write_text("the 1 2 3 4\n")
     config = fit_to_text(default_config("bilstm-crf", tags=MAFConfig.tiny().tags, word_vectors=str(good)), WORDS)

@@ -102,6 +102,22 @@ def build_vocabularies(words: list[list[str]]) -> tuple[list[str], list[str]]:
     return vocab, sorted(chars, key=lambda c: (-chars[c], c))
 
 
+def vector_dimension(path: str | Path) -> int:
+    """The dimension of a GloVe or word2vec text file, from its first vector (read_vectors, when the
+    model is built, checks every line against it): fitting a config does not read the whole file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such word vectors file")
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            parts = line.rstrip("\n").rstrip(" ").split(" ")
+            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue  # word2vec's header
+            if len(parts) >= 2:
+                return len(parts) - 1
+    raise DataError(f"{path}: no word vectors in it (GloVe or word2vec text format expected)")
+
+
 def read_vectors(path: str | Path, wanted: set[str]) -> tuple[int, dict[str, list[float]]]:
     """(dimension, {word: vector}) of the words in `wanted` (and of their lowercase forms) from a
     GloVe or word2vec text file (word2vec's first line "count dim" is skipped); a line with another
@@ -219,8 +235,8 @@ class WordTagger(SavedModel):
         words, chars = build_vocabularies(train_words)
         values = dict(word_vocab=words, char_vocab=chars)
         if config.word_vectors is not None:
-            dim, _ = read_vectors(config.word_vectors, set())
-            values.update(word_vectors_sha256=file_sha256(config.word_vectors), word_dim=dim)
+            values.update(word_dim=vector_dimension(config.word_vectors),
+                          word_vectors_sha256=file_sha256(config.word_vectors))
         else:
             logger.warning("word embeddings start random (no --word-vectors): fine for tests and the offline demo; "
                            "the papers' scores need pretrained vectors (GloVe, word2vec text format)")
