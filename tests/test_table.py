@@ -322,3 +322,15 @@ def test_the_benchmark_trains_two_at_a_time_each_on_its_share_of_the_cores_and_n
 
     with pytest.raises(SystemExit, match=r"broken, seed 1 failed \(exit status 3\): see .*logs/broken-seed-1.log"):
         run_all([("broken", 1, tmp_path / "text", [])], tmp_path, tmp_path / "store.h5", commands, jobs=2)
+
+
+def test_an_ablated_maf_is_labelled_so_and_gets_no_published_row(runs, tmp_path):
+    ablated = tmp_path / "no-cm"
+    shutil.copytree(runs["maf"] / "seed-1", ablated)
+    config = json.loads((ablated / "config.json").read_text(encoding="utf-8"))
+    config["model"]["use_matching"] = False
+    (ablated / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    table = build_table([runs["maf"], ablated], "twitter2015")
+    assert [row["system"] for row in table["rows"]] == ["MAF", "MAF without CM"]
+    assert table["rows"][0]["published"] is not None and table["rows"][1]["published"] is None
+    assert table["rows"][1]["model"].endswith("without CM")

@@ -76,19 +76,26 @@ class MAF(SavedModel, library_name="maf", model_card_template=MODEL_CARD, tags=C
 
     @classmethod
     def display_name(cls, config: MAFConfig) -> str:
-        return "text-only BERT-CRF" if config.text_only else cls.title
+        """'MAF', 'MAF without CA' (an ablation: not the paper's MAF, so no published row beside it in
+        `maf table`), 'text-only BERT-CRF'."""
+        return "text-only BERT-CRF" if config.text_only else cls.title + cls._ablation(config)
 
     @classmethod
     def describe(cls, config: MAFConfig) -> str:
         """'MAF, preset `paper`', '... without CA', 'text-only BERT-CRF'."""
-        model = cls.display_name(config)
-        if not config.text_only:
-            preset = preset_of(config)
-            model += ", " + (f"preset `{preset}`" if preset else "settings of no preset (config.json)")
-        if config.visual and not (config.use_alignment and config.use_matching):
-            model += " without " + " and ".join(n for n, on in (("CA", config.use_alignment),
-                                                               ("CM", config.use_matching)) if not on)
-        return model
+        if config.text_only:
+            return cls.display_name(config)
+        preset = preset_of(config)
+        return (f"{cls.title}, " + (f"preset `{preset}`" if preset else "settings of no preset (config.json)")
+                + cls._ablation(config))
+
+    @staticmethod
+    def _ablation(config: MAFConfig) -> str:
+        """' without CA', ' without CA and CM' or ''."""
+        if not config.visual or (config.use_alignment and config.use_matching):
+            return ""
+        return " without " + " and ".join(name for name, on in (("CA", config.use_alignment),
+                                                                ("CM", config.use_matching)) if not on)
 
     @classmethod
     def computes_p(cls, config: MAFConfig) -> bool:
