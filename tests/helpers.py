@@ -234,3 +234,32 @@ def chars_to_words(word_chars: torch.Tensor, word_mask: torch.Tensor) -> list[li
     """The words of a batch's `word_chars` (code points, 0 beyond), for fitting a word-level model."""
     return [["".join(chr(c) for c in word if c) for word, real in zip(row, mask) if real]
             for row, mask in zip(word_chars.tolist(), word_mask.tolist())]
+
+
+class StopAfterFirstEpoch(Exception):
+    """What `whole_and_resumed` raises after a run's first epoch: a run cut short, as a kill would cut it."""
+
+
+def stop_after_first_epoch(epoch: int) -> None:
+    if epoch == 1:
+        raise StopAfterFirstEpoch
+
+
+def whole_and_resumed(store: Path, text: Path, root: Path, model: MAFConfig, config,
+                      wrong_model: MAFConfig | None = None, refused: str | None = None) -> tuple[dict, dict]:
+    """A run of `config.epochs` epochs in root/whole, and the same run in root/cut, cut after its
+    first epoch and resumed: (the whole run's result, the resumed run's). With `wrong_model`,
+    resuming the cut run with that config is first refused with a DataError matching `refused`."""
+    import pytest
+
+    from maf_core.train import train
+    from pipeline.errors import DataError
+    from pipeline.store import FeatureStore
+
+    whole = train(FeatureStore(store), text, root / "whole", model, config)
+    with pytest.raises(StopAfterFirstEpoch):
+        train(FeatureStore(store), text, root / "cut", model, config, on_epoch_end=stop_after_first_epoch)
+    if wrong_model is not None:
+        with pytest.raises(DataError, match=refused):
+            train(FeatureStore(store), text, root / "cut", wrong_model, config, resume=True)
+    return whole, train(FeatureStore(store), text, root / "cut", model, config, resume=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import make_batch
+from helpers import make_batch, whole_and_resumed
 from torch.nn import functional as F
 
 from cli.maf import main as maf
@@ -16,9 +16,6 @@ from maf_core.config import MAFConfig
 from maf_core.models import MODEL_KEYS, BertSoftmax, build_model, default_config, load_model, train_config
 from maf_core.models.base import piece_targets
 from maf_core.models.bert import bert_softmax_settings
-from maf_core.train import train
-from pipeline.errors import DataError
-from pipeline.store import FeatureStore
 
 BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 
@@ -144,18 +141,7 @@ def test_resume_of_bert_softmax_equals_an_uninterrupted_run(sample_text, sample_
     config = train_config("bert-softmax", "paper", epochs=2, batch_size=16, lr=1e-3, seed=3, device="cpu",
                           tensorboard=False)
     model = default_config("bert-softmax", bert_size="tiny")
-
-    class Stop(Exception):
-        pass
-
-    def stop(epoch: int) -> None:
-        if epoch == 1:
-            raise Stop
-
-    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
-    with pytest.raises(Stop):
-        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
-    with pytest.raises(DataError, match=r"was trained with --model bert-softmax; resume it with --model bert-softmax"):
-        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", default_config("umt", bert_size="tiny"),
-              config, resume=True)
-    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole
+    whole, resumed = whole_and_resumed(sample_store, sample_text, tmp_path, model, config,
+                                       default_config("umt", bert_size="tiny"),
+                                       r"was trained with --model bert-softmax; resume it with --model bert-softmax")
+    assert resumed == whole

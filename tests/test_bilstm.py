@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import make_batch
+from helpers import make_batch, whole_and_resumed
 
 from cli.maf import main as maf
 from maf_core.config import MAFConfig
@@ -18,7 +18,6 @@ from maf_core.data import load_split
 from maf_core.inputs import fit_to_inputs, read_inputs
 from maf_core.models import MODEL_KEYS, build_model, default_config, fit_to_text, load_model, train_config
 from maf_core.models.bilstm import PAD, UNK, build_vocabularies, hash_words, normalize_word, read_vectors, word_key
-from maf_core.train import train
 from pipeline.errors import DataError
 from pipeline.store import FeatureStore
 
@@ -223,19 +222,9 @@ def test_every_reader_reads_a_bilstm_run(run, tmp_path):
 def test_the_others_train_and_resume_as_an_uninterrupted_run(name, sample_text, sample_store, tmp_path, caplog):
     config = train_config(name, "paper", epochs=2, batch_size=16, seed=3, device="cpu", tensorboard=False)
     model = default_config(name, word_dim=8, lstm_hidden=6, char_dim=5, char_hidden=4)
-
-    class Stop(Exception):
-        pass
-
-    def stop(epoch: int) -> None:
-        if epoch == 1:
-            raise Stop
-
-    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
+    whole, resumed = whole_and_resumed(sample_store, sample_text, tmp_path, model, config)
     assert "word embeddings start random (no --word-vectors)" in caplog.text
-    with pytest.raises(Stop):
-        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
-    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole
+    assert resumed == whole
     assert whole["encoder"] == "RANDOM-init word embeddings"
 
 

@@ -1,23 +1,15 @@
 """GVATT-BERT-CRF (maf_core/models/gvatt.py): the attention and the modulation gate against a plain
-loop, padding, missing images, saving, the shortcut detector, and a run through the CLI that every
-reader reads."""
+loop, padding, missing images, saving, the shortcut detector; its runs through the CLI and every
+reader: tests/test_image_baselines.py."""
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from helpers import chars_to_words, image_decided_tweets, make_batch, train_and_tag_the_ambiguous_word
 
-from cli.maf import main as maf
 from maf_core.config import MAFConfig
 from maf_core.models import MODEL_KEYS, build_model, default_config, fit_to_text, load_model, train_config, uses_amp
 from maf_core.models.gvatt import GvattBertCRF, GvattHBiLSTMCRF, gvatt_settings
-from maf_core.train import train
-from pipeline.errors import DataError
-from pipeline.store import FeatureStore
 
 BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 
@@ -142,88 +134,6 @@ def test_the_image_decides_a_word_only_when_it_carries_the_class(informative):
 # ---------------------------------------------------------------- a run through the CLI, and its readers
 
 
-@pytest.fixture(scope="module")
-def run(sample_text, sample_store, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("gvatt") / "run"
-    result = CliRunner().invoke(maf, ["train", "--features", str(sample_store), "--text", str(sample_text),
-                                      "--out", str(out), "--model", "gvatt-bert-crf", "--bert-config", "tiny",
-                                      "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--no-tensorboard"])
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def test_every_reader_reads_its_run(run, tmp_path):
-    saved = json.loads((run / "config.json").read_text())
-    assert saved["model"]["architecture"] == "gvatt-bert-crf" and saved["train"]["optimizer"] == "bertadam"
-    rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
-    assert rows and all(r["match_prob"] is None for r in rows)  # no CM: p is null
-    evaluated = CliRunner().invoke(maf, ["evaluate", str(run), "--out", str(tmp_path / "eval")])
-    assert evaluated.exit_code == 0, evaluated.output
-    tweets = tmp_path / "tweets.jsonl"
-    tweets.write_text(json.dumps({"id": "t1", "text": "Rob at the beach", "image": rows[0]["id"]}) + "\n")
-    predicted = CliRunner().invoke(maf, ["predict", str(run), "--input", str(tweets), "--features",
-                                         saved["features"], "--out", str(tmp_path / "pred.jsonl")])
-    assert predicted.exit_code == 0, predicted.output
-    record = json.loads((tmp_path / "pred.jsonl").read_text())
-    assert record["match_prob"] is None and len(record["tags"]) == 4
-    assert "| model | GVATT-BERT-CRF |" in (run / "best" / "README.md").read_text()
-    done = CliRunner().invoke(maf, ["report", str(run), "--out", str(tmp_path / "figures"), "--case-run", str(run),
-                                    "--ids", rows[0]["id"]])
-    assert done.exit_code == 0, done.output
-    line = (tmp_path / "figures" / "comparison.txt").read_text().splitlines()[1]  # under the header
-    assert line.split()[-3:] == ["-", "-", "-"]  # p matched, p unrelated, AUC: no p
-    assert (tmp_path / "figures" / "cases.png").is_file()
-
-
-def test_maf_only_options_are_refused(sample_text, sample_store, tmp_path):
-    result = CliRunner().invoke(maf, ["train", "--features", str(sample_store), "--text", str(sample_text), "--out",
-                                      str(tmp_path / "r"), "--model", "gvatt-bert-crf", "--heads", "2"])
-    assert result.exit_code == 1
-    assert ("--model gvatt-bert-crf: --heads is not for GVATT-BERT-CRF (options of MAF, UMT-BERT-CRF, MT-BERT-CRF); "
-            "leave it out") in result.output
-    assert not (tmp_path / "r").exists()
-
-
-def test_resume_equals_an_uninterrupted_run(sample_text, sample_store, tmp_path):
-    config = train_config("gvatt-bert-crf", "paper", epochs=2, batch_size=16, lr=1e-3, seed=3, device="cpu",
-                          tensorboard=False)
-    model = default_config("gvatt-bert-crf", bert_size="tiny")
-
-    class Stop(Exception):
-        pass
-
-    def stop(epoch: int) -> None:
-        if epoch == 1:
-            raise Stop
-
-    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
-    with pytest.raises(Stop):
-        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
-    with pytest.raises(DataError, match=r"was trained with --model gvatt-bert-crf; resume it with --model "
-                                        r"gvatt-bert-crf, not umt"):
-        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", default_config("umt", bert_size="tiny"),
-              config, resume=True)
-    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole
-
-
-@pytest.mark.slow
-def test_maf_serve_reads_its_run(run):
-    """`maf serve` browses the run (p absent), draws its attention and answers /api/predict."""
-    from fastapi.testclient import TestClient
-
-    from maf_core.serve import build
-
-    with TestClient(build(run, device="cpu"), base_url="http://127.0.0.1:7860") as client:
-        browse = client.get("/api/browse")
-        assert browse.status_code == 200, browse.text
-        predicted = (run / "predictions" / "test.jsonl").read_text().splitlines()
-        assert len(browse.json()["tweets"]) == len(predicted)
-        answer = client.post("/api/predict", json={"items": [{"text": "Rob at the beach"}]})
-        assert answer.status_code == 200, answer.text
-        item = answer.json()["items"][0]
-        assert item["words"] == ["Rob", "at", "the", "beach"] and item.get("p") is None
-
-
 # ---------------------------------------------------------------- GVATT-HBiLSTM-CRF, on words
 
 
@@ -288,45 +198,3 @@ def test_on_words_the_image_decides_a_word_only_when_it_carries_the_class(inform
     assert accuracy >= 0.95 if informative else 0.35 <= accuracy <= 0.65
 
 
-def test_on_words_a_run_through_the_cli_that_every_reader_reads(sample_text, sample_store, tmp_path):
-    run = tmp_path / "run"
-    result = CliRunner().invoke(maf, ["train", "--features", str(sample_store), "--text", str(sample_text),
-                                      "--out", str(run), "--model", "gvatt-hbilstm-crf", "--epochs", "1",
-                                      "--batch-size", "16", "--device", "cpu", "--no-tensorboard"])
-    assert result.exit_code == 0, result.output
-    saved = json.loads((run / "config.json").read_text())
-    assert saved["model"]["architecture"] == "gvatt-hbilstm-crf" and saved["train"]["optimizer"] == "sgd"
-    rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()]
-    assert rows and all(r["match_prob"] is None for r in rows)
-    assert CliRunner().invoke(maf, ["evaluate", str(run), "--out", str(tmp_path / "eval")]).exit_code == 0
-    tweets = tmp_path / "tweets.jsonl"
-    tweets.write_text(json.dumps({"id": "t1", "text": "Rob at the beach", "image": rows[0]["id"]}) + "\n")
-    predicted = CliRunner().invoke(maf, ["predict", str(run), "--input", str(tweets), "--features",
-                                         saved["features"], "--out", str(tmp_path / "pred.jsonl")])
-    assert predicted.exit_code == 0, predicted.output
-    assert len(json.loads((tmp_path / "pred.jsonl").read_text())["tags"]) == 4
-    done = CliRunner().invoke(maf, ["report", str(run), "--out", str(tmp_path / "figures"), "--case-run", str(run),
-                                    "--ids", rows[0]["id"]])
-    assert done.exit_code == 0, done.output
-    assert "| model | GVATT-HBiLSTM-CRF |" in (run / "best" / "README.md").read_text()
-    refused = CliRunner().invoke(maf, ["train", "--features", str(sample_store), "--text", str(sample_text), "--out",
-                                       str(tmp_path / "r"), "--model", "gvatt-hbilstm-crf", "--bert", "x"])
-    assert refused.exit_code == 1 and "--bert is not for GVATT-HBiLSTM-CRF" in refused.output
-
-
-def test_on_words_resume_equals_an_uninterrupted_run(sample_text, sample_store, tmp_path):
-    config = train_config("gvatt-hbilstm-crf", "paper", epochs=2, batch_size=16, seed=3, device="cpu",
-                          tensorboard=False)
-    model = default_config("gvatt-hbilstm-crf")
-
-    class Stop(Exception):
-        pass
-
-    def stop(epoch: int) -> None:
-        if epoch == 1:
-            raise Stop
-
-    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
-    with pytest.raises(Stop):
-        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
-    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole

@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import make_batch
+from helpers import make_batch, whole_and_resumed
 
 from cli.maf import main as maf
 from maf_core.config import MAFConfig, TrainConfig
 from maf_core.model import MAF, MODEL_KEYS, piece_targets
 from maf_core.models import MT, build_model, default_config, load_model, train_config, uses_amp
 from maf_core.models.umt import UMT, conversion_matrix, span_labels, span_states, umt_settings
-from maf_core.train import train
 from pipeline.errors import DataError
-from pipeline.store import FeatureStore
 
 BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 BIOES = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
@@ -364,21 +362,10 @@ def test_resume_of_umt_equals_an_uninterrupted_run(sample_text, sample_store, tm
     config = train_config("umt", "paper", epochs=2, batch_size=16, lr=1e-3, seed=3, device="cpu",
                           tensorboard=False)
     model = default_config("umt", bert_size="tiny")
-
-    class Stop(Exception):
-        pass
-
-    def stop(epoch: int) -> None:
-        if epoch == 1:
-            raise Stop
-
-    whole = train(FeatureStore(sample_store), sample_text, tmp_path / "whole", model, config)
-    with pytest.raises(Stop):
-        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, on_epoch_end=stop)
-    with pytest.raises(DataError, match=r"was trained with --model umt; resume it with --model umt, not maf"):
-        train(FeatureStore(sample_store), sample_text, tmp_path / "cut", MAFConfig.tiny(scheme="bioes"), config,
-              resume=True)
-    assert train(FeatureStore(sample_store), sample_text, tmp_path / "cut", model, config, resume=True) == whole
+    whole, resumed = whole_and_resumed(sample_store, sample_text, tmp_path, model, config,
+                                       MAFConfig.tiny(scheme="bioes"),
+                                       r"was trained with --model umt; resume it with --model umt, not maf")
+    assert resumed == whole
 
 
 # ---------------------------------------------------------------- torchrun / DDP
