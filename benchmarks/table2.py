@@ -175,6 +175,13 @@ def main() -> None:
                       "run_minutes": minutes, "table": table}))
 
 
+def say(line: str) -> None:
+    """One line in one write: the pool's threads print beside each other (print writes the line
+    and its newline apart)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_all(tasks: list[tuple[str, int, Path, list[str]]], root: Path, store: Path, commands: dict[str, str],
             jobs: int) -> dict[str, list[float]]:
     """Train every (row, seed), `jobs` at a time, each with its share of the cores (OMP_NUM_THREADS):
@@ -190,7 +197,7 @@ def run_all(tasks: list[tuple[str, int, Path, list[str]]], root: Path, store: Pa
     def one(task: tuple[str, int, Path, list[str]]) -> tuple[str, float]:
         name, seed, text, flags = task
         log = root / "logs" / f"{name}-seed-{seed}.log"
-        print(f"[table2] {name}, seed {seed}: maf train {commands[name]} --seed {seed}  (log: {log})", flush=True)
+        say(f"[table2] {name}, seed {seed}: maf train {commands[name]} --seed {seed}  (log: {log})")
         began = time.perf_counter()
         try:
             train(root / "runs" / name / f"seed-{seed}", store, text, flags, seed, env=env, log=log)
@@ -202,7 +209,7 @@ def run_all(tasks: list[tuple[str, int, Path, list[str]]], root: Path, store: Pa
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for name, spent in pool.map(one, tasks):
             minutes.setdefault(name, []).append(round(spent, 2))
-            print(f"[table2] {name}: {spent:.1f} min", flush=True)
+            say(f"[table2] {name}: {spent:.1f} min")
     return minutes
 
 
