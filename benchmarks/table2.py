@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bert-config", default=None, choices=["tiny", "small", "base"], help="[the demo's, small]")
     parser.add_argument("--paper", default="twitter2015", help="whose published rows go beside [twitter2015]")
     parser.add_argument("--jobs", type=int, default=2,
-                        help="trainings at once, the cores shared out among them [2: on 2 cores, 1.56x the "
-                             "throughput of one at a time]")
+                        help="trainings at once, the cores shared out among them [2: on 2 cores, two one-core "
+                             "trainings of the small models finish sooner than two two-core ones in turn]")
     return parser
 
 
