@@ -125,3 +125,30 @@ def test_on_words_resume_equals_an_uninterrupted_run(name, sample_text, sample_s
     config = train_config(name, "paper", epochs=2, batch_size=16, seed=3, device="cpu", tensorboard=False)
     whole, resumed = whole_and_resumed(sample_store, sample_text, tmp_path, default_config(name), config)
     assert resumed == whole
+
+
+@pytest.mark.parametrize("name", [*ON_WORDS, "umt"])
+def test_predict_from_new_images_gives_what_the_store_gives(name, sample_dir, sample_text, sample_store, tmp_path):
+    """`maf predict --images`: the run's backbone extracts the images again, for these models as for
+    MAF (tests/test_train.py): the tags of the store's features; a tweet whose image is not there is
+    tagged from its text, its status named."""
+    run = tmp_path / "run"
+    flags = ["--bert-config", "tiny"] if "bert_size" in model_class(name).options else []
+    result = train_cli(sample_store, sample_text, run, name, *flags)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (run / "predictions" / "test.jsonl").read_text().splitlines()][:6]
+    known = "".join(json.dumps({"id": r["id"], "words": r["words"], "image": r["id"]}) + "\n" for r in rows)
+    gone = json.dumps({"id": "gone", "text": "Rob at the beach", "image": "no-such-image"}) + "\n"
+    got = {}
+    sources = {"store": (["--features", str(sample_store)], known),  # a store has only its own ids
+               "images": (["--images", str(sample_dir / "images")], known + gone)}
+    for source, (flag, lines) in sources.items():
+        tweets = tmp_path / f"{source}-tweets.jsonl"
+        tweets.write_text(lines)
+        done = CliRunner().invoke(maf, ["predict", str(run), "--input", str(tweets), *flag, "--out",
+                                        str(tmp_path / f"{source}.jsonl")])
+        assert done.exit_code == 0, done.output
+        got[source] = [json.loads(x) for x in (tmp_path / f"{source}.jsonl").read_text().splitlines()]
+    assert [r["tags"] for r in got["images"][:6]] == [r["tags"] for r in got["store"]]
+    assert [r["tags"] for r in got["store"][:6]] == [r["predicted"] for r in rows]  # what the run itself predicted
+    assert got["images"][-1]["image_status"] != "ok" and len(got["images"][-1]["tags"]) == 4
