@@ -365,8 +365,8 @@ def table_cmd(run_dirs, paper, annotations, mixed_corpora, as_json) -> None:
     P, R and F1, one row per run (a --seeds folder: mean ± std over its seeds), plus image-decided
     and other F1 where the corpus has annotations.
 
-    Each row is named by its model (MAF, UMT-BERT-CRF ...); below the table, each run's model
-    and seeds, and the corpus it was trained on (each split's source sha256 and counts). Runs
+    Each row is named by its model (MAF, MAF without CM, UMT-BERT-CRF ...); below the table,
+    each run's model and seeds, and the corpus it was trained on (each split's source sha256 and counts). Runs
     trained on different versions of the corpus are refused, naming them and the splits that
     differ."""
     result = build_table(list(run_dirs), paper, annotations, mixed_corpora)
