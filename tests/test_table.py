@@ -288,9 +288,9 @@ def test_the_benchmark_leaves_out_bert_config_for_a_model_without_bert():
     # the word-level rows: their recipe's rate and batch, 25 epochs (or --epochs)
     assert train_flags(demo, False, None, "tiny") == ["--epochs", "25"]
     assert train_flags(demo, False, 3, "tiny", recipe_batch=10) == ["--epochs", "3"]
-    # ... and a recipe of batches of 1 in batches of 10 at BiLSTM-CRF's rate
+    # ... and a recipe of batches of 1 in batches of 10 with AdamW
     assert train_flags(demo, False, None, None, recipe_batch=1) == [
-        "--epochs", "50", "--batch-size", "10", "--lr", "0.1"]
+        "--epochs", "25", "--batch-size", "10", "--optimizer", "adamw", "--lr", "1e-3"]
     assert train_flags(demo, True, None, None, recipe_batch=1) == demo
 
 
