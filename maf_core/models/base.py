@@ -235,8 +235,9 @@ class SavedModel(nn.Module, PyTorchModelHubMixin):
 
 
 class TrainedAsUMT(SavedModel):
-    """A multimodal BERT model of Table 2 that UMT's authors ran in their code base (GVATT-BERT-CRF,
-    AdaCAN-BERT-CRF): built and trained as UMT-BERT-CRF, since the UMT paper's settings for them
+    """UMT-BERT-CRF's recipe, as its released code (jefferyYu/UMT) builds and trains it, and the
+    multimodal BERT models of Table 2 that UMT's authors ran in that code base (GVATT-BERT-CRF,
+    AdaCAN-BERT-CRF), built and trained as UMT-BERT-CRF since the UMT paper's settings for them
     were not found. A family sets `settings()` (its config values) and its own layers."""
 
     options = ("bert", "bert_size")
@@ -270,13 +271,13 @@ class TrainedAsUMT(SavedModel):
 
     @classmethod
     def train_defaults(cls, preset: str) -> dict:
-        """As UMT-BERT-CRF is trained (BertAdam, random batches of 32): the UMT paper's settings for
-        its BERT variants were not found."""
+        """As UMT-BERT-CRF's released code trains it: BertAdam, random batches of 32
+        (run_mtmner_crf.sh 11, run_mtmner_crf.py 715, 741)."""
         return {"optimizer": "bertadam", "batching": "random", "batch_size": 32}
 
     @classmethod
     def autocast_by_default(cls, config: MAFConfig) -> bool:
-        """fp32, as UMT's code runs its models unless --fp16."""
+        """fp32, as UMT's code trains and predicts unless its --fp16 (run_mtmner_crf.py 530, 675)."""
         return False
 
 

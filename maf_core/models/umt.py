@@ -26,14 +26,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from maf_core.config import BERT_SIZES, PIECE_TAGS, MAFConfig
+from maf_core.config import PIECE_TAGS, MAFConfig
 from maf_core.crf import CRF
 from maf_core.distributed import BatchShard
 from maf_core.interaction import BertLayer
 from maf_core.models.base import (
     TASK_TAGS,
     MAFOutput,
-    SavedModel,
+    TrainedAsUMT,
     at_least_fp32,
     bert_init,
     count_by_part,
@@ -127,9 +127,10 @@ def umt_settings(name: str) -> dict:
                 dropout_on="text", pooling="first")
 
 
-class UMT(SavedModel, library_name="maf", model_card_template=UMT_CARD, tags=UMT_TAGS):
+class UMT(TrainedAsUMT, library_name="maf", model_card_template=UMT_CARD, tags=UMT_TAGS):
     """UMT-BERT-CRF (`config.architecture` "umt"); MT below is UMT without its span detection;
-    called as MAF is."""
+    called as MAF is. Its recipe (TrainedAsUMT: config sizes, checks, BertAdam in random batches of
+    32, fp32) is the released code's, which the other models of UMT's code base are trained with."""
 
     name = "umt"
     title = "UMT-BERT-CRF"
@@ -138,39 +139,18 @@ class UMT(SavedModel, library_name="maf", model_card_template=UMT_CARD, tags=UMT
     card, card_tags = UMT_CARD, UMT_TAGS
     options = ("heads", "bert", "bert_size")
     recipe = "docs/model.md, UMT-BERT-CRF and MT-BERT-CRF: the released code (jefferyYu/UMT)"
-    takes_text_scheme = True  # BIO as the released code, or BIOES (the span of S- is B, of E- is I)
+    # takes_text_scheme (TrainedAsUMT's): BIO as the released code, or BIOES (the span of S- is B, of E- is I)
     span_detection = True     # ESD: the span CRF and its share of the emissions
 
     @classmethod
-    def default_config(cls, **overrides) -> MAFConfig:
-        """As the released code builds it (umt_settings), at BERT-base's sizes until the encoder is built."""
-        size = BERT_SIZES.get(overrides.get("bert_size", "base"), BERT_SIZES["base"])
-        values = dict(umt_settings(cls.name), bert_size="base", hidden_size=size["hidden_size"], max_length=128,
-                      image_dim=2048, num_regions=49)
-        values.update(overrides)
-        return MAFConfig(**values)
+    def settings(cls) -> dict:
+        """As the released code builds it (umt_settings)."""
+        return umt_settings(cls.name)
 
     @classmethod
     def config_from_options(cls, bert: str | None = None, bert_size: str = "base", heads: int | None = None,
                             **_) -> MAFConfig:
         return cls.default_config(bert=bert, bert_size=bert_size, heads=heads)
-
-    @classmethod
-    def check_config(cls, config: MAFConfig) -> list[str]:
-        if config.use_alignment or config.use_matching or config.text_only:
-            return [f"architecture {config.architecture} with CA, CM or text_only (MAF's; expected "
-                    "use_alignment and use_matching false, text_only false)"]
-        return []
-
-    @classmethod
-    def train_defaults(cls, preset: str) -> dict:
-        """BertAdam, random batches of 32 (run_mtmner_crf.sh 11, run_mtmner_crf.py 715, 741)."""
-        return {"optimizer": "bertadam", "batching": "random", "batch_size": 32}
-
-    @classmethod
-    def autocast_by_default(cls, config: MAFConfig) -> bool:
-        """fp32, as the released code trains and predicts unless its --fp16 (run_mtmner_crf.py 530, 675)."""
-        return False
 
     @classmethod
     def upgrade_state(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
