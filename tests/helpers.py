@@ -263,3 +263,36 @@ def whole_and_resumed(store: Path, text: Path, root: Path, model: MAFConfig, con
         with pytest.raises(DataError, match=refused):
             train(FeatureStore(store), text, root / "cut", wrong_model, config, resume=True)
     return whole, train(FeatureStore(store), text, root / "cut", model, config, resume=True)
+
+
+BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+
+
+def tiny_on_bert(name: str, seed: int = 0, **overrides):
+    """A BERT model built as UMT-BERT-CRF (GVATT-BERT-CRF, AdaCAN-BERT-CRF ...): its settings, BIO,
+    MAFConfig.tiny's sizes."""
+    from maf_core.models import build_model, model_class
+
+    torch.manual_seed(seed)
+    return build_model(MAFConfig.tiny(**{**model_class(name).settings(), "tags": BIO, **overrides}))
+
+
+def tiny_on_words(name: str, seed: int = 0, words: list[list[str]] | None = None, **overrides):
+    """A word-level image model (GVATT-HBiLSTM-CRF, AdaCAN-CNN-BiLSTM-CRF): its settings at small
+    sizes, its vocabularies from `words`."""
+    from maf_core.models import build_model, default_config, fit_to_text
+
+    torch.manual_seed(seed)
+    default = default_config(name)
+    keep = {k: getattr(default, k) for k in ("architecture", "use_alignment", "use_matching", "text_only", "scheme",
+                                             "crf_over", "char_encoder")}
+    config = MAFConfig.tiny(**{**keep, "word_dim": 10, "char_dim": 5, "char_hidden": 4, "lstm_hidden": 6,
+                               "word_dropout": 0.0, **overrides})
+    return build_model(fit_to_text(config, words or [["abc", "ABC", "a0"], ["de", "E"]]))
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keys of a `make_batch` batch that every model's forward takes (maf_core.models.MODEL_KEYS)."""
+    from maf_core.models import MODEL_KEYS
+
+    return {k: batch[k] for k in MODEL_KEYS}

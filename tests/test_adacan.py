@@ -1,55 +1,24 @@
-"""AdaCAN-BERT-CRF (maf_core/models/adacan.py): the co-attention, fusion and filtration gate against
-the equations computed as written, padding, missing images, saving, the shortcut detector, two
-processes against one; its runs through the CLI and every reader: tests/test_image_baselines.py."""
+"""AdaCAN-BERT-CRF and AdaCAN-CNN-BiLSTM-CRF (maf_core/models/adacan.py): the co-attention, fusion
+and filtration gate against the equations computed as written, two processes against one, the
+recipe. What they share with GVATT's (padding, gradients, missing images, saving, the shortcut
+detector, the CLI and every reader): tests/test_image_baselines.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import chars_to_words, image_decided_tweets, make_batch, train_and_tag_the_ambiguous_word
+from helpers import (
+    BIO,
+    make_batch,
+    model_inputs,
+    tiny_on_bert,
+    tiny_on_words,
+)
 
 from maf_core.config import MAFConfig
-from maf_core.models import MODEL_KEYS, build_model, default_config, fit_to_text, load_model, train_config, uses_amp
-from maf_core.models.adacan import AdacanBertCRF, AdacanCNNBiLSTMCRF, adacan_settings
-
-BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
-
-
-def tiny(seed: int = 0, **overrides) -> AdacanBertCRF:
-    torch.manual_seed(seed)
-    return build_model(MAFConfig.tiny(**{**adacan_settings(), "tags": BIO, **overrides}))
-
-
-def _inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in MODEL_KEYS}
-
-
-@pytest.mark.parametrize("crf_over", ["pieces", "words"])
-def test_shapes_and_padding_invariance(crf_over):
-    model = tiny(crf_over=crf_over).eval()
-    batch = make_batch(model.config, batch=5, seed=1)
-    longer = make_batch(model.config, batch=5, seed=1, pad_to=batch["input_ids"].shape[1] + 6)
-    with torch.no_grad():
-        out = model(**_inputs(batch), tags=batch["tags"], decode=True)
-        padded = model(**_inputs(longer), tags=longer["tags"], decode=True)
-        alone = model(**{k: v[2:3] for k, v in _inputs(batch).items()}, tags=batch["tags"][2:3], decode=True)
-    mask = batch["word_mask"]
-    assert out.emissions.shape == (5, mask.shape[1], len(model.config.crf_tags))
-    assert out.attention.shape == (5, 1, batch["input_ids"].shape[1], model.config.num_regions)
-    assert torch.allclose(out.attention.sum(-1), torch.ones(5, 1, batch["input_ids"].shape[1]))
-    assert torch.allclose(out.emissions[mask], padded.emissions[mask], atol=1e-5)
-    assert torch.allclose(out.emissions[2:3][mask[2:3]], alone.emissions[mask[2:3]], atol=1e-5)
-    assert torch.allclose(out.loss, padded.loss, atol=1e-4) and out.tags == padded.tags
-    assert [len(t) for t in out.tags] == mask.sum(1).tolist()
-    assert out.match_prob is None and out.loss_ca is None and out.loss_cm is None and not model.has_p
-
-
-def test_every_parameter_gets_a_gradient():
-    model = tiny()
-    batch = make_batch(model.config, batch=4)
-    model(**_inputs(batch), tags=batch["tags"]).loss.backward()
-    assert [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()] == []
+from maf_core.models import MODEL_KEYS, default_config, train_config
+from maf_core.models.adacan import adacan_settings
 
 
 def written_out(model, batch: dict, seed: int = 7) -> torch.Tensor:
@@ -91,73 +60,15 @@ def written_out(model, batch: dict, seed: int = 7) -> torch.Tensor:
 def test_the_co_attention_fusion_and_filtration_against_the_equations_as_written():
     """In float64: the model's emissions are the equations' with the query's parts at any value
     (they cancel in each softmax), two draws of them, every piece of three tweets."""
-    model = tiny(seed=1).double().eval()
+    model = tiny_on_bert("adacan-bert-crf", seed=1).double().eval()
     batch = make_batch(model.config, batch=3, seed=5)
     batch["regions"] = batch["regions"].double()
     with torch.no_grad():
-        out = model(**_inputs(batch))
+        out = model(**model_inputs(batch))
         for seed in (7, 8):
             for b, rows in enumerate(written_out(model, batch, seed)):
                 starts = batch["word_starts"][b][batch["word_mask"][b]]
                 assert torch.allclose(out.emissions[b, : len(starts)], rows[starts], atol=1e-10)
-
-
-def test_a_missing_image_is_the_same_as_an_all_masked_image():
-    """A tweet whose image status is not ok: its stray features change nothing, get no gradient, and
-    the tweet differs from the same tweet with its image (so the test can fail)."""
-    model = tiny().eval()
-    batch = make_batch(model.config, batch=4, seed=3)
-    missing = dict(batch, image_ok=torch.tensor([True, False, True, True]))
-    stray = dict(missing, regions=missing["regions"].clone())
-    stray["regions"][1] = torch.randn_like(stray["regions"][1]) * 100
-    stray["regions"].requires_grad_(True)
-    zeroed = dict(missing, regions=missing["regions"].clone())
-    zeroed["regions"][1] = 0.0
-    a = model(**_inputs(zeroed), tags=batch["tags"], decode=True)
-    c = model(**_inputs(stray), tags=batch["tags"], decode=True)
-    assert torch.equal(a.emissions, c.emissions) and a.tags == c.tags and torch.equal(a.loss, c.loss)
-    assert not c.attention[1].any()  # nothing attended to
-    c.loss.backward()
-    assert not stray["regions"].grad[1].any() and stray["regions"].grad[0].any()
-    with_image = model(**_inputs(batch))
-    assert not torch.allclose(with_image.emissions[1], a.emissions[1])
-    assert torch.allclose(with_image.emissions[0], a.emissions[0], atol=1e-6)
-
-
-def test_config_recipe_and_saving(tmp_path):
-    config = default_config("adacan-bert-crf")
-    assert (config.scheme, config.crf_over, config.init, config.dropout_on) == ("bio", "pieces", "default", "text")
-    assert not uses_amp(None, config, "cuda") and uses_amp(True, config, "cuda")
-    recipe = train_config("adacan-bert-crf", "paper")
-    assert (recipe.optimizer, recipe.batching, recipe.batch_size, recipe.lr) == ("bertadam", "random", 32, 5e-5)
-    with pytest.raises(ValueError, match="architecture adacan-bert-crf with CA, CM or text_only"):
-        AdacanBertCRF(MAFConfig.tiny(architecture="adacan-bert-crf"))
-    model = tiny().eval()
-    model.save_pretrained(tmp_path / "m")
-    again = load_model(tmp_path / "m")
-    batch = make_batch(model.config, batch=3, seed=4)
-    with torch.no_grad():
-        assert torch.equal(model(**_inputs(batch)).emissions, again(**_inputs(batch)).emissions)
-    assert type(again) is AdacanBertCRF and "# AdaCAN-BERT-CRF" in (tmp_path / "m" / "README.md").read_text()
-
-
-# ---------------------------------------------------------------- the shortcut detector
-
-
-@pytest.mark.shortcuts
-@pytest.mark.parametrize("informative", [False, True])
-def test_the_image_decides_a_word_only_when_it_carries_the_class(informative):
-    """Trained where one word's tag (B-PER or B-LOC) is decided by the image's class, AdaCAN tells
-    the two apart on held-out tweets (which tag scores higher) at chance when the images are noise
-    (nothing else tells the classes apart: no shortcut through padding, length or other rows) and
-    all but perfectly when they show the class."""
-    model = tiny()
-    accuracy = train_and_tag_the_ambiguous_word(model, image_decided_tweets(model.config, 256, informative, 1),
-                                                image_decided_tweets(model.config, 200, informative, 2))
-    assert accuracy >= 0.95 if informative else 0.35 <= accuracy <= 0.65
-
-
-# ---------------------------------------------------------------- a run through the CLI, and its readers
 
 
 DDP_BATCH = 9  # uneven on purpose: 5 rows on process 0, 4 on process 1
@@ -220,23 +131,12 @@ def test_two_processes_take_the_steps_of_one_with_the_whole_batch(tmp_path):
 # ---------------------------------------------------------------- AdaCAN-CNN-BiLSTM-CRF, on words
 
 
-def tiny_words(seed: int = 0, words: list[list[str]] | None = None, **overrides) -> AdacanCNNBiLSTMCRF:
-    """AdaCAN-CNN-BiLSTM-CRF's settings at small sizes, its vocabularies from `words`."""
-    torch.manual_seed(seed)
-    default = default_config("adacan-cnn-bilstm-crf")
-    keep = {k: getattr(default, k) for k in ("architecture", "use_alignment", "use_matching", "text_only", "scheme",
-                                             "crf_over", "char_encoder")}
-    config = MAFConfig.tiny(**{**keep, "word_dim": 10, "char_dim": 5, "char_hidden": 4, "lstm_hidden": 6,
-                               "word_dropout": 0.0, **overrides})
-    return build_model(fit_to_text(config, words or [["abc", "ABC", "a0"], ["de", "E"]]))
-
-
 def test_on_words_shapes_padding_and_the_head_on_the_bilstm_states():
-    model = tiny_words().eval()
+    model = tiny_on_words("adacan-cnn-bilstm-crf").eval()
     batch = make_batch(model.config, batch=5, seed=1)
     with torch.no_grad():
-        out = model(**_inputs(batch), tags=batch["tags"], decode=True)
-        alone = model(**{k: v[2:3] for k, v in _inputs(batch).items()}, tags=batch["tags"][2:3], decode=True)
+        out = model(**model_inputs(batch), tags=batch["tags"], decode=True)
+        alone = model(**{k: v[2:3] for k, v in model_inputs(batch).items()}, tags=batch["tags"][2:3], decode=True)
         mask = batch["word_mask"]
         assert out.emissions.shape == (5, mask.shape[1], len(model.config.tags))
         assert out.attention.shape == (5, 1, batch["input_ids"].shape[1], model.config.num_regions)
@@ -253,36 +153,11 @@ def test_on_words_shapes_padding_and_the_head_on_the_bilstm_states():
     assert model.emission is None and not model.has_p and out.match_prob is None
 
 
-def test_on_words_every_parameter_gets_a_gradient_and_a_missing_image_is_masked():
-    model = tiny_words()
-    batch = make_batch(model.config, batch=4, seed=3)
-    model(**_inputs(batch), tags=batch["tags"]).loss.backward()
-    assert [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()] == []
-    model.eval()
-    missing = dict(batch, image_ok=torch.tensor([True, False, True, True]))
-    stray = dict(missing, regions=missing["regions"].clone())
-    stray["regions"][1] = torch.randn_like(stray["regions"][1]) * 100
-    with torch.no_grad():
-        a, c, full = (model(**_inputs(x)) for x in (missing, stray, batch))
-    assert torch.equal(a.emissions, c.emissions) and not c.attention[1].any()
-    assert not torch.allclose(full.emissions[1], a.emissions[1])
-
-
 def test_on_words_the_recipe():
     config = default_config("adacan-cnn-bilstm-crf")
     assert (config.word_dim, config.lstm_hidden, config.char_encoder, config.char_dim) == (200, 100, "cnn", 30)
     recipe = train_config("adacan-cnn-bilstm-crf", "paper")
     assert (recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.warmup, recipe.batch_size, recipe.epochs) == \
         ("adamw", 1e-3, 0.0, 0.0, 10, 25)
-
-
-@pytest.mark.shortcuts
-@pytest.mark.parametrize("informative", [False, True])
-def test_on_words_the_image_decides_a_word_only_when_it_carries_the_class(informative):
-    config = tiny_words().config
-    train_set = image_decided_tweets(config, 256, informative, 1)
-    model = tiny_words(words=chars_to_words(train_set["word_chars"], train_set["word_mask"]))
-    accuracy = train_and_tag_the_ambiguous_word(model, train_set, image_decided_tweets(config, 200, informative, 2))
-    assert accuracy >= 0.95 if informative else 0.35 <= accuracy <= 0.65
 
 

@@ -8,25 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import make_batch, whole_and_resumed
+from helpers import BIO, make_batch, model_inputs, whole_and_resumed
 from torch.nn import functional as F
 
 from cli.maf import main as maf
 from maf_core.config import MAFConfig
-from maf_core.models import MODEL_KEYS, BertSoftmax, build_model, default_config, load_model, train_config
+from maf_core.models import BertSoftmax, build_model, default_config, load_model, train_config
 from maf_core.models.base import piece_targets
 from maf_core.models.bert import bert_softmax_settings
-
-BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 
 
 def tiny(seed: int = 0, **overrides) -> BertSoftmax:
     torch.manual_seed(seed)
     return build_model(MAFConfig.tiny(**{**bert_softmax_settings(), "tags": BIO, **overrides}))
-
-
-def _inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in MODEL_KEYS}
 
 
 @pytest.mark.parametrize("crf_over", ["pieces", "words"])
@@ -36,7 +30,7 @@ def test_the_loss_is_the_cross_entropy_of_each_position_summed_per_tweet_and_ave
     model = tiny(crf_over=crf_over).eval()
     batch = make_batch(model.config, batch=4, seed=3)
     with torch.no_grad():
-        out = model(**_inputs(batch), tags=batch["tags"])
+        out = model(**model_inputs(batch), tags=batch["tags"])
         text = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         scores = model.emission(text)
     labels = piece_targets(batch["tags"], batch["word_starts"], batch["word_mask"], batch["attention_mask"].bool(),
@@ -59,9 +53,9 @@ def test_tags_are_the_argmax_of_the_schemes_tags_per_word():
     model = tiny().eval()
     batch = make_batch(model.config, batch=5, seed=4)
     with torch.no_grad():
-        out = model(**_inputs(batch), decode=True)
+        out = model(**model_inputs(batch), decode=True)
         model.emission.bias.data[len(BIO)] += 100.0  # X would win everywhere
-        forced = model(**_inputs(batch), decode=True)
+        forced = model(**model_inputs(batch), decode=True)
     counts = batch["word_mask"].sum(1).tolist()
     assert out.emissions.shape == (5, batch["word_mask"].shape[1], len(model.config.crf_tags))
     assert out.tags == [row[:n] for row, n in zip(out.emissions[..., :len(BIO)].argmax(-1).tolist(), counts)]
@@ -74,9 +68,9 @@ def test_the_image_inputs_change_nothing_and_padding_changes_nothing():
     padded = make_batch(model.config, batch=3, seed=5, pad_to=batch["input_ids"].shape[1] + 4)
     other = dict(batch, regions=torch.randn_like(batch["regions"]), image_ok=torch.zeros(3, dtype=torch.bool))
     with torch.no_grad():
-        out = model(**_inputs(batch), decode=True)
-        assert torch.equal(out.emissions, model(**_inputs(other)).emissions)
-        assert torch.allclose(out.emissions, model(**_inputs(padded)).emissions, atol=1e-5)
+        out = model(**model_inputs(batch), decode=True)
+        assert torch.equal(out.emissions, model(**model_inputs(other)).emissions)
+        assert torch.allclose(out.emissions, model(**model_inputs(padded)).emissions, atol=1e-5)
 
 
 def test_its_config_reads_no_image_and_its_recipe_is_umts():

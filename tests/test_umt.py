@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import make_batch, whole_and_resumed
+from helpers import BIO, make_batch, model_inputs, whole_and_resumed
 
 from cli.maf import main as maf
 from maf_core.config import MAFConfig, TrainConfig
@@ -20,17 +20,12 @@ from maf_core.models import MT, build_model, default_config, load_model, train_c
 from maf_core.models.umt import UMT, conversion_matrix, span_labels, span_states, umt_settings
 from pipeline.errors import DataError
 
-BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 BIOES = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
 
 
 def tiny(architecture: str = "umt", seed: int = 0, **overrides) -> UMT:  # MT is a UMT
     torch.manual_seed(seed)
     return build_model(MAFConfig.tiny(**{**umt_settings(architecture), "tags": BIO, **overrides}))
-
-
-def _inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in MODEL_KEYS}
 
 
 # ---------------------------------------------------------------- span labels and trans_matrix
@@ -88,9 +83,9 @@ def test_shapes_and_padding_invariance(architecture, crf_over):
     batch = make_batch(model.config, batch=5, seed=1)
     longer = make_batch(model.config, batch=5, seed=1, pad_to=batch["input_ids"].shape[1] + 6)
     with torch.no_grad():
-        out = model(**_inputs(batch), tags=batch["tags"], decode=True)
-        padded = model(**_inputs(longer), tags=longer["tags"], decode=True)
-        alone = model(**{k: v[2:3] for k, v in _inputs(batch).items()}, tags=batch["tags"][2:3], decode=True)
+        out = model(**model_inputs(batch), tags=batch["tags"], decode=True)
+        padded = model(**model_inputs(longer), tags=longer["tags"], decode=True)
+        alone = model(**{k: v[2:3] for k, v in model_inputs(batch).items()}, tags=batch["tags"][2:3], decode=True)
     words, states = batch["word_mask"].shape[1], len(model.config.crf_tags)
     assert out.emissions.shape == (5, words, states)
     assert out.attention.shape == (5, model.config.heads, batch["input_ids"].shape[1], model.config.num_regions)
@@ -111,7 +106,7 @@ def test_shapes_and_padding_invariance(architecture, crf_over):
 def test_every_parameter_gets_a_gradient():
     model = tiny()
     batch = make_batch(model.config, batch=4)
-    model(**_inputs(batch), tags=batch["tags"]).loss.backward()
+    model(**model_inputs(batch), tags=batch["tags"]).loss.backward()
     idle = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert idle == []
 
@@ -127,15 +122,15 @@ def test_the_gate_on_a_hand_built_case():
     model.emission.register_forward_hook(lambda m, i, o: seen.__setitem__("H", i[0]))
     d = model.config.hidden_size
     with torch.no_grad():
-        model(**_inputs(batch))
+        model(**model_inputs(batch))
         gate = torch.sigmoid(model.gate(torch.cat([seen["P"], seen["A"]], -1)))
         assert torch.allclose(seen["H"], torch.cat([seen["P"], gate * seen["A"]], -1))
         model.gate.weight.zero_()
         model.gate.bias.zero_()
-        model(**_inputs(batch))
+        model(**model_inputs(batch))
         assert torch.allclose(seen["H"][..., d:], 0.5 * seen["A"]) and torch.equal(seen["H"][..., :d], seen["P"])
         model.gate.bias.fill_(-30.0)
-        model(**_inputs(batch))
+        model(**model_inputs(batch))
         assert seen["H"][..., d:].abs().max() < 1e-10
 
 
@@ -151,14 +146,14 @@ def test_a_missing_image_is_the_same_as_an_all_masked_image():
     stray = dict(missing, regions=missing["regions"].clone())
     stray["regions"][1] = torch.randn_like(stray["regions"][1]) * 100
     stray["regions"].requires_grad_(True)
-    a = model(**_inputs(missing), tags=batch["tags"], decode=True)
-    b = model(**_inputs(masked), tags=batch["tags"], decode=True)
-    c = model(**_inputs(stray), tags=batch["tags"], decode=True)
+    a = model(**model_inputs(missing), tags=batch["tags"], decode=True)
+    b = model(**model_inputs(masked), tags=batch["tags"], decode=True)
+    c = model(**model_inputs(stray), tags=batch["tags"], decode=True)
     assert torch.equal(a.emissions, b.emissions) and torch.equal(a.emissions, c.emissions)
     assert a.tags == b.tags == c.tags and torch.equal(a.loss, c.loss)
     c.loss.backward()
     assert not stray["regions"].grad[1].any() and stray["regions"].grad[0].any()
-    with_image = model(**_inputs(batch))
+    with_image = model(**model_inputs(batch))
     assert not torch.allclose(with_image.emissions[1], a.emissions[1])
     assert torch.allclose(with_image.emissions[0], a.emissions[0], atol=1e-6)  # other rows keep theirs
 
@@ -169,7 +164,7 @@ def test_values_pinned_on_a_fixed_seed():
     float64 on shared weights (losses, emissions, gradients and Viterbi paths)."""
     model = tiny(seed=0)
     batch = make_batch(model.config, batch=4, seed=0)
-    out = model(**_inputs(batch), tags=batch["tags"])
+    out = model(**model_inputs(batch), tags=batch["tags"])
     assert out.loss_ner.item() == pytest.approx(PINNED["ner"], rel=1e-4)
     assert out.loss_span.item() == pytest.approx(PINNED["span"], rel=1e-4)
     assert out.loss.item() == pytest.approx(PINNED["ner"] + 0.5 * PINNED["span"], rel=1e-4)
@@ -191,7 +186,7 @@ def test_bf16_autocast_keeps_the_crf_in_fp32():
     model = tiny()
     batch = make_batch(model.config, batch=3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(**_inputs(batch), tags=batch["tags"], decode=True)
+        out = model(**model_inputs(batch), tags=batch["tags"], decode=True)
     assert out.emissions.dtype == torch.float32 and out.span_emissions.dtype == torch.float32
     assert torch.isfinite(out.loss)
 
@@ -235,7 +230,7 @@ def test_saved_and_loaded_it_gives_the_same_tags(tmp_path):
     model.save_pretrained(tmp_path / "m")
     again = load_model(tmp_path / "m")
     with torch.no_grad():
-        assert torch.equal(model(**_inputs(batch)).emissions, again(**_inputs(batch)).emissions)
+        assert torch.equal(model(**model_inputs(batch)).emissions, again(**model_inputs(batch)).emissions)
     assert "UMT-BERT-CRF / MT-BERT-CRF" in (tmp_path / "m" / "README.md").read_text()
 
 
@@ -251,7 +246,7 @@ def test_load_model_finds_a_umt_by_hub_name_in_the_hugging_face_cache(tmp_path):
     batch = make_batch(model.config, batch=2)
     assert isinstance(again, UMT) and again.config.architecture == "mt" and not again.training
     with torch.no_grad():
-        assert torch.equal(model(**_inputs(batch)).emissions, again(**_inputs(batch)).emissions)
+        assert torch.equal(model(**model_inputs(batch)).emissions, again(**model_inputs(batch)).emissions)
 
 
 # ---------------------------------------------------------------- runs through the CLI
