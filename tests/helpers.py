@@ -296,3 +296,67 @@ def model_inputs(batch: dict) -> dict:
     from maf_core.models import MODEL_KEYS
 
     return {k: batch[k] for k in MODEL_KEYS}
+
+
+DDP_BATCH = 9  # uneven on purpose: 5 rows on process 0, 4 on process 1
+
+
+def _ddp_config(name: str) -> MAFConfig:
+    from maf_core.models import model_class
+
+    return MAFConfig.tiny(**model_class(name).settings(), tags=BIO)
+
+
+def _ddp_batch(name: str) -> dict:
+    batch = make_batch(_ddp_config(name), batch=DDP_BATCH, seed=11)
+    batch["image_ok"][[2, 6]] = False  # two tweets without an image
+    return batch
+
+
+def _ddp_step(model: torch.nn.Module, core: torch.nn.Module, batch: dict, rows: slice, shard) -> None:
+    from maf_core.config import TrainConfig
+    from maf_core.models import MODEL_KEYS
+    from maf_core.optim import optimizer_for
+
+    optimizer = optimizer_for(core, TrainConfig(lr=1e-3))
+    out = model(**{k: batch[k][rows] for k in MODEL_KEYS}, tags=batch["tags"][rows], shard=shard)
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(core.parameters(), 1.0)
+    optimizer.step()
+
+
+def _ddp_worker(rank: int, world: int, name: str, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from maf_core.distributed import BatchShard, split_sizes
+    from maf_core.train import build_model as build_for_training
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:  # the trainer's own DDP wrapping (no find_unused_parameters: every parameter is used)
+        core, model = build_for_training(_ddp_config(name), 0, torch.device("cpu"), rank, world)
+        shard = BatchShard(rank, split_sizes(DDP_BATCH, world))
+        for _ in range(2):
+            _ddp_step(model.train(), core, _ddp_batch(name), shard.rows, shard)
+        if rank == 0:
+            torch.save(core.state_dict(), Path(out_dir, "weights.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def two_processes_and_one(name: str, tmp_path: Path) -> tuple[dict, dict, dict]:
+    """Two optimisation steps of a tiny model of the registry (its `settings()`, BIO) on a batch of
+    DDP_BATCH tweets, two without an image: by two processes under the trainer's DDP wrapping, each
+    with its share of the rows, and by one process with the whole batch. Returns the weights (two
+    processes, one process, before the steps)."""
+    import torch.multiprocessing as mp
+
+    from maf_core.train import build_model as build_for_training
+
+    mp.spawn(_ddp_worker, args=(2, name, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    two = torch.load(tmp_path / "weights.pt", weights_only=True)
+    single, _ = build_for_training(_ddp_config(name), 0, torch.device("cpu"), 0, 1)
+    start = {k: v.clone() for k, v in single.state_dict().items()}
+    for _ in range(2):
+        _ddp_step(single.train(), single, _ddp_batch(name), slice(0, DDP_BATCH), None)
+    return two, single.state_dict(), start

@@ -4,21 +4,17 @@ recipe. What they share with GVATT's (padding, gradients, missing images, saving
 detector, the CLI and every reader): tests/test_image_baselines.py."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from helpers import (
-    BIO,
     make_batch,
     model_inputs,
     tiny_on_bert,
     tiny_on_words,
+    two_processes_and_one,
 )
 
-from maf_core.config import MAFConfig
-from maf_core.models import MODEL_KEYS, default_config, train_config
-from maf_core.models.adacan import adacan_settings
+from maf_core.models import default_config, train_config
 
 
 def written_out(model, batch: dict, seed: int = 7) -> torch.Tensor:
@@ -71,59 +67,9 @@ def test_the_co_attention_fusion_and_filtration_against_the_equations_as_written
                 assert torch.allclose(out.emissions[b, : len(starts)], rows[starts], atol=1e-10)
 
 
-DDP_BATCH = 9  # uneven on purpose: 5 rows on process 0, 4 on process 1
-
-
-def _ddp_batch() -> dict:
-    batch = make_batch(MAFConfig.tiny(**adacan_settings(), tags=BIO), batch=DDP_BATCH, seed=11)
-    batch["image_ok"][[2, 6]] = False  # two tweets without an image
-    return batch
-
-
-def _ddp_step(model: torch.nn.Module, core: torch.nn.Module, batch: dict, rows: slice, shard) -> None:
-    from maf_core.config import TrainConfig
-    from maf_core.optim import optimizer_for
-
-    optimizer = optimizer_for(core, TrainConfig(lr=1e-3))
-    out = model(**{k: batch[k][rows] for k in MODEL_KEYS}, tags=batch["tags"][rows], shard=shard)
-    out.loss.backward()
-    torch.nn.utils.clip_grad_norm_(core.parameters(), 1.0)
-    optimizer.step()
-
-
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    from maf_core.distributed import BatchShard, split_sizes
-    from maf_core.train import build_model as build_for_training
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:  # the trainer's own DDP wrapping (no find_unused_parameters: every parameter is used)
-        config = MAFConfig.tiny(**adacan_settings(), tags=BIO)
-        core, model = build_for_training(config, 0, torch.device("cpu"), rank, world)
-        shard = BatchShard(rank, split_sizes(DDP_BATCH, world))
-        for _ in range(2):
-            _ddp_step(model.train(), core, _ddp_batch(), shard.rows, shard)
-        if rank == 0:
-            torch.save(core.state_dict(), Path(out_dir, "weights.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_two_processes_take_the_steps_of_one_with_the_whole_batch(tmp_path):
-    import torch.multiprocessing as mp
-
-    from maf_core.train import build_model as build_for_training
-
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    two = torch.load(tmp_path / "weights.pt", weights_only=True)
-    single, _ = build_for_training(MAFConfig.tiny(**adacan_settings(), tags=BIO), 0, torch.device("cpu"), 0, 1)
-    start = {k: v.clone() for k, v in single.state_dict().items()}
-    for _ in range(2):
-        _ddp_step(single.train(), single, _ddp_batch(), slice(0, DDP_BATCH), None)
-    one = single.state_dict()
+    two, one, start = two_processes_and_one("adacan-bert-crf", tmp_path)
     assert max(float((two[k] - one[k]).abs().max()) for k in one) < 1e-5
     assert max(float((start[k] - one[k]).abs().max()) for k in one) > 1e-4  # the steps moved the weights
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import BIO, make_batch, model_inputs, whole_and_resumed
+from helpers import BIO, make_batch, model_inputs, two_processes_and_one, whole_and_resumed
 
 from cli.maf import main as maf
-from maf_core.config import MAFConfig, TrainConfig
-from maf_core.model import MAF, MODEL_KEYS, piece_targets
+from maf_core.config import MAFConfig
+from maf_core.model import MAF, piece_targets
 from maf_core.models import MT, build_model, default_config, load_model, train_config, uses_amp
 from maf_core.models.umt import UMT, conversion_matrix, span_labels, span_states, umt_settings
 from pipeline.errors import DataError
@@ -366,58 +366,10 @@ def test_resume_of_umt_equals_an_uninterrupted_run(sample_text, sample_store, tm
 # ---------------------------------------------------------------- torchrun / DDP
 
 
-DDP_BATCH = 9  # uneven on purpose: 5 rows on process 0, 4 on process 1
-
-
-def _ddp_batch() -> dict:
-    batch = make_batch(MAFConfig.tiny(**umt_settings("umt"), tags=BIO), batch=DDP_BATCH, seed=11)
-    batch["image_ok"][[2, 6]] = False  # two tweets without an image
-    return batch
-
-
-def _ddp_step(model: torch.nn.Module, core: UMT, batch: dict, rows: slice, shard) -> None:
-    from maf_core.optim import optimizer_for
-
-    optimizer = optimizer_for(core, TrainConfig(lr=1e-3))
-    out = model(**{k: batch[k][rows] for k in MODEL_KEYS}, tags=batch["tags"][rows], shard=shard)
-    out.loss.backward()
-    torch.nn.utils.clip_grad_norm_(core.parameters(), 1.0)
-    optimizer.step()
-
-
-def _umt_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    from maf_core.distributed import BatchShard, split_sizes
-    from maf_core.train import build_model
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:  # the trainer's own DDP wrapping: no find_unused_parameters (UMT builds no idle pooler)
-        core, model = build_model(MAFConfig.tiny(**umt_settings("umt"), tags=BIO), 0, torch.device("cpu"), rank,
-                                  world)
-        shard = BatchShard(rank, split_sizes(DDP_BATCH, world))
-        for _ in range(2):
-            _ddp_step(model.train(), core, _ddp_batch(), shard.rows, shard)
-        if rank == 0:
-            torch.save(core.state_dict(), Path(out_dir, "weights.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_two_processes_take_the_steps_of_one_with_the_whole_batch(tmp_path):
-    import torch.multiprocessing as mp
-
-    from maf_core.train import build_model
-
-    mp.spawn(_umt_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    two = torch.load(tmp_path / "weights.pt", weights_only=True)
-    single, _ = build_model(MAFConfig.tiny(**umt_settings("umt"), tags=BIO), 0, torch.device("cpu"), 0, 1)
-    start = {k: v.clone() for k, v in single.state_dict().items()}
-    for _ in range(2):
-        _ddp_step(single.train(), single, _ddp_batch(), slice(0, DDP_BATCH), None)
-    one = single.state_dict()
+    """Under the trainer's DDP wrapping, no find_unused_parameters: UMT builds no idle pooler."""
+    two, one, start = two_processes_and_one("umt", tmp_path)
     assert max(float((two[k] - one[k]).abs().max()) for k in one) < 1e-5
     assert max(float((start[k] - one[k]).abs().max()) for k in one) > 1e-4  # the steps moved the weights
 
